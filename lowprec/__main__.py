@@ -1,0 +1,61 @@
+"""The command line: ``python -m lowprec {formats,demo,figures,gpu-check}``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .formats import PRESETS, FloatFormat
+
+
+def _specials_text(fmt: FloatFormat) -> str:
+    e, m = fmt.exponent_bits, fmt.mantissa_bits
+    ones = "1" * e if e <= 5 else f"1x{e}"
+    zeros = "0" * m if m <= 3 else f"0x{m}"
+    parts = []
+    if fmt.has_inf:
+        parts.append(f"inf S.{ones}.{zeros}")
+    if fmt.specials == "ieee":
+        parts.append(f"NaN S.{ones}.(nonzero)")
+    elif fmt.specials == "fn":
+        parts.append(f"NaN {'S.' if fmt.signed else ''}{ones}{'.' + '1' * m if m else ''}")  # all ones
+    elif fmt.specials == "fnuz":
+        parts.append("NaN 0x80 (the -0 code)")
+    else:
+        parts.append("no inf, no NaN")
+    if fmt.has_negative_zero:
+        parts.append("-0")
+    elif fmt.has_zero and fmt.signed:
+        parts.append("no -0")
+    if not fmt.has_zero:
+        parts.append("no zero")
+    return ", ".join(parts)
+
+
+def format_table(formats=PRESETS) -> str:
+    """The table that ``python -m lowprec formats`` prints."""
+    header = ("name", "bits", "E", "M", "bias", "max", "tiny (min normal)",
+              "min subnormal", "eps", "overflow", "specials")
+    rows = [header]
+    for f in formats:
+        rows.append((f.name, str(f.bits), str(f.exponent_bits), str(f.mantissa_bits), str(f.bias),
+                     f"{f.max:.6g}", f"{f.tiny:.6g}",
+                     f"{f.smallest_subnormal:.6g}" if f.has_zero else "(none)",
+                     f"{f.eps:.6g}", f.default_overflow, _specials_text(f)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lowprec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("formats", help="print every preset format and its limits")
+    args = parser.parse_args(argv)
+    if args.command == "formats":
+        print(format_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
