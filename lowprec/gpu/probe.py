@@ -1,0 +1,209 @@
+"""The tensor-core probe: run test tiles through real ``mma.sync`` and through each model.
+
+A *backend* computes ``D = A @ B + C`` for a batch of tiles with one of the instructions in
+:data:`lowprec.gpu.kernels.INSTRUCTIONS`: :class:`CupyBackend` on a real GPU, or
+:class:`SimulatedBackend`, a NumPy stand-in driven by a :class:`lowprec.tensorcore` model
+(used by the CPU tests, and to show what each model predicts). :func:`probe_instruction`
+compares the device's bits with every preset that applies to the instruction.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import tensorcore
+from ..bits import decode, encode
+from ..formats import FP16, FP32, as_format
+from ..rounding import round as lp_round
+from .kernels import INSTRUCTIONS, MmaInstruction, kernel_source
+
+
+@dataclass
+class ProbeSet:
+    """A batch of named test tiles for one instruction (values exactly representable)."""
+
+    instruction: MmaInstruction
+    names: list  # one name per tile, e.g. "fasi_d1", "random_17"
+    a: np.ndarray  # (tiles, 16, K) float64, values of the instruction's input format
+    b: np.ndarray  # (tiles, K, 8)
+    c: np.ndarray  # (tiles, 16, 8), values of the accumulator format
+    exact: np.ndarray = field(default=None)  # (tiles, 16, 8) exact a @ b + c for self-check tiles, else NaN
+
+
+def _acc_format(instr: MmaInstruction):
+    return FP32 if instr.accumulator == "fp32" else FP16
+
+
+def _tile(instr: MmaInstruction, k: int, products, c_value):
+    """One tile whose output (0, 0) is sum(products) + c_value; every other output is 0 + 0."""
+    a = np.zeros((16, k))
+    b = np.zeros((k, 8))
+    c = np.zeros((16, 8))
+    for index, (x, y) in products.items():
+        a[0, index], b[index, 0] = x, y
+    c[0, 0] = c_value
+    return a, b, c
+
+
+def probe_set(instr: MmaInstruction, chained: int = 1, random_tiles: int = 64, seed: int = 0) -> ProbeSet:
+    """Self-check tiles, the published probe vectors and random tiles, K = chained * instr.k."""
+    fmt = as_format(instr.input_format)
+    k = instr.k * chained
+    rng = np.random.default_rng(seed)
+    tiles, names, exact = [], [], []
+
+    # Self-check: small integers, so every model and the device must give the exact product.
+    for i in range(4):
+        a = rng.integers(-3, 4, (16, k)).astype(float)
+        b = rng.integers(-3, 4, (k, 8)).astype(float)
+        c = rng.integers(-8, 9, (16, 8)).astype(float)
+        tiles.append((a, b, c))
+        names.append(f"selfcheck_{i}")
+        exact.append(a @ b + c)  # integers far below 2**24: float64 is exact
+
+    eps = 2.0 ** -24
+    # Probe vectors after Fasi, Higham, Mikaitis & Pranesh (2021) and the MMA-Sim probes quoted
+    # in shared/reference/tensor-cores.md (values chosen representable in every input format).
+    probes = {
+        # 1*1 - (1 - 2^-24): 2^-23 with no extra alignment bit (V100), 2^-24 with one (A100, H100)
+        "d1_extra_bit": ({0: (1.0, 1.0)}, -(1 - eps)),
+        # c = 1 plus two tiny products at the first and last index of K: split blocks lose them
+        "split_block": ({0: (2.0 ** -12, 2.0 ** -12), k - 1: (2.0 ** -12, 2.0 ** -12)}, 1.0),
+        # truncation vs rounding of the aligned sum: 1 + 3/4 ulp rounds up to nearest, not toward zero
+        "truncation": ({0: (2.0 ** -12, 1.5 * 2.0 ** -12)}, 1.0),
+        # cancellation leaves only the bits that survived alignment
+        "cancellation": ({0: (1.0, 1.0), 1: (-1.0, 1.0), 2: (2.0 ** -12, 2.0 ** -13)}, 0.0),
+        # a sum that rounds to zero of negative sign
+        "negative_zero": ({0: (-(2.0 ** -12), 2.0 ** -14)}, 0.0),
+        # carries: many products just below a power of two
+        "carry": ({i: (1 - 2.0 ** -3, 1.0) for i in range(k)}, 0.0),
+    }
+    for name, (products, c_value) in probes.items():
+        products = {i: (float(lp_round(x, fmt)), float(lp_round(y, fmt))) for i, (x, y) in products.items()}
+        tiles.append(_tile(instr, k, products, float(lp_round(c_value, _acc_format(instr)))))
+        names.append(name)
+        exact.append(np.full((16, 8), np.nan))
+
+    # Random tiles with a wide spread of exponents, so alignment and truncation matter.
+    spread = min(8, (fmt.emax - fmt.emin) // 2)
+    for i in range(random_tiles):
+        a = rng.standard_normal((16, k)) * np.exp2(rng.integers(-spread, spread + 1, (16, k)))
+        b = rng.standard_normal((k, 8)) * np.exp2(rng.integers(-spread, spread + 1, (k, 8)))
+        c = rng.standard_normal((16, 8)) * np.exp2(rng.integers(-spread, spread + 1, (16, 8)))
+        tiles.append((lp_round(a, fmt), lp_round(b, fmt), lp_round(c, _acc_format(instr))))
+        names.append(f"random_{i}")
+        exact.append(np.full((16, 8), np.nan))
+
+    a, b, c = (np.stack(parts) for parts in zip(*tiles))
+    return ProbeSet(instr, names, a, b, c, np.stack(exact))
+
+
+class SimulatedBackend:
+    """A NumPy stand-in for the GPU: each instruction computed by a lowprec.tensorcore model."""
+
+    def __init__(self, models: dict):
+        self.models = models  # instruction name -> TensorCoreModel
+        self.device_name = "simulated: " + ", ".join(f"{k}={getattr(m, 'name', m)}" for k, m in models.items())
+
+    def supports(self, instr: MmaInstruction) -> bool:
+        return instr.name in self.models
+
+    def run(self, instr: MmaInstruction, a, b, c):
+        return simulate(self.models[instr.name], instr, a, b, c)
+
+
+def simulate(model, instr: MmaInstruction, a, b, c):
+    """What ``model`` predicts for tiles (a, b, c), chaining instructions along K."""
+    out = np.empty(c.shape)
+    for t in range(a.shape[0]):
+        out[t] = tensorcore.matmul(a[t], b[t], model, c=c[t])
+    return out
+
+
+class CupyBackend:
+    """Runs the raw-bit mma.sync kernels of lowprec.gpu.kernels on the current CUDA device."""
+
+    def __init__(self):
+        from . import require_cupy
+
+        self.cp = require_cupy()
+        props = self.cp.cuda.runtime.getDeviceProperties(self.cp.cuda.Device().id)
+        self.device_name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        self.compute_capability = int(props["major"]) * 10 + int(props["minor"])
+        self._kernels = {}
+
+    def supports(self, instr: MmaInstruction) -> bool:
+        return self.compute_capability >= instr.min_compute_capability
+
+    def _kernel(self, instr: MmaInstruction):
+        if instr.name not in self._kernels:
+            module = self.cp.RawModule(code=kernel_source(instr), options=("-std=c++17",))
+            self._kernels[instr.name] = module.get_function(instr.kernel_name)
+        return self._kernels[instr.name]
+
+    def run(self, instr: MmaInstruction, a, b, c):
+        cp = self.cp
+        fmt = as_format(instr.input_format)
+        storage = {1: np.uint32, 2: np.uint16, 4: np.uint8}[instr.per_register]
+        a_bits = cp.asarray(np.asarray(encode(a, fmt)).astype(storage))
+        b_bits = cp.asarray(np.asarray(encode(b, fmt)).astype(storage))
+        if instr.accumulator == "fp32":
+            c_dev = cp.asarray(c.astype(np.float32))
+            d_dev = cp.empty_like(c_dev)
+        else:
+            c_dev = cp.asarray(np.asarray(encode(c, FP16)).astype(np.uint16))
+            d_dev = cp.empty_like(c_dev)
+        tiles, _, k = a.shape
+        self._kernel(instr)((tiles,), (32,), (a_bits, b_bits, c_dev, d_dev, np.int32(k)))
+        d = cp.asnumpy(d_dev)
+        return d.astype(np.float64) if instr.accumulator == "fp32" else decode(d, FP16)
+
+
+def bit_agreement(x, y, fmt) -> dict:
+    """Share of bit-identical values and the largest distance in units in the last place."""
+    fmt = as_format(fmt)
+    cx, cy = np.asarray(encode(x, fmt)).astype(np.int64), np.asarray(encode(y, fmt)).astype(np.int64)
+    same = cx == cy
+    # distance in ulps: map codes to a monotone integer line (sign-magnitude to two's complement)
+    sign = 1 << (fmt.bits - 1)
+    line_x = np.where(cx & sign, -(cx & (sign - 1)), cx)
+    line_y = np.where(cy & sign, -(cy & (sign - 1)), cy)
+    finite = np.isfinite(x) & np.isfinite(y)
+    distance = np.abs(line_x - line_y)[finite]
+    return {"bit_identical_share": float(same.mean()) if same.size else math.nan,
+            "max_ulp": int(distance.max()) if distance.size else 0,
+            "count": int(same.size)}
+
+
+def presets_for(instr: MmaInstruction) -> dict:
+    """The tensorcore presets whose input format matches the instruction, with its output."""
+    found = {}
+    for name, model in tensorcore.PRESETS.items():
+        if tensorcore.model_input_format(model) == instr.input_format:
+            found[name] = tensorcore.with_output(model, instr.accumulator)
+    return found
+
+
+def probe_instruction(backend, instr: MmaInstruction, chained: int = 1, random_tiles: int = 64) -> dict:
+    """Run the probe set of one instruction on ``backend``; compare with every applicable preset."""
+    ps = probe_set(instr, chained=chained, random_tiles=random_tiles)
+    device = backend.run(instr, ps.a, ps.b, ps.c)
+    acc = _acc_format(instr)
+    check = ~np.isnan(ps.exact)
+    selfcheck_ok = bool(np.array_equal(device[check], ps.exact[check]))
+    named = [i for i, n in enumerate(ps.names) if not n.startswith(("selfcheck", "random"))]
+    result = {"instruction": instr.name, "k": int(ps.a.shape[2]), "selfcheck_ok": selfcheck_ok,
+              "device_probe_outputs": {ps.names[i]: float(device[i, 0, 0]) for i in named},
+              "presets": {}}
+    for name, model in presets_for(instr).items():
+        predicted = simulate(model, instr, ps.a, ps.b, ps.c)
+        entry = bit_agreement(device, predicted, acc)
+        entry["probe_outputs"] = {ps.names[i]: float(predicted[i, 0, 0]) for i in named}
+        entry["probe_vectors_match"] = all(
+            encode(device[i, 0, 0], acc) == encode(predicted[i, 0, 0], acc) for i in named)
+        result["presets"][name] = entry
+    ranked = sorted(result["presets"].items(), key=lambda kv: -kv[1]["bit_identical_share"])
+    result["best_match"] = ranked[0][0] if ranked else None
+    return result
