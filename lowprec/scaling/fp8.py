@@ -1,0 +1,273 @@
+"""Per-tensor FP8 scaling recipes as Transformer Engine runs them: delayed and current scaling.
+
+An FP8 cast multiplies a tensor by a scale, rounds it to E4M3 or E5M2 and keeps
+``scale_inv = 1 / scale`` to undo the scale after the matmul. The recipe decides the scale:
+
+* :class:`DelayedScaling` (TE ``recipe.DelayedScaling``): the scale of step t comes from the
+  amaxes of earlier steps, kept in an amax history. Per step (TE's cast kernel, then
+  ``amax_and_scale_update`` in transformer_engine/common/recipe/delayed_scaling.cu):
+
+  1. cast ``x`` with the current ``scale``; write ``amax(|x|)`` into ``history[0]``;
+  2. ``amax`` = max of the whole history ("max") or ``history[0]`` ("most_recent");
+  3. ``scale = (fp8_max / 2**margin) / amax`` in float32, but the previous scale is kept when
+     amax is 0 or not finite, and an infinite scale becomes FLT_MAX (pytorch
+     ``_default_sf_compute``); ``scale_inv = 1 / scale``;
+  4. roll the history by -1 (``history[0]`` moves to the end) and zero ``history[0]``.
+
+  So the window holds the last ``amax_history_len`` amaxes, and a step's own amax first
+  affects the next step. The first step uses scale 1.
+* :class:`CurrentScaling` (TE ``Float8CurrentScaling``): ``scale = fp8_max / max(amax, eps)``
+  from the tensor itself (recipe_common.cuh ``compute_scale_from_amax``); amax 0 or non-finite
+  gives 1, an infinite scale FLT_MAX; ``power_2_scale`` truncates it to a power of two.
+
+The FP8 casts saturate: TE casts through ``__nv_fp8_e4m3(float)`` / ``__nv_fp8_e5m2(float)``,
+whose constructors use ``__NV_SATFINITE`` (CUDA Math API, "relies on __NV_SATFINITE behavior
+for out-of-range values"): beyond the maximum, infinities included, become +-max; NaN stays NaN.
+That is unlike ml_dtypes, whose E4M3 cast overflows to NaN and E5M2 cast to inf. amax ignores
+NaN, as TE's ``fmaxf`` reductions do. HYBRID = E4M3 forward, E5M2 backward (gradients).
+
+Use: ``state = DelayedScaling().new_state("forward")`` once per tensor, then every step
+``values, record = quantize(x, state)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..formats import E4M3, E5M2, FloatFormat, as_format
+from ..rounding import round as round_to
+
+__all__ = ["FP8_FORMATS", "ROLES", "CastRecord", "format_for", "satfinite_cast", "amax_of",
+           "DelayedScaling", "DelayedScalingState", "CurrentScaling", "CurrentScalingState",
+           "quantize"]
+
+FP8_FORMATS = ("hybrid", "e4m3", "e5m2")  # TE recipe.Format members
+ROLES = ("forward", "backward")  # forward: activations and weights; backward: gradients
+AMAX_ALGOS = ("max", "most_recent")
+FLT_MAX = np.float32(np.finfo(np.float32).max)  # what TE puts in place of an infinite scale
+
+
+def format_for(fp8_format: str, role: str) -> FloatFormat:
+    """The element format a recipe uses for a role: HYBRID is E4M3 forward, E5M2 backward."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
+    if fp8_format == "hybrid":
+        return E4M3 if role == "forward" else E5M2
+    return as_format(fp8_format)
+
+
+def _check_fp8_format(fp8_format: str, allowed=FP8_FORMATS) -> None:
+    if fp8_format not in allowed:
+        raise ValueError(f"unknown fp8_format {fp8_format!r}; valid: {', '.join(allowed)}")
+
+
+def as_float32_array(x) -> np.ndarray:
+    """``x`` as a float32 array (TE's widest input type); rejects non-real input clearly."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"expected an array of real numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float32, copy=False)
+
+
+def amax_of(x: np.ndarray) -> np.float32:
+    """max |x| ignoring NaN (fmaxf drops NaN); 0 for an empty or all-NaN tensor."""
+    if x.size == 0:
+        return np.float32(0.0)
+    amax = np.abs(x).max()
+    if np.isnan(amax):  # rare: only then pay for masking the NaNs out
+        mags = np.abs(x[~np.isnan(x)])
+        amax = mags.max() if mags.size else 0.0
+    return np.float32(amax)
+
+
+def satfinite_cast(x32: np.ndarray, fmt: FloatFormat) -> np.ndarray:
+    """Round float32 values to ``fmt`` with CUDA's ``__NV_SATFINITE`` overflow rule."""
+    fmax = np.float32(fmt.max)
+    # lowprec.round keeps an infinite input infinite in formats that have infinities (E5M2);
+    # SATFINITE sends it to +-max. Clamping first (NaN passes through) and rounding to nearest
+    # gives the same as rounding with overflow="saturate", infinities included.
+    return round_to(np.clip(x32, -fmax, fmax), fmt, overflow="saturate")
+
+
+@dataclass(frozen=True)
+class CastRecord:
+    """Statistics of one FP8 cast, for the training history."""
+
+    fmt: str  # element format the values were rounded to
+    amax: float  # max |x| of the input (NaN ignored)
+    scale: float | None  # per-tensor multiplier applied before rounding (None for block recipes)
+    scale_inv: float | None  # per-tensor factor applied after rounding (None for block recipes)
+    clipped: float  # fraction of elements whose scaled magnitude exceeded the format max (saturated)
+    flushed: float  # fraction of elements, non-zero and finite, that became zero
+    block_scales: np.ndarray | None = field(default=None, compare=False)  # MX: decode scale per block
+
+
+def cast_statistics(x32, scaled, out, fmt: FloatFormat) -> tuple[float, float]:
+    """(clipped, flushed) fractions of a cast of ``x32``: ``scaled`` was rounded, giving ``out``."""
+    size = max(x32.size, 1)
+    clipped = np.count_nonzero(np.abs(scaled) > fmt.max) / size  # inf included, NaN not
+    flushed = np.count_nonzero((out == 0) & (x32 != 0) & np.isfinite(x32)) / size
+    return float(clipped), float(flushed)
+
+
+def _per_tensor_cast(x32, scale: np.float32, scale_inv: np.float32, fmt, amax):
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = x32 * scale  # float32 product, as the cast kernel computes it
+        rounded = satfinite_cast(scaled, fmt)
+        values = rounded * scale_inv  # TE's dequantize: fp8 value times scale_inv, in float32
+    clipped, flushed = cast_statistics(x32, scaled, rounded, fmt)
+    record = CastRecord(fmt.name, float(amax), float(scale), float(scale_inv), clipped, flushed)
+    return values, record
+
+
+@dataclass(frozen=True)
+class DelayedScaling:
+    """Transformer Engine's delayed scaling recipe; defaults are TE's."""
+
+    margin: int = 0  # scale = (fp8_max / amax) / 2**margin: headroom in powers of two
+    amax_history_len: int = 1024  # how many steps of amax the window keeps
+    amax_compute_algo: str = "max"  # "max" over the window, or "most_recent"
+    fp8_format: str = "hybrid"  # "hybrid" (E4M3 forward, E5M2 backward), "e4m3" or "e5m2"
+
+    def __post_init__(self):
+        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, np.integer)):
+            raise TypeError(f"margin must be an int, got {self.margin!r}")
+        if (isinstance(self.amax_history_len, bool) or not isinstance(self.amax_history_len, (int, np.integer))
+                or self.amax_history_len < 1):
+            raise ValueError(f"amax_history_len must be an int >= 1, got {self.amax_history_len!r}")
+        if self.amax_compute_algo not in AMAX_ALGOS:
+            raise ValueError(f"unknown amax_compute_algo {self.amax_compute_algo!r}; "
+                             f"valid: {', '.join(AMAX_ALGOS)}")
+        _check_fp8_format(self.fp8_format)
+
+    def new_state(self, role: str = "forward") -> DelayedScalingState:
+        """Fresh per-tensor state: scale 1, an all-zero amax history."""
+        return DelayedScalingState(self, role)
+
+
+class DelayedScalingState:
+    """One tensor's scale, scale_inv and amax history under :class:`DelayedScaling`."""
+
+    def __init__(self, recipe: DelayedScaling, role: str = "forward"):
+        if not isinstance(recipe, DelayedScaling):
+            raise TypeError(f"recipe must be a DelayedScaling, got {type(recipe).__name__}")
+        self.recipe = recipe
+        self.role = role
+        self.fmt = format_for(recipe.fp8_format, role)
+        self.scale = np.float32(1.0)
+        self.scale_inv = np.float32(1.0)
+        self.amax_history = np.zeros(recipe.amax_history_len, np.float32)  # [0] is the current step
+
+    def quantize(self, x, *, axis=None, update: bool = True):
+        """Cast ``x`` with the current scale, record its amax, then (by default) update.
+
+        ``update=False`` leaves the scale for a later :meth:`update`, as TE does when one
+        step casts a tensor several times (amaxes within a step are combined by max).
+        ``axis`` is accepted for a uniform call and ignored: the scale is per tensor.
+        """
+        x32 = as_float32_array(x)
+        amax = amax_of(x32)
+        values, record = _per_tensor_cast(x32, self.scale, self.scale_inv, self.fmt, amax)
+        self.amax_history[0] = max(self.amax_history[0], amax)  # atomicMaxFloat into history[0]
+        if update:
+            self.update()
+        return values, record
+
+    def update(self) -> None:
+        """TE's ``amax_and_scale_update``: new scale from the history, then roll it."""
+        history = self.amax_history
+        amax = history.max() if self.recipe.amax_compute_algo == "max" else history[0]
+        if np.isfinite(amax) and amax > 0:
+            scaled_max = np.float32(self.fmt.max * 2.0 ** -self.recipe.margin)
+            with np.errstate(over="ignore"):
+                scale = scaled_max / amax  # float32 division, correctly rounded
+            self.scale = FLT_MAX if np.isinf(scale) else scale
+        self.scale_inv = np.float32(1.0) / self.scale
+        self.amax_history = np.roll(history, -1)
+        self.amax_history[0] = 0.0
+
+    def state_dict(self) -> dict:
+        """scale, scale_inv and the history, as TE checkpoints its fp8 meta."""
+        return {"scale": float(self.scale), "scale_inv": float(self.scale_inv),
+                "amax_history": [float(a) for a in self.amax_history]}
+
+    def load_state_dict(self, state) -> None:
+        history = np.asarray(state["amax_history"], np.float32)
+        if history.shape != (self.recipe.amax_history_len,):
+            raise ValueError(f"amax_history has shape {history.shape}, the recipe keeps "
+                             f"{self.recipe.amax_history_len} steps")
+        self.scale = np.float32(state["scale"])
+        self.scale_inv = np.float32(state["scale_inv"])
+        self.amax_history = history.copy()
+
+
+@dataclass(frozen=True)
+class CurrentScaling:
+    """Transformer Engine's Float8CurrentScaling: the scale from the tensor being cast."""
+
+    fp8_format: str = "hybrid"  # "hybrid" (E4M3 forward, E5M2 backward), "e4m3" or "e5m2"
+    amax_epsilon: float = 0.0  # amax below this is taken as this (TE default 0)
+    power_2_scale: bool = False  # truncate the scale to a power of two (TE force_pow_2_scales)
+
+    def __post_init__(self):
+        _check_fp8_format(self.fp8_format)
+        if not (np.isfinite(self.amax_epsilon) and self.amax_epsilon >= 0):
+            raise ValueError(f"amax_epsilon must be finite and >= 0, got {self.amax_epsilon!r}")
+        if not isinstance(self.power_2_scale, bool):
+            raise TypeError(f"power_2_scale must be True or False, got {self.power_2_scale!r}")
+
+    def new_state(self, role: str = "forward") -> CurrentScalingState:
+        return CurrentScalingState(self, role)
+
+    def scale_for(self, amax, fmt: FloatFormat) -> np.float32:
+        """``compute_scale_from_amax`` (recipe_common.cuh) in float32."""
+        amax = np.float32(amax)
+        if amax < np.float32(self.amax_epsilon):  # NaN compares false and falls through
+            amax = np.float32(self.amax_epsilon)
+        if not np.isfinite(amax) or amax == 0:
+            return np.float32(1.0)
+        with np.errstate(over="ignore"):
+            scale = np.float32(fmt.max) / amax
+        if np.isinf(scale):
+            scale = FLT_MAX
+        if self.power_2_scale:  # keep sign and exponent bits: round down to a power of two
+            scale = (scale.view(np.uint32) & np.uint32(0xFF800000)).view(np.float32)
+        return np.float32(scale)
+
+
+class CurrentScalingState:
+    """Per-tensor handle for :class:`CurrentScaling` (it keeps no history)."""
+
+    def __init__(self, recipe: CurrentScaling, role: str = "forward"):
+        if not isinstance(recipe, CurrentScaling):
+            raise TypeError(f"recipe must be a CurrentScaling, got {type(recipe).__name__}")
+        self.recipe = recipe
+        self.role = role
+        self.fmt = format_for(recipe.fp8_format, role)
+
+    def quantize(self, x, *, axis=None):
+        """Cast ``x`` with the scale computed from ``x`` itself (``axis`` is ignored)."""
+        x32 = as_float32_array(x)
+        amax = amax_of(x32)
+        scale = self.recipe.scale_for(amax, self.fmt)
+        return _per_tensor_cast(x32, scale, np.float32(1.0) / scale, self.fmt, amax)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state) -> None:
+        if state:
+            raise ValueError(f"current scaling keeps no state, got keys {sorted(state)}")
+
+
+def quantize(x, state, *, axis=None):
+    """Cast ``x`` to FP8 under ``state``'s recipe: return ``(values, CastRecord)``.
+
+    ``values`` are the FP8 values mapped back to the input's scale (float32); ``state`` is
+    from ``recipe.new_state(role)`` and is updated (delayed scaling's history). ``axis`` is the
+    reduction axis of the matmul the tensor feeds; only block recipes (MX) use it.
+    """
+    if not hasattr(state, "quantize"):
+        raise TypeError(f"state must come from a recipe's new_state(), got {type(state).__name__}")
+    return state.quantize(x, axis=axis)

@@ -1,0 +1,185 @@
+"""MX block scaling: blocks of 32 along the reduction axis share one power-of-two (E8M0) scale.
+
+Each block of ``block_size`` consecutive values along ``axis`` (the dimension a matmul sums
+over) gets a decode scale ``X = 2**e``; elements are stored as ``P = round(V / X)`` in the
+element format and read back as ``P * X``. Two rules choose ``e`` from the block's amax:
+
+* ``"ocp"``: the OCP MX v1.0 conversion, as its authors' reference code runs it
+  (microsoft/microxcaling mx/mx_ops.py ``_quantize_mx``; gfloat ``compute_scale_amax`` agrees):
+  ``e = floor(log2(amax)) - emax_elem``, clamped below at -127 (an all-zero block gets
+  2**-127); elements round to nearest-even and saturate. The largest element can land above
+  the format's max (E4M3: amax with significand above 1.75), and is then clipped to max.
+  A block holding inf or NaN gets a NaN scale, so the whole block reads back as NaN
+  (microxcaling turns an out-of-range shared exponent into NaN).
+* ``"te"``: Transformer Engine's MXFP8 cast (transformer_engine/common/util/ptx.cuh
+  ``float_to_e8m0`` and ``exp2f_rcp``; cast kernels in util/cast_kernels.cuh): the code is
+  ``float_to_e8m0(amax * float32(1 / fmt.max))`` rounded *up* to a power of two, i.e.
+  ``X = 2**ceil(log2(amax / fmt.max))``, so nothing clips; elements are
+  ``satfinite(x * (1 / X))``. TE's corner cases are kept: amax ignores NaN (``fmaxf``);
+  when the code is 0 (amax at most about fmt.max * 2**-127) the reciprocal is 1, which
+  flushes the block to zero; an infinite amax gives code 254 whose reciprocal is 0, so finite
+  elements read back 0 and the inf reads back NaN.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..formats import E2M1, E2M3, E3M2, E4M3, E5M2, FloatFormat, as_format
+from .fp8 import (ROLES, CastRecord, amax_of, as_float32_array, cast_statistics, format_for,
+                  satfinite_cast)
+
+__all__ = ["MX_RULES", "MX_ELEMENTS", "MXBlockScaling", "MXState", "mx_quantize", "mx_scale_exponents"]
+
+MX_RULES = ("te", "ocp")
+MX_ELEMENTS = (E4M3, E5M2, E3M2, E2M3, E2M1)  # MXFP8, MXFP6, MXFP4 element formats (OCP MX v1.0)
+_E8M0_BIAS = 127
+
+
+def _te_codes(amax32: np.ndarray, fmt: FloatFormat) -> np.ndarray:
+    """TE's biased E8M0 codes (0..255) for block amaxes given as float32."""
+    max_norm_rcp = np.float32(1.0 / fmt.max)  # Quantized_Limits::max_norm_rcp, a float constant
+    with np.errstate(over="ignore"):
+        val = amax32 * max_norm_rcp  # float32 product
+    bits = val.view(np.uint32)
+    exponent = (bits >> 23).astype(np.int32) & 0xFF
+    mantissa = bits & 0x7FFFFF
+    # Round the exponent up unless val is a power of two, saturate at 0xFE, and let subnormal
+    # values up to 2**-127 keep code 0 (which stands for 2**-127).
+    round_up = (mantissa > 0) & (exponent != 0xFE) & ~((exponent == 0) & (mantissa <= 0x400000))
+    codes = exponent + round_up
+    codes = np.where(val == 0, 0, codes)
+    codes = np.where(np.isinf(val), 0xFE, codes)
+    return np.where(np.isnan(val), 0xFF, codes)
+
+
+def _te_reciprocal(codes: np.ndarray) -> np.ndarray:
+    """exp2f_rcp: float bits (254 - code) << 23, except code 0 -> 1.0 (so 254 -> 0.0)."""
+    bits = ((254 - codes.astype(np.int64)) << 23) & 0xFFFFFFFF
+    recip = bits.astype(np.uint32).view(np.float32)
+    return np.where(codes == 0, np.float32(1.0), recip)
+
+
+def mx_scale_exponents(block_amax, fmt, rule: str) -> np.ndarray:
+    """Unbiased exponents ``e`` (float64; NaN for a NaN scale) of the blocks' scales ``2**e``."""
+    fmt = as_format(fmt)
+    amax = np.asarray(block_amax, np.float32)
+    if rule == "te":
+        codes = _te_codes(amax, fmt)
+        return np.where(codes == 0xFF, np.nan, codes - float(_E8M0_BIAS))
+    if rule == "ocp":
+        _, exp2 = np.frexp(np.where(amax > 0, amax, 1.0).astype(np.float64))  # amax = m * 2**exp2
+        shared = (exp2 - 1) - float(fmt.emax)  # floor(log2(amax)) exactly, minus emax_elem
+        shared = np.where(amax > 0, np.maximum(shared, -127.0), -127.0)
+        return np.where(np.isfinite(amax) & (shared <= 127), shared, np.nan)
+    raise ValueError(f"unknown MX rule {rule!r}; valid: {', '.join(MX_RULES)}")
+
+
+def _to_blocks(x32: np.ndarray, axis: int, block_size: int):
+    """(..., n_blocks, block_size) view of ``x`` along ``axis``, zero-padded at the end."""
+    moved = np.moveaxis(x32, axis, -1)
+    length = moved.shape[-1]
+    pad = (-length) % block_size
+    if pad:
+        moved = np.concatenate([moved, np.zeros(moved.shape[:-1] + (pad,), np.float32)], axis=-1)
+    return moved.reshape(moved.shape[:-1] + (-1, block_size)), length
+
+
+def _from_blocks(blocks: np.ndarray, axis: int, length: int) -> np.ndarray:
+    flat = blocks.reshape(blocks.shape[:-2] + (-1,))[..., :length]
+    return np.moveaxis(flat, -1, axis)
+
+
+def mx_quantize(x, fmt="e4m3", *, rule: str = "te", block_size: int = 32, axis: int = -1):
+    """Block-scale ``x`` along ``axis``; return ``(values, CastRecord)``.
+
+    ``values`` (float32, the shape of ``x``) are the elements read back, ``P * X``;
+    ``record.block_scales`` holds each block's decode scale ``X`` with ``axis`` running over
+    blocks. A last block shorter than ``block_size`` is padded with zeros.
+    """
+    fmt = as_format(fmt)
+    if fmt not in MX_ELEMENTS:
+        raise ValueError(f"{fmt.name} is not an MX element format; valid: "
+                         + ", ".join(f.name for f in MX_ELEMENTS))
+    if rule not in MX_RULES:
+        raise ValueError(f"unknown MX rule {rule!r}; valid: {', '.join(MX_RULES)}")
+    if rule == "te" and fmt not in (E4M3, E5M2):
+        raise ValueError(f"Transformer Engine's MXFP8 rule covers e4m3 and e5m2, not {fmt.name}")
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
+    x32 = as_float32_array(x)
+    if x32.ndim == 0:
+        raise ValueError("MX block scaling needs an array with at least one dimension")
+    if not -x32.ndim <= axis < x32.ndim:
+        raise ValueError(f"axis {axis} is out of range for an array with {x32.ndim} dimensions")
+
+    blocks, length = _to_blocks(x32, axis, block_size)  # (..., n_blocks, block_size)
+    if rule == "te":
+        finite_or_inf = np.where(np.isnan(blocks), np.float32(0), blocks)  # fmaxf drops NaN
+        block_amax = np.abs(finite_or_inf).max(axis=-1)
+        codes = _te_codes(block_amax.astype(np.float32), fmt)
+        exponents = np.where(codes == 0xFF, np.nan, codes - float(_E8M0_BIAS))
+        recip = _te_reciprocal(codes)[..., None]
+    else:
+        block_amax = np.abs(blocks).max(axis=-1)  # NaN and inf propagate to a NaN scale
+        exponents = mx_scale_exponents(block_amax, fmt, "ocp")
+        recip = np.exp2(-np.nan_to_num(exponents)).astype(np.float32)[..., None]
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = np.where(np.isnan(exponents)[..., None], np.float32(np.nan), blocks * recip)
+        nan = np.isnan(scaled)  # a NaN element, or every element of a NaN-scale block
+        # Formats without NaN (E2M1, ...) cannot take NaN: round zeros there, put NaN back.
+        rounded = satfinite_cast(np.where(nan, np.float32(0), scaled), fmt)
+        decode = np.exp2(exponents)  # float64, exact powers of two; NaN for a NaN scale
+        blocks_out = np.where(nan, np.nan, rounded * decode[..., None]).astype(np.float32)
+
+    values = _from_blocks(blocks_out, axis, length)
+    clipped, flushed = cast_statistics(x32, _from_blocks(scaled, axis, length), values, fmt)
+    record = CastRecord(fmt.name, float(amax_of(x32)), None, None, clipped, flushed,
+                        block_scales=np.moveaxis(decode.astype(np.float32), -1, axis))
+    return values, record
+
+
+@dataclass(frozen=True)
+class MXBlockScaling:
+    """MX block scaling (TE ``MXFP8BlockScaling``; or the OCP rule). Defaults are TE's."""
+
+    rule: str = "te"  # "te": scale rounded up, nothing clips; "ocp": OCP MX v1.0 floor rule
+    fp8_format: str = "e4m3"  # element format: "e4m3" (TE default), "e5m2", "hybrid", or an MX element
+    block_size: int = 32  # elements sharing one E8M0 scale
+    axis: int = -1  # default reduction axis when quantize() is given none
+
+    def __post_init__(self):
+        if self.rule not in MX_RULES:
+            raise ValueError(f"unknown MX rule {self.rule!r}; valid: {', '.join(MX_RULES)}")
+        for role in ROLES:
+            mx_check = format_for(self.fp8_format, role)
+            if mx_check not in MX_ELEMENTS:
+                raise ValueError(f"{self.fp8_format!r} is not an MX element format")
+
+    def new_state(self, role: str = "forward") -> MXState:
+        return MXState(self, role)
+
+
+class MXState:
+    """Per-tensor handle for :class:`MXBlockScaling` (it keeps no history)."""
+
+    def __init__(self, recipe: MXBlockScaling, role: str = "forward"):
+        if not isinstance(recipe, MXBlockScaling):
+            raise TypeError(f"recipe must be an MXBlockScaling, got {type(recipe).__name__}")
+        self.recipe = recipe
+        self.role = role
+        self.fmt = format_for(recipe.fp8_format, role)
+
+    def quantize(self, x, *, axis=None):
+        """Block-scale ``x`` along ``axis`` (default: the recipe's)."""
+        r = self.recipe
+        return mx_quantize(x, self.fmt, rule=r.rule, block_size=r.block_size,
+                           axis=r.axis if axis is None else axis)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state) -> None:
+        if state:
+            raise ValueError(f"MX block scaling keeps no state, got keys {sorted(state)}")
