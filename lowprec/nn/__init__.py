@@ -1,0 +1,25 @@
+"""A multilayer perceptron written from scratch for mixed-precision training.
+
+Every tensor a mixed-precision step holds passes through a named cast point (see
+:mod:`lowprec.nn.policy`), so you can watch, layer by layer and step by step, what underflows,
+what overflows and what the master copy of the weights keeps::
+
+    import numpy as np, lowprec
+    from lowprec.nn import train, TrainConfig
+    data = lowprec.data.digits(np.random.default_rng(0))
+    history = train("fp16_mixed", data, config=TrainConfig(steps=300, observe_every=10))
+"""
+from .cast import Caster
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .layers import GELU, ReLU, Tanh
+from .losses import accuracy, mse, softmax_cross_entropy
+from .model import MLP, MLPConfig
+from .optim import SGD, Adam
+from .policy import CAST_POINTS, PRESETS, Cast, PrecisionPolicy, get_policy
+from .train import TrainConfig, Trainer, train
+
+__all__ = [
+    "Cast", "PrecisionPolicy", "PRESETS", "CAST_POINTS", "get_policy", "Caster", "MLP", "MLPConfig",
+    "ReLU", "GELU", "Tanh", "softmax_cross_entropy", "mse", "accuracy", "SGD", "Adam",
+    "TrainConfig", "Trainer", "train", "CheckpointError", "save_checkpoint", "load_checkpoint",
+]

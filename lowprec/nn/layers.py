@@ -1,0 +1,86 @@
+"""The layers of the MLP, each backward written right under its forward.
+
+Shapes: ``x (batch, d_in)``, ``W (d_in, d_out)``, ``b (d_out,)``, ``z = x @ W + b (batch, d_out)``.
+The layers round nothing themselves; the model rounds their inputs and outputs at the cast
+points. ``xp`` is the array namespace (NumPy here, CuPy later), ``matmul`` the policy's matmul.
+"""
+from __future__ import annotations
+
+import math
+
+
+def linear(x, W, b, matmul):
+    """z = x @ W + b."""
+    return matmul(x, W) + b  # (batch, d_out); the bias is added in the working precision
+
+
+def linear_backward(grad_z, x, W, matmul, need_grad_x=True):
+    """Gradients of z = x @ W + b given dL/dz: returns (dL/dx or None, dL/dW, dL/db)."""
+    grad_W = matmul(x.T, grad_z)  # (d_in, d_out)
+    grad_b = grad_z.sum(axis=0)  # (d_out,)
+    grad_x = matmul(grad_z, W.T) if need_grad_x else None  # (batch, d_in)
+    return grad_x, grad_W, grad_b
+
+
+class ReLU:
+    """max(z, 0). Its outputs are its rounded inputs or 0, so they need no rounding again."""
+
+    name = "relu"
+    keeps_values = True  # every output (and gradient) is an input value or zero
+
+    @staticmethod
+    def forward(z, xp):
+        return xp.maximum(z, z.dtype.type(0))  # (batch, d)
+
+    @staticmethod
+    def backward(grad_a, z, a, xp):
+        # z > 0 passes the gradient, everything else gets 0 (as torch's threshold_backward)
+        return xp.where(z > 0, grad_a, grad_a.dtype.type(0))  # (batch, d)
+
+
+class Tanh:
+    """tanh(z); the backward uses the (rounded) output, as autograd does."""
+
+    name = "tanh"
+    keeps_values = False
+
+    @staticmethod
+    def forward(z, xp):
+        return xp.tanh(z)
+
+    @staticmethod
+    def backward(grad_a, z, a, xp):
+        return grad_a * (1 - a * a)
+
+
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_GELU_C = 0.044715
+
+
+class GELU:
+    """GELU, tanh approximation (torch's ``GELU(approximate="tanh")``), Hendrycks & Gimpel 2016:
+    0.5 z (1 + tanh(k (z + c z^3))) with k = sqrt(2/pi), c = 0.044715."""
+
+    name = "gelu"
+    keeps_values = False
+
+    @staticmethod
+    def forward(z, xp):
+        inner = _SQRT_2_OVER_PI * (z + _GELU_C * z * z * z)
+        return 0.5 * z * (1 + xp.tanh(inner))
+
+    @staticmethod
+    def backward(grad_a, z, a, xp):
+        inner = _SQRT_2_OVER_PI * (z + _GELU_C * z * z * z)
+        t = xp.tanh(inner)
+        d_inner = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * z * z)
+        return grad_a * (0.5 * (1 + t) + 0.5 * z * (1 - t * t) * d_inner)
+
+
+ACTIVATIONS = {cls.name: cls for cls in (ReLU, GELU, Tanh)}
+
+
+def get_activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]

@@ -1,0 +1,232 @@
+"""The precision policy: which format and rounding mode each cast point of a training step uses.
+
+A *cast point* is a place where mixed-precision training holds a tensor in a narrower format.
+Their names follow the frameworks' docs: Micikevicius et al. 2018 (arXiv:1710.03740) speak of
+weights, activations, activation gradients, weight gradients and master weights; Transformer
+Engine names the tensors around one GEMM ``input``, ``weight``, ``output``, ``grad_output``
+and ``grad_input``. In the order a training step meets them, per Linear layer:
+
+====================  =========================================================================
+forward
+``weight``            the weights (and bias) as used in compute: the low-precision copy
+``input``             the layer input, cast before the matmul (fprop GEMM input)
+``output``            z = x @ W + b after accumulation (fprop GEMM output)
+``activation``        a = f(z), the activation function's output (not in the last layer)
+backward
+``activation_grad``   dL/da, the gradient of the layer's activation: the dgrad GEMM output of
+                      the layer above (TE's ``grad_input`` of that layer); for the last layer
+                      dL/dlogits from the loss
+``grad_output``       dL/dz = f'(z) dL/da, as the input of the layer's backward GEMMs
+``weight_grad``       dL/dW, the wgrad GEMM output
+``bias_grad``         dL/db, the sum of ``grad_output`` over the batch
+update
+``optimizer_state``   momentum / Adam moments
+``master_weights``    the higher-precision copy the optimizer updates
+====================  =========================================================================
+
+``None`` at a cast point means "no rounding": the values stay in the working dtype (float32,
+or float64 in the gradient checks).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..formats import BF16, E4M3, E5M2, FP16, FP32, FloatFormat, as_format
+from ..rounding import OVERFLOW_POLICIES, as_mode
+
+FORWARD_POINTS = ("weight", "input", "output", "activation")
+BACKWARD_POINTS = ("activation_grad", "grad_output", "weight_grad", "bias_grad")
+UPDATE_POINTS = ("optimizer_state", "master_weights")
+CAST_POINTS = FORWARD_POINTS + BACKWARD_POINTS + UPDATE_POINTS  # execution order in one step
+
+UPDATE_RULES = ("nearest", "stochastic", "kahan")
+BLAS = "blas"  # accumulate=BLAS: FP32 sums in the BLAS library's own order, like a GPU GEMM library
+
+
+@dataclass(frozen=True)
+class Cast:
+    """How one cast point rounds: a format and a rounding mode, plus the rarer switches."""
+
+    format: FloatFormat  # the format values are rounded to (a FloatFormat or a name like "fp16")
+    mode: str = "nearest"  # rounding mode, a lowprec.RoundingMode value ("nearest", "stochastic", ...)
+    overflow: str | None = None  # None: the format's default (FP16: inf, E4M3: NaN); or "saturate"
+    subnormals: bool = True  # False flushes results below format.tiny to zero (FTZ hardware)
+
+    def __post_init__(self):
+        object.__setattr__(self, "format", as_format(self.format))
+        object.__setattr__(self, "mode", as_mode(self.mode).value)
+        if self.overflow is not None and self.overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"unknown overflow policy {self.overflow!r}; valid: None, "
+                             f"{', '.join(map(repr, OVERFLOW_POLICIES))}")
+        if not isinstance(self.subnormals, bool):
+            raise TypeError(f"subnormals must be True or False, got {self.subnormals!r}")
+
+    def __str__(self) -> str:
+        extras = [self.mode] if self.mode != "nearest" else []
+        extras += [f"overflow={self.overflow}"] if self.overflow else []
+        extras += ["no subnormals"] if not self.subnormals else []
+        return self.format.name + (f" ({', '.join(extras)})" if extras else "")
+
+    def contains(self, other: "Cast") -> bool:
+        """True when every value ``other`` can produce is a value of this cast, unchanged by it.
+
+        Then rounding an already ``other``-rounded tensor here is the identity and can be skipped
+        (rounding a representable value is exact in every mode).
+        """
+        f, g = self.format, other.format
+        return (f == g or (f.mantissa_bits >= g.mantissa_bits and f.emax >= g.emax
+                           and f.emin <= g.emin and f.signed >= g.signed
+                           and (f.has_inf or not g.has_inf) and (f.has_nan or not g.has_nan))
+                ) and self.subnormals and (self.overflow is None or f == g)
+
+
+def as_cast(spec) -> Cast | None:
+    """A Cast from ``None``, a Cast, a format (or its name), ``(format, mode)`` or a dict of fields."""
+    if spec is None or isinstance(spec, Cast):
+        return spec
+    if isinstance(spec, (str, FloatFormat)):
+        return Cast(spec)
+    if isinstance(spec, tuple) and len(spec) == 2:
+        return Cast(*spec)
+    if isinstance(spec, dict):
+        return Cast(**spec)
+    raise TypeError(f"a cast point takes None, a Cast, a format, (format, mode) or a dict, got {spec!r}")
+
+
+@dataclass(frozen=True)
+class PrecisionPolicy:
+    """Which format and rounding mode every cast point uses; ``None`` everywhere = no rounding.
+
+    Make variants with ``policy.replace(update="stochastic")``.
+    """
+
+    name: str = "custom"  # label used in histories, plots and checkpoints
+    weight: Cast | None = None  # weights and biases as used in compute (AMP casts them each forward)
+    input: Cast | None = None  # layer input before the matmul (AMP casts the FP32 data to FP16)
+    output: Cast | None = None  # matmul + bias result (FP16 under FP16 autocast)
+    activation: Cast | None = None  # activation function output
+    activation_grad: Cast | None = None  # dL/da: dgrad GEMM output of the layer above (or dL/dlogits)
+    grad_output: Cast | None = None  # dL/dz as backward-GEMM input (FP8 E5M2 in TE's HYBRID)
+    weight_grad: Cast | None = None  # dL/dW from the wgrad GEMM
+    bias_grad: Cast | None = None  # dL/db, batch sum of grad_output
+    optimizer_state: Cast | None = None  # momentum / Adam moment buffers
+    master_weights: Cast | None = None  # the copy the optimizer updates; None = pure: it updates `weight`
+    accumulate: object = BLAS  # matmul accumulation: BLAS, a format, or a tensor-core model/preset name
+    update: str = "nearest"  # pure low precision only: round w - u by "nearest", "stochastic" or "kahan"
+    loss_scale: object = None  # lowprec.scaling.make_loss_scaler spec: a float, "dynamic", "deepspeed"...
+
+    def __post_init__(self):
+        for point in CAST_POINTS:
+            object.__setattr__(self, point, as_cast(getattr(self, point)))
+        if self.update not in UPDATE_RULES:
+            raise ValueError(f"unknown update rule {self.update!r}; valid: {', '.join(UPDATE_RULES)}")
+        if self.update != "nearest" and self.master_weights is not None:
+            raise ValueError(f"update={self.update!r} rounds pure low-precision weights; this policy "
+                             "keeps master weights (set master_weights=None to use it)")
+        if self.update != "nearest" and self.weight is None:
+            raise ValueError(f"update={self.update!r} needs a low-precision `weight` cast point")
+        object.__setattr__(self, "accumulate", _as_accumulate(self.accumulate))
+        spec = self.loss_scale  # names and configs are checked by make_loss_scaler when used
+        if isinstance(spec, bool) or (isinstance(spec, (int, float)) and not spec > 0):
+            raise ValueError(f"loss_scale must be None, a positive number, a scaler name such as "
+                             f"'dynamic' or 'deepspeed', or a scaler config; got {spec!r}")
+
+    def cast(self, point: str) -> Cast | None:
+        """The Cast at ``point`` (one of CAST_POINTS)."""
+        if point not in CAST_POINTS:
+            raise ValueError(f"unknown cast point {point!r}; valid: {', '.join(CAST_POINTS)}")
+        return getattr(self, point)
+
+    def replace(self, **changes) -> "PrecisionPolicy":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> str:
+        """One line per cast point, for printing and notebooks."""
+        lines = [f"policy {self.name!r}"]
+        for point in CAST_POINTS:
+            lines.append(f"  {point:<16} {self.cast(point) or 'not rounded'}")
+        acc = self.accumulate if isinstance(self.accumulate, str) else getattr(
+            self.accumulate, "name", self.accumulate)
+        lines.append(f"  {'accumulate':<16} {'FP32, BLAS order' if acc == BLAS else acc}")
+        if self.master_weights is None and self.weight is not None:
+            lines.append(f"  {'update':<16} {self.update} (into the `weight` format)")
+        lines.append(f"  {'loss_scale':<16} {self.loss_scale}")
+        return "\n".join(lines)
+
+    def fingerprint(self) -> dict:
+        """Plain values that identify the policy (stored in checkpoints and histories)."""
+        scale = self.loss_scale
+        plain = scale is None or isinstance(scale, (str, int, float))
+        out = {"name": self.name, "update": self.update, "loss_scale": scale if plain else repr(scale)}
+        for point in CAST_POINTS:
+            c = self.cast(point)
+            out[point] = None if c is None else [c.format.name, c.mode, c.overflow, c.subnormals]
+        acc = self.accumulate
+        out["accumulate"] = acc if isinstance(acc, str) else getattr(acc, "name", repr(acc))
+        return out
+
+
+def _as_accumulate(acc):
+    """BLAS, a FloatFormat, or a tensor-core model (lowprec.tensorcore, imported only if named)."""
+    if isinstance(acc, FloatFormat) or (isinstance(acc, str) and acc == BLAS):
+        return acc
+    if isinstance(acc, str):
+        try:
+            return as_format(acc)
+        except ValueError:
+            pass
+        try:
+            from ..tensorcore import PRESETS as TC_PRESETS  # optional module of the arithmetic issue
+        except ImportError:
+            TC_PRESETS = {}
+        if acc in TC_PRESETS:
+            return TC_PRESETS[acc]
+        raise ValueError(f"unknown accumulation {acc!r}: expected {BLAS!r}, a format name, or one of "
+                         f"the tensor-core presets {sorted(TC_PRESETS) or '(lowprec.tensorcore missing)'}")
+    if type(acc).__name__ == "TensorCoreModel":
+        return acc
+    raise TypeError(f"accumulate takes {BLAS!r}, a format or a TensorCoreModel, got {acc!r}")
+
+
+def _uniform(name, fmt, **fields) -> PrecisionPolicy:
+    """A policy that rounds every compute cast point to ``fmt``, then applies ``fields``."""
+    compute = {p: fmt for p in FORWARD_POINTS + BACKWARD_POINTS}
+    return PrecisionPolicy(name=name, **{**compute, **fields})
+
+
+# The presets people run. Weight and bias gradients hold values of the compute format even where
+# the framework stores them in FP32 tensors: under autocast the wgrad GEMM writes FP16/BF16 and
+# the cast's backward only widens the dtype (checked against torch in tests/test_torch_mlp.py).
+PRESETS = {
+    # Plain FP32 training: every cast point is FP32, which on float32 arrays rounds nothing.
+    "fp32": _uniform("fp32", FP32, optimizer_state=FP32),
+    # Apex O3 / model.half(): everything FP16, the optimizer updates FP16 weights directly,
+    # momentum in FP16, no loss scaling.
+    "fp16_pure": _uniform("fp16_pure", FP16, optimizer_state=FP16),
+    # PyTorch AMP (autocast + GradScaler) and Apex O2: FP16 compute, FP32 master weights and
+    # optimizer state, dynamic loss scaling with GradScaler's defaults.
+    "fp16_mixed": _uniform("fp16_mixed", FP16, optimizer_state=FP32, master_weights=FP32,
+                           loss_scale="dynamic"),
+    # Autocast with bfloat16: FP32's exponent range, so no loss scaling.
+    "bf16_mixed": _uniform("bf16_mixed", BF16, optimizer_state=FP32, master_weights=FP32),
+    # Transformer Engine's Format.HYBRID: E4M3 GEMM inputs forward, E5M2 gradients backward;
+    # GEMM outputs in BF16, weight gradients and master weights in FP32. TE's FP8 casts
+    # saturate (__NV_SATFINITE; see lowprec/scaling/fp8.py). No per-tensor scaling here: that
+    # is what the FP8 scaling recipes add on top of this policy.
+    "fp8_hybrid": PrecisionPolicy(
+        name="fp8_hybrid", weight=Cast(E4M3, overflow="saturate"),
+        input=Cast(E4M3, overflow="saturate"), output=BF16, activation=BF16,
+        activation_grad=BF16, grad_output=Cast(E5M2, overflow="saturate"), weight_grad=FP32,
+        bias_grad=FP32, optimizer_state=FP32, master_weights=FP32),
+}
+
+
+def get_policy(policy) -> PrecisionPolicy:
+    """A PrecisionPolicy, or the preset of that name."""
+    if isinstance(policy, PrecisionPolicy):
+        return policy
+    if isinstance(policy, str) and policy in PRESETS:
+        return PRESETS[policy]
+    raise ValueError(f"unknown precision policy {policy!r}; presets: {', '.join(PRESETS)}")

@@ -1,0 +1,272 @@
+"""The training step and loop.
+
+One step, as PyTorch AMP (autocast + GradScaler) runs it:
+
+1. round the weights for compute (from the master copy, or the pure low-precision weights);
+2. forward, rounding at every cast point; the loss in FP32;
+3. backward from ``scale * loss``; every gradient rounded at its cast point;
+4. unscale the weight gradients (times float32(1 / scale)); ``found_inf`` if any is inf/NaN,
+   and then the first cast point that produced a non-finite value is named (the culprit);
+5. with a loss scaler, skip the update when ``found_inf``; then ``scaler.update(found_inf)``;
+6. otherwise the optimizer updates the stored weights (see :mod:`lowprec.nn.optim`).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..observe import History, Observer
+from .cast import Caster
+from .model import MLP, MLPConfig
+from .optim import SGD, Adam, kahan_update
+from .policy import CAST_POINTS, Cast, PrecisionPolicy, get_policy
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How long and how to train."""
+
+    steps: int = 600  # optimizer steps (skipped steps count too)
+    batch_size: int = 256  # examples per step; each epoch walks a fresh permutation
+    optimizer: SGD | Adam = field(default_factory=SGD)  # SGD(lr, momentum) or Adam(lr, ...)
+    seed: int = 0  # seeds the initial weights, the batch order and stochastic rounding
+    eval_every: int = 100  # evaluate every n steps and after the last (0: only after the last)
+    observe_every: int = 0  # record cast-point statistics every n steps (0: observation off)
+    checkpoint_every: int = 0  # with a checkpoint path: save every n steps and after the last
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every", "observe_every", "checkpoint_every", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if not isinstance(self.optimizer, (SGD, Adam)):
+            raise TypeError(f"optimizer must be lowprec.nn.SGD or Adam, got {self.optimizer!r}")
+
+
+def make_scaler(policy: PrecisionPolicy):
+    """The policy's loss scaler (lowprec.scaling), or None when it scales nothing."""
+    if policy.loss_scale is None:
+        return None
+    from ..scaling import make_loss_scaler
+    return make_loss_scaler(policy.loss_scale)
+
+
+# Four hidden layers with torch.nn.Linear's initialisation: every layer shrinks the backward
+# signal by about 0.4, so early-layer gradients sit a few binades below the loss gradient.
+DEFAULT_HIDDEN = (64, 64, 64, 64)
+
+
+class Trainer:
+    """The state of one run -- stored weights, optimizer state, loss scaler, RNG -- and its step."""
+
+    def __init__(self, policy, model: MLPConfig = MLPConfig(), optimizer=SGD(), *, seed: int = 0,
+                 scaler=None, xp=np):
+        self.policy = get_policy(policy)
+        self.model = MLP(model, xp)
+        self.optimizer = optimizer
+        self.xp = xp
+        self.scaler = scaler if scaler is not None else make_scaler(self.policy)
+        self.rounding_rng = np.random.default_rng([seed, 2])  # stochastic rounding only
+        self.observer = Observer(self.model.layers, CAST_POINTS, xp)
+        self.caster = Caster(self.policy, rng=self.rounding_rng, xp=xp)
+        self.steps_done = 0  # steps taken, skipped ones included
+        self.updates_done = 0  # optimizer steps applied (Adam's bias correction counts these)
+        params = self.model.init_params(np.random.default_rng([seed, 0]))
+        stored_point = "master_weights" if self.policy.master_weights is not None else "weight"
+        spec = self.policy.cast(stored_point)
+        self.stored = [{k: self.caster.apply(v, spec, l, stored_point) for k, v in p.items()}
+                       for l, p in enumerate(params)]  # master copy, or the pure weights
+        self.opt_state = [{k: optimizer.init_state(v, xp) for k, v in p.items()} for p in self.stored]
+        self.compensation = ([{k: xp.zeros_like(v) for k, v in p.items()} for p in self.stored]
+                             if self.policy.update == "kahan" else None)
+
+    # --- one step ---------------------------------------------------------------------------
+    def compute_weights(self, cast) -> list:
+        """The weights as used in compute: the stored weights rounded at the ``weight`` point."""
+        held = None if self.policy.master_weights is not None else self.policy.weight
+        return [{k: cast(v, "weight", l, already=held) for k, v in p.items()}
+                for l, p in enumerate(self.stored)]
+
+    @np.errstate(over="ignore", invalid="ignore", divide="ignore")  # inf/NaN are recorded instead
+    def step(self, x, y, observe: bool = False) -> dict:
+        """One training step on the batch (x, y); returns this step's record."""
+        xp, cast = self.xp, self.caster
+        cast.begin_step(self.observer if observe else None)
+        weights = self.compute_weights(cast)
+        output, cache = self.model.forward(weights, x, cast)
+        scale = float(self.scaler.scale) if self.scaler is not None else 1.0
+        loss, grad_output = self.model.loss(output, xp.asarray(y), scale)
+        grads = self.model.backward(weights, cache, grad_output, cast)
+        if scale != 1.0:  # GradScaler.unscale_: multiply by float32(1 / float64(scale))
+            inv = np.float32(1.0 / np.float64(scale))
+            grads = [{k: g * g.dtype.type(inv) for k, g in p.items()} for p in grads]
+        found_inf = not all(bool(xp.isfinite(g).all()) for p in grads for g in p.values())
+        culprit = cast.first_nonfinite() if found_inf or not np.isfinite(loss) else None
+        skipped = False
+        if self.scaler is not None:  # skips the step on found_inf (GradScaler.step), adapts the scale
+            result = self._update_scaler(found_inf, culprit)
+            skipped = bool(getattr(result, "skipped", found_inf))
+        if not skipped:
+            self._apply(grads, cast)
+        self.steps_done += 1
+        cast.end_step()
+        return {"step": self.steps_done, "loss": loss, "scale": scale, "found_inf": found_inf,
+                "skipped": skipped, "culprit_layer": culprit[0] if culprit else -1,
+                "culprit_point": CAST_POINTS.index(culprit[1]) if culprit else -1}
+
+    def _update_scaler(self, found_inf: bool, culprit):
+        """scaler.update(found_inf); lowprec's own scalers also get the culprit."""
+        from ..scaling import LossScaler, NonFiniteSource
+        if isinstance(self.scaler, LossScaler):
+            source = NonFiniteSource(str(culprit[0]), culprit[1]) if culprit else None
+            return self.scaler.update(found_inf, source=source)
+        return self.scaler.update(found_inf)
+
+    def _apply(self, grads, cast):
+        """Optimizer step on the stored weights (master or pure)."""
+        self.updates_done += 1
+        policy, observer, t = self.policy, cast.observer, self.updates_done
+        pure_rounding = None
+        if policy.master_weights is None and policy.weight is not None:
+            mode = "stochastic" if policy.update == "stochastic" else "nearest"
+            pure_rounding = Cast(policy.weight.format, mode, policy.weight.overflow,
+                                 policy.weight.subnormals)
+        for l, layer_grads in enumerate(grads):
+            for name, grad in layer_grads.items():
+                w = self.stored[l][name]
+                u, self.opt_state[l][name] = self.optimizer.update(
+                    grad, self.opt_state[l][name], t,
+                    lambda s, l=l: cast(s, "optimizer_state", l))
+                if policy.master_weights is not None:
+                    new = cast(w - u, "master_weights", l)
+                elif policy.update == "kahan":
+                    new, self.compensation[l][name] = kahan_update(
+                        w, u, self.compensation[l][name],
+                        lambda v, l=l: cast.apply(v, pure_rounding, l, "weight"))
+                else:
+                    new = cast.apply(w - u, pure_rounding, l, "weight")
+                if observer is not None:
+                    observer.record_update(l, w, new, u)
+                self.stored[l][name] = new
+
+    # --- evaluation -----------------------------------------------------------------------
+    @np.errstate(over="ignore", invalid="ignore", divide="ignore")
+    def evaluate(self, x, y, batch_size: int = 1024) -> tuple[float, float]:
+        """(mean loss, accuracy or NaN for regression) of the current weights on (x, y)."""
+        xp = self.xp
+        rng = np.random.default_rng([self.steps_done, 3])  # only stochastic forward casts use it
+        cast = Caster(self.policy, rng=rng, xp=xp)
+        weights = self.compute_weights(cast)
+        total_loss, correct, n = 0.0, 0, len(x)
+        for start in range(0, n, batch_size):
+            xb, yb = xp.asarray(x[start:start + batch_size]), xp.asarray(y[start:start + batch_size])
+            cast.trace = []
+            out, _ = self.model.forward(weights, xb, cast)
+            loss, _ = self.model.loss(out, yb)
+            total_loss += loss * len(xb)
+            if self.model.config.loss == "cross_entropy":
+                correct += int((out.argmax(axis=1) == yb).sum())
+        accuracy = correct / n if self.model.config.loss == "cross_entropy" else float("nan")
+        return total_loss / n, accuracy
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int):
+    """Example indices of batch ``step`` (from 0): consecutive slices of per-epoch permutations.
+
+    A pure function of its arguments, so a resumed run draws the same batches.
+    """
+    per_epoch = max(n // batch_size, 1)
+    epoch, k = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, 1, epoch]).permutation(n)
+    return order[k * batch_size:(k + 1) * batch_size]
+
+
+def run_fingerprint(policy, model: MLPConfig, config: TrainConfig, data) -> dict:
+    """What a checkpoint must match to be resumed: everything that shapes the run."""
+    return {"policy": policy.fingerprint(), "model": asdict(model),
+            "train": {**asdict(config), "optimizer": [type(config.optimizer).__name__,
+                                                      asdict(config.optimizer)]},
+            "data": data.fingerprint()}
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int, enabled: bool | None):
+        self.total = total
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.last = 0.0
+
+    def show(self, step: int, loss: float):
+        now = time.monotonic()
+        if self.enabled and (now - self.last > 0.1 or step == self.total):
+            done = int(30 * step / max(self.total, 1))
+            sys.stderr.write(f"\r[{'#' * done}{'.' * (30 - done)}] {step}/{self.total} loss {loss:.4f}")
+            if step == self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.last = now
+
+
+def train(policy, data, model: MLPConfig | None = None, config: TrainConfig = TrainConfig(), *,
+          scaler=None, checkpoint=None, resume=None, stop_after: int | None = None,
+          progress: bool | None = None, xp=np) -> History:
+    """Train an MLP on ``data`` under ``policy``; returns the :class:`~lowprec.observe.History`.
+
+    policy: a PrecisionPolicy or a preset name ("fp32", "fp16_pure", "fp16_mixed", ...).
+    data: a :class:`lowprec.data.Dataset`.
+    model: the MLPConfig; by default DEFAULT_HIDDEN hidden layers, sized to the data. With
+        the defaults, pure FP16 visibly flushes early-layer activation gradients within seconds.
+    scaler: a loss-scaler object (``.scale``, ``.update(found_inf)``, ``state_dict()``) that
+        replaces the policy's ``loss_scale``.
+    checkpoint: path to save checkpoints to (every ``config.checkpoint_every`` steps and at the end).
+    resume: path of a checkpoint to continue from; it must come from the same run (policy,
+        model, config, data), or a CheckpointError says what differs.
+    stop_after: stop after this many steps in total, as if interrupted (the schedule stays
+        ``config.steps``).
+    progress: show a progress bar; None shows one only when stderr is a terminal.
+    Same arguments, same seed: the same History, bit for bit.
+    """
+    from . import checkpoint as ckpt  # checkpoint imports this module
+
+    policy = get_policy(policy)
+    if model is None:
+        model = MLPConfig(sizes=(data.n_features, *DEFAULT_HIDDEN, data.n_outputs),
+                          loss="cross_entropy" if data.task == "classification" else "mse")
+    if model.sizes[0] != data.n_features or model.sizes[-1] != data.n_outputs:
+        raise ValueError(f"model sizes {model.sizes} do not fit the data: {data.n_features} "
+                         f"features in, {data.n_outputs} outputs")
+    fingerprint = run_fingerprint(policy, model, config, data)
+    trainer = Trainer(policy, model, config.optimizer, seed=config.seed, scaler=scaler, xp=xp)
+    history = History(trainer.model.layers, CAST_POINTS, meta=json.loads(json.dumps(fingerprint)))
+    if resume is not None:
+        history = ckpt.load_checkpoint(resume, trainer, fingerprint)
+    end = config.steps if stop_after is None else min(stop_after, config.steps)
+    bar = _Progress(end, progress)
+    x_train, y_train = data.x_train, data.y_train
+    while trainer.steps_done < end:
+        s = trainer.steps_done
+        idx = batch_indices(len(x_train), config.batch_size, config.seed, s)
+        observe = config.observe_every > 0 and s % config.observe_every == 0
+        record = trainer.step(x_train[idx], y_train[idx], observe=observe)
+        history.record_step(**record)
+        if observe:
+            history.record_observation(record["step"], trainer.observer)
+        step = trainer.steps_done
+        if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
+            train_loss, train_acc = trainer.evaluate(x_train[:2048], y_train[:2048])
+            test_loss, test_acc = trainer.evaluate(data.x_test, data.y_test)
+            history.record_eval(eval_step=step, train_loss=train_loss, train_accuracy=train_acc,
+                                test_loss=test_loss, test_accuracy=test_acc)
+        if checkpoint is not None and ((config.checkpoint_every and step % config.checkpoint_every == 0)
+                                       or step == end):
+            ckpt.save_checkpoint(checkpoint, trainer, history, fingerprint)
+        bar.show(step, record["loss"])
+    return history
+

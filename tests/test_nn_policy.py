@@ -1,0 +1,77 @@
+"""Precision policies: presets, validation, and the "already in this format" shortcut."""
+import itertools
+
+import numpy as np
+import pytest
+
+import lowprec
+from lowprec.nn import CAST_POINTS, PRESETS, Cast, PrecisionPolicy, get_policy
+
+
+def test_presets_say_what_the_frameworks_do():
+    amp = PRESETS["fp16_mixed"]
+    assert amp.weight.format == lowprec.FP16 and amp.activation_grad.format == lowprec.FP16
+    assert amp.master_weights.format == lowprec.FP32 and amp.optimizer_state.format == lowprec.FP32
+    assert amp.loss_scale == "dynamic"
+    pure = PRESETS["fp16_pure"]
+    assert pure.master_weights is None and pure.loss_scale is None
+    assert pure.optimizer_state.format == lowprec.FP16
+    assert PRESETS["bf16_mixed"].loss_scale is None
+    hybrid = PRESETS["fp8_hybrid"]
+    assert hybrid.input.format == lowprec.E4M3 and hybrid.weight.overflow == "saturate"
+    assert hybrid.grad_output.format == lowprec.E5M2
+    for name, policy in PRESETS.items():
+        assert policy.name == name and get_policy(name) is policy
+        text = policy.describe()
+        assert all(point in text for point in CAST_POINTS)
+
+
+def test_strings_tuples_and_dicts_become_casts():
+    p = PrecisionPolicy(weight="bf16", input=("fp16", "stochastic"),
+                        output={"format": "e4m3", "overflow": "saturate"})
+    assert p.weight == Cast(lowprec.BF16)
+    assert p.input.mode == "stochastic" and p.output.overflow == "saturate"
+    assert p.replace(weight=None).weight is None and p.weight is not None  # replace copies
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    ({"weight": "fp12"}, ValueError, "unknown format"),
+    ({"weight": ("fp16", "sideways")}, ValueError, "unknown rounding mode"),
+    ({"weight": 3}, TypeError, "cast point takes"),
+    ({"update": "magic"}, ValueError, "unknown update rule"),
+    ({"weight": "fp16", "master_weights": "fp32", "update": "stochastic"}, ValueError, "master"),
+    ({"update": "kahan"}, ValueError, "needs a low-precision"),
+    ({"loss_scale": -1.0}, ValueError, "loss_scale"),
+    ({"accumulate": "fp99"}, ValueError, "unknown accumulation"),
+])
+def test_bad_policies_are_refused(bad, error, message):
+    with pytest.raises(error, match=message):
+        PrecisionPolicy(**bad)
+
+
+def test_unknown_names():
+    with pytest.raises(ValueError, match="presets: fp32"):
+        get_policy("fp64")
+    with pytest.raises(ValueError, match="unknown cast point"):
+        PRESETS["fp32"].cast("gradient")
+    with pytest.raises(ValueError, match="overflow"):
+        Cast("fp16", overflow="wrap")
+
+
+FORMATS = ["fp16", "bf16", "e4m3", "e5m2", "e3m2", "e2m3", "e2m1"]
+
+
+@pytest.mark.parametrize("outer, inner", list(itertools.permutations(FORMATS, 2)))
+def test_contains_agrees_with_the_value_sets(outer, inner):
+    """Cast.contains may only claim what the formats' full value sets confirm."""
+    if Cast(outer).contains(Cast(inner)):
+        values = lowprec.all_values(inner)
+        values = values[np.isfinite(values)]
+        assert np.array_equal(lowprec.round(values, outer), values)
+
+
+def test_contains_finds_the_obvious_cases():
+    assert Cast("fp16").contains(Cast("e4m3")) and Cast("fp16").contains(Cast("e5m2"))
+    assert Cast("fp32").contains(Cast("bf16")) and Cast("tf32").contains(Cast("fp16"))
+    assert not Cast("bf16").contains(Cast("fp16")) and not Cast("fp16").contains(Cast("bf16"))
+    assert not Cast("fp16", subnormals=False).contains(Cast("fp16"))
