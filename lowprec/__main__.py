@@ -51,9 +51,31 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lowprec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("formats", help="print every preset format and its limits")
+    gpu = sub.add_parser("gpu-check", help="compare real tensor cores (CuPy) with the simulator")
+    gpu.add_argument("--out", default="gpu-check.json", help="where to write the JSON report")
+    gpu.add_argument("--random-tiles", type=int, default=64, help="random tiles per probe")
+    gpu.add_argument("--mlp-steps", type=int, default=10, help="lock-step MLP steps to compare")
     args = parser.parse_args(argv)
     if args.command == "formats":
         print(format_table())
+    elif args.command == "gpu-check":
+        return _gpu_check(args)
+    return 0
+
+
+def _gpu_check(args) -> int:
+    from .gpu import gpu_status
+
+    usable, reason = gpu_status()
+    if not usable:
+        print(f"gpu-check needs a CUDA GPU and CuPy: {reason}", file=sys.stderr)
+        return 1
+    from .gpu.check import format_report, run_gpu_check
+
+    print(f"device: {reason}", flush=True)
+    report = run_gpu_check(args.out, random_tiles=args.random_tiles, mlp_steps=args.mlp_steps)
+    print(format_report(report))
+    print(f"report written to {args.out}")
     return 0
 
 

@@ -62,3 +62,68 @@ def test_status_without_gpu_explains_itself():
     assert "CuPy" in reason or "CUDA" in reason
     with pytest.raises(GpuUnavailable):
         require_cupy()
+
+
+def test_training_comparison_logic_with_numpy_stand_in():
+    """The lock-step comparison, run with NumPy doing the device's part: every point agrees."""
+    from lowprec import data
+    from lowprec.gpu.mlp import NumpyOps, compare_training
+
+    spirals = data.spirals(np.random.default_rng(0))
+    report = compare_training("fp16_mixed", spirals, steps=3, ops=NumpyOps(), final_steps=20)
+    assert len(report["steps"]) == 3
+    assert report["summary"], "no cast point was compared"
+    for key, entry in report["summary"].items():
+        assert entry["bit_identical_share"] == 1.0 and entry["max_ulp"] == 0, key
+    assert report["final"]["device"] == report["final"]["simulator"]
+
+
+def test_bit_agreement_counts_ulps_across_zero():
+    from lowprec import FP16
+    from lowprec.gpu.probe import bit_agreement
+
+    x = np.array([1.0, -0.0, 2.0**-24, 1.0])
+    y = np.array([1.0, 0.0, -(2.0**-24), 1.0 + 2.0**-10])
+    result = bit_agreement(x, y, FP16)
+    # -0 vs +0: different bits, 0 ulps apart; 2^-24 vs -2^-24: two steps; 1 vs next: one
+    assert result["bit_identical_share"] == 0.25
+    assert result["max_ulp"] == 2
+
+
+def test_probe_report_names_the_model_a_stand_in_device_runs():
+    """With a simulated device running a known preset, the probe must pick that preset."""
+    from lowprec.gpu.check import format_report, run_gpu_check
+    from lowprec.gpu.probe import SimulatedBackend, presets_for
+
+    truth = {name: presets_for(INSTRUCTIONS[name])[preset] for name, preset in
+             [("f16.f32", "A100_FP16"), ("f16.f16", "H100_FP16"), ("bf16.f32", "H100_BF16"),
+              ("tf32.f32", "A100_TF32"), ("e4m3.f32", "H100_FP8")]}
+
+    class Device(SimulatedBackend):
+        pass
+
+    report = run_gpu_check(backend=Device(truth), random_tiles=8)
+    for name, model in truth.items():
+        for chain in ("chained_1", "chained_4"):
+            result = report["instructions"][name][chain]
+            assert result["selfcheck_ok"]
+            assert result["best_match"] == model.name, (name, chain, result["best_match"])
+            assert result["presets"][model.name]["bit_identical_share"] == 1.0
+            assert result["presets"][model.name]["probe_vectors_match"]
+    assert report["instructions"]["e5m2.f32"] == {"skipped": "not supported by this device"}
+    text = format_report(report)
+    assert "A100_FP16 100.0%" in text and "self-check ok" in text
+
+
+def test_published_probe_results_in_the_models():
+    """1*1 - (1 - 2^-24): 2^-23 on V100, 2^-24 on A100 and H100, 2^-13 on H100 FP8
+    (Fasi et al. 2021; MMA-Sim, shared/reference/tensor-cores.md)."""
+    from lowprec.gpu.probe import SimulatedBackend, presets_for, probe_instruction
+
+    expected = {("f16.f32", "V100_FP16"): 2.0**-23, ("f16.f32", "A100_FP16"): 2.0**-24,
+                ("f16.f32", "H100_FP16"): 2.0**-24, ("e4m3.f32", "H100_FP8"): 2.0**-13}
+    for (name, preset), value in expected.items():
+        instr = INSTRUCTIONS[name]
+        result = probe_instruction(SimulatedBackend({name: presets_for(instr)[preset]}), instr,
+                                   random_tiles=1)
+        assert float.fromhex(result["device_probe_outputs"]["d1_extra_bit"]) == value, (name, preset)

@@ -8,6 +8,7 @@ compares the device's bits with every preset that applies to the instruction.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -75,8 +76,8 @@ def probe_set(instr: MmaInstruction, chained: int = 1, random_tiles: int = 64, s
         "truncation": ({0: (2.0 ** -12, 1.5 * 2.0 ** -12)}, 1.0),
         # cancellation leaves only the bits that survived alignment
         "cancellation": ({0: (1.0, 1.0), 1: (-1.0, 1.0), 2: (2.0 ** -12, 2.0 ** -13)}, 0.0),
-        # a sum that rounds to zero of negative sign
-        "negative_zero": ({0: (-(2.0 ** -12), 2.0 ** -14)}, 0.0),
+        # an exact sum of -2^-40 that the alignment truncates to zero: +0 or -0?
+        "negative_zero": ({0: (1.0, 1.0), 1: (-1.0, 1.0), 2: (-(2.0 ** -20), 2.0 ** -20)}, 0.0),
         # carries: many products just below a power of two
         "carry": ({i: (1 - 2.0 ** -3, 1.0) for i in range(k)}, 0.0),
     }
@@ -177,12 +178,28 @@ def bit_agreement(x, y, fmt) -> dict:
             "count": int(same.size)}
 
 
+def _show(value) -> str:
+    """A probe output for the report: the exact value in hex float notation (sign of zero kept)."""
+    return float(value).hex()
+
+
 def presets_for(instr: MmaInstruction) -> dict:
-    """The tensorcore presets whose input format matches the instruction, with its output."""
+    """The tensorcore presets for the instruction's input format, with its accumulator.
+
+    FP8 presets are given for E4M3; the E5M2 instruction gets the same models with E5M2 inputs.
+    An FP16 accumulator rounds each block's sum to nearest (Fasi et al. 2021: RN for FP16 output).
+    """
     found = {}
     for name, model in tensorcore.PRESETS.items():
-        if tensorcore.model_input_format(model) == instr.input_format:
-            found[name] = tensorcore.with_output(model, instr.accumulator)
+        fmt = model.inputs.name
+        if instr.input_format == "e5m2" and fmt == "e4m3":
+            model = dataclasses.replace(model, inputs=as_format("e5m2"))
+        elif fmt != instr.input_format:
+            continue
+        if instr.accumulator == "fp16":
+            model = dataclasses.replace(model, output=FP16, output_rounding="nearest", c_format=None,
+                                        promote_every=None)
+        found[name] = model
     return found
 
 
@@ -195,12 +212,12 @@ def probe_instruction(backend, instr: MmaInstruction, chained: int = 1, random_t
     selfcheck_ok = bool(np.array_equal(device[check], ps.exact[check]))
     named = [i for i, n in enumerate(ps.names) if not n.startswith(("selfcheck", "random"))]
     result = {"instruction": instr.name, "k": int(ps.a.shape[2]), "selfcheck_ok": selfcheck_ok,
-              "device_probe_outputs": {ps.names[i]: float(device[i, 0, 0]) for i in named},
+              "device_probe_outputs": {ps.names[i]: _show(device[i, 0, 0]) for i in named},
               "presets": {}}
     for name, model in presets_for(instr).items():
         predicted = simulate(model, instr, ps.a, ps.b, ps.c)
         entry = bit_agreement(device, predicted, acc)
-        entry["probe_outputs"] = {ps.names[i]: float(predicted[i, 0, 0]) for i in named}
+        entry["probe_outputs"] = {ps.names[i]: _show(predicted[i, 0, 0]) for i in named}
         entry["probe_vectors_match"] = all(
             encode(device[i, 0, 0], acc) == encode(predicted[i, 0, 0], acc) for i in named)
         result["presets"][name] = entry

@@ -1,0 +1,215 @@
+"""The lowprec MLP on a GPU, step by step beside the simulator.
+
+A :class:`DeviceCaster` replaces the training step's :class:`~lowprec.nn.cast.Caster`: its
+roundings use the GPU's own conversions where one exists (``float32 -> float16`` is
+``cvt.rn.f16.f32``, round to nearest even) and its matrix products run on tensor cores through
+cuBLAS ``gemmEx`` with 16-bit inputs, FP32 output and ``CUBLAS_COMPUTE_32F``
+(shared/reference/tensor-cores.md, "CuPy"). Everything else is the same model code, run on
+CuPy arrays.
+
+:func:`compare_training` runs the simulator and the device in lock step: before each step the
+device gets the simulator's weights and optimizer state, so each step's differences are that
+step's own; every cast point's tensor is compared (bit-identical share, largest distance in
+ulps of the cast point's format). Two independent runs then give each side's final accuracy.
+
+The device operations sit behind a small *ops* object so that the CPU tests can run the whole
+comparison with :class:`NumpyOps`, a stand-in that does what the GPU would with NumPy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..formats import FP32
+from ..nn.cast import Caster
+from ..nn.policy import CAST_POINTS
+from ..rounding import round as lp_round
+from .probe import bit_agreement
+
+CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF = 0, 2, 14  # cudaDataType_t (library_types.h)
+CUBLAS_COMPUTE_32F = 68  # cublasComputeType_t
+CUBLAS_GEMM_DEFAULT_TENSOR_OP = 99  # cublasGemmAlgo_t
+
+
+class NumpyOps:
+    """What the device does, done with NumPy: for testing the comparison on a CPU."""
+
+    xp = np
+    name = "numpy stand-in"
+
+    def to_host(self, x):
+        return np.asarray(x)
+
+    def round(self, x, spec, rng):
+        return lp_round(x, spec.format, spec.mode, overflow=spec.overflow,
+                        subnormals=spec.subnormals, rng=rng)
+
+    def matmul16(self, a, b, fmt):
+        return a @ b  # exact 16-bit products, FP32 sums in the BLAS library's order
+
+
+class CupyOps:
+    """Device operations on CuPy arrays: native conversions and cuBLAS tensor-core GEMMs."""
+
+    def __init__(self):
+        from . import require_cupy
+
+        self.xp = require_cupy()
+        self.name = "cupy"
+
+    def to_host(self, x):
+        return self.xp.asnumpy(x)
+
+    def round(self, x, spec, rng):
+        cp = self.xp
+        native = (spec.mode == "nearest" and spec.overflow is None and spec.subnormals
+                  and spec.format.name == "fp16" and x.dtype == cp.float32)
+        if native:  # the GPU's own conversion: cvt.rn.f16.f32
+            return x.astype(cp.float16).astype(cp.float32)
+        # No native conversion for this format or mode: round on the host, exactly.
+        host = lp_round(cp.asnumpy(x), spec.format, spec.mode, overflow=spec.overflow,
+                        subnormals=spec.subnormals, rng=rng)
+        return cp.asarray(host)
+
+    def matmul16(self, a, b, fmt):
+        """a @ b on tensor cores: 16-bit inputs (values of ``fmt``), FP32 output and compute."""
+        cp = self.xp
+        from cupy.cuda import cublas, device
+
+        m, k = a.shape
+        n = b.shape[1]
+        if fmt.name == "fp16":
+            a16, b16, dtype = a.astype(cp.float16), b.astype(cp.float16), CUDA_R_16F
+        else:  # bf16 as raw bits: the top half of each float32 (exact, the values are bf16)
+            a16 = (cp.ascontiguousarray(a).view(cp.uint32) >> 16).astype(cp.uint16)
+            b16 = (cp.ascontiguousarray(b).view(cp.uint32) >> 16).astype(cp.uint16)
+            dtype = CUDA_R_16BF
+        a16, b16 = cp.ascontiguousarray(a16), cp.ascontiguousarray(b16)
+        c = cp.empty((m, n), cp.float32)
+        one, zero = np.array(1.0, np.float32), np.array(0.0, np.float32)
+        # Row-major C = A B is column-major C^T = B^T A^T: pass B first.
+        cublas.gemmEx(device.get_cublas_handle(), cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_N, n, m, k,
+                      one.ctypes.data, b16.data.ptr, dtype, n, a16.data.ptr, dtype, k,
+                      zero.ctypes.data, c.data.ptr, CUDA_R_32F, n,
+                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT_TENSOR_OP)
+        return c
+
+
+class DeviceCaster(Caster):
+    """A Caster whose roundings and matmuls run on the device (``ops``); keeps each step's trace."""
+
+    def __init__(self, policy, ops, *, rng=None, observer=None):
+        super().__init__(policy, rng=rng, observer=observer, xp=ops.xp)
+        self.ops = ops
+        self.last_trace = []
+
+    def round(self, x, spec, layer, point):
+        return self.ops.round(x, spec, self.rng if spec.mode == "stochastic" else None)
+
+    def matmul(self, a, b):
+        """Tensor cores when both operands hold 16-bit values of the policy's weight format."""
+        weight = self.policy.weight
+        fmt = weight.format if weight is not None else None
+        if (fmt is not None and fmt.name in ("fp16", "bf16") and isinstance(self.policy.accumulate, str)
+                and self.policy.accumulate == "blas" and _holds(a, fmt, self.xp) and _holds(b, fmt, self.xp)):
+            return self.ops.matmul16(a, b, fmt)
+        return a @ b  # FP32 inputs: an FP32 GEMM, as on the simulator
+
+    def end_step(self):
+        self.last_trace = [(layer, point, y) for layer, point, y in self.trace]
+        super().end_step()
+
+
+def _holds(x, fmt, xp) -> bool:
+    """True when every value of the float32 array ``x`` is a value of the 16-bit ``fmt``."""
+    if fmt.name == "fp16":
+        return bool((x.astype(xp.float16).astype(xp.float32) == x).all())
+    return bool(((xp.ascontiguousarray(x).view(xp.uint32) & 0xFFFF) == 0).all())  # bf16: low half zero
+
+
+class TracingCaster(Caster):
+    """The simulator's Caster, keeping each step's trace for the comparison."""
+
+    last_trace: list = []
+
+    def end_step(self):
+        self.last_trace = [(layer, point, y) for layer, point, y in self.trace]
+        super().end_step()
+
+
+def _copy_state(source, target, xp):
+    """Give ``target`` (a Trainer) the stored weights and optimizer state of ``source``."""
+    target.stored = [{k: xp.asarray(v) for k, v in p.items()} for p in source.stored]
+    target.opt_state = [{k: {b: xp.asarray(s) for b, s in state.items()} for k, state in p.items()}
+                        for p in source.opt_state]
+    target.updates_done, target.steps_done = source.updates_done, source.steps_done
+
+
+def compare_training(policy, data, *, steps=20, ops=None, model=None, batch_size=128, seed=0,
+                     final_steps=200) -> dict:
+    """Per step and per cast point: how the device's tensors differ from the simulator's.
+
+    Returns {"policy", "device", "steps": [{"step", "points": {"layer/point": agreement}}],
+    "summary": {"layer/point": mean share, worst ulp}, "final": {"simulator", "device"}}.
+    """
+    from ..nn import MLPConfig, train
+    from ..nn.train import DEFAULT_HIDDEN, Trainer, TrainConfig, batch_indices
+
+    ops = ops or CupyOps()
+    xp = ops.xp
+    model = model or MLPConfig(sizes=(data.n_features, *DEFAULT_HIDDEN, data.n_outputs))
+    sim = Trainer(policy, model, seed=seed)
+    dev = Trainer(policy, model, seed=seed, xp=xp)
+    sim.caster = TracingCaster(sim.policy, rng=sim.rounding_rng)
+    dev.caster = DeviceCaster(dev.policy, ops, rng=dev.rounding_rng)
+    records = []
+    for s in range(steps):
+        idx = batch_indices(len(data.x_train), batch_size, seed, s)
+        x, y = data.x_train[idx], data.y_train[idx]
+        _copy_state(sim, dev, xp)
+        sim.step(x, y)
+        dev.step(xp.asarray(x), y)
+        points = {}
+        for (layer, point, a), (_, _, b) in zip(sim.caster.last_trace, dev.caster.last_trace):
+            spec = sim.policy.cast(point)
+            fmt = spec.format if spec is not None else FP32
+            key = f"{layer}/{point}"
+            if key not in points:  # a point met twice in a step (e.g. a weight's two uses): first
+                points[key] = bit_agreement(np.asarray(a, np.float64),
+                                            np.asarray(ops.to_host(b), np.float64), fmt)
+        records.append({"step": s + 1, "points": points})
+    summary = {}
+    for key in records[0]["points"]:
+        entries = [r["points"][key] for r in records if key in r["points"]]
+        summary[key] = {"bit_identical_share": float(np.mean([e["bit_identical_share"] for e in entries])),
+                        "max_ulp": int(max(e["max_ulp"] for e in entries))}
+    config = TrainConfig(steps=final_steps, batch_size=batch_size, seed=seed, eval_every=0)
+    final_sim = train(policy, data, model, config, progress=False)
+    final = {"simulator": _final(final_sim)}
+    try:
+        final_dev = _train_on_device(policy, data, model, config, ops)
+        final["device"] = _final(final_dev)
+    except Exception as exc:  # report, do not hide: the per-step comparison above still stands
+        final["device"] = {"error": f"{type(exc).__name__}: {exc}"}
+    return {"policy": str(policy), "device": ops.name, "steps": records, "summary": summary,
+            "final": final, "cast_points": list(CAST_POINTS)}
+
+
+def _train_on_device(policy, data, model, config, ops):
+    """An independent training run on the device (same seed and batches)."""
+    from ..nn.train import Trainer, batch_indices
+
+    xp = ops.xp
+    trainer = Trainer(policy, model, config.optimizer, seed=config.seed, xp=xp)
+    trainer.caster = DeviceCaster(trainer.policy, ops, rng=trainer.rounding_rng)
+    for s in range(config.steps):
+        idx = batch_indices(len(data.x_train), config.batch_size, config.seed, s)
+        trainer.step(xp.asarray(data.x_train[idx]), data.y_train[idx])
+    loss, accuracy = trainer.evaluate(data.x_test, data.y_test)
+    return {"test_loss": float(loss), "test_accuracy": float(accuracy)}
+
+
+def _final(result) -> dict:
+    """Test loss and accuracy: a dict already, or the last evaluation of a History."""
+    if isinstance(result, dict):
+        return result
+    return {"test_loss": float(result.test_loss[-1]), "test_accuracy": float(result.test_accuracy[-1])}
