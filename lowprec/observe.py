@@ -30,7 +30,11 @@ HIST_BINS = 128  # ... for k in 0..127; the first and last bins also hold everyt
 HIST_SAMPLE = 4096  # exp_hist looks at most at this many values per tensor (see exponent_fields)
 CAST_STATS = ("count", "zeros", "underflow", "subnormal", "overflow")
 UPDATE_STATS = ("update_nonzero", "update_lost", "update_sq", "weight_sq")
-STEP_FIELDS = ("step", "loss", "scale", "found_inf", "skipped", "culprit_layer", "culprit_point")
+STEP_FIELDS = ("step", "loss", "scale", "new_scale", "found_inf", "skipped", "growth_tracker",
+               "hysteresis", "culprit_layer", "culprit_point", "culprit_kind")
+CULPRIT_KINDS = ("inf", "nan")  # culprit_kind indexes this; -1: no culprit
+FP8_STATS = ("amax", "scale", "clipped", "flushed")
+FP8_FIELDS = ("fp8_step",) + tuple(f"fp8_{name}" for name in FP8_STATS)
 EVAL_FIELDS = ("eval_step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
 OBSERVED_FIELDS = ("observed_step",) + CAST_STATS + ("amax", "exp_hist") + UPDATE_STATS
 
@@ -118,8 +122,15 @@ class Observer:
                 self._limits[key] = (fmt.tiny, fmt.max, saturates)
         return self._limits[key]
 
-    def record(self, layer: int, point: int, before, after, spec):
-        """Statistics of one cast: ``before`` rounded by ``spec`` gave ``after``."""
+    def record(self, layer: int, point: int, before, after, spec, *, decode_scale=None,
+               clipped: int | None = None):
+        """Statistics of one cast: ``before`` rounded by ``spec`` gave ``after``.
+
+        A scaled FP8 cast (lowprec.scaling recipes) rounds ``before * scale`` and returns the
+        result times ``decode_scale`` (= scale_inv; an array of per-value block scales for MX):
+        then the format's smallest normal sits at ``tiny * decode_scale``, and ``clipped`` (the
+        recipe's count of saturated values) replaces the comparison with the format's max.
+        """
         xp = self.xp
         tiny, max_value, saturates = self._limits_of(spec, after.dtype)
         n = after.size
@@ -128,10 +139,15 @@ class Observer:
         abs_after = xp.abs(after)
         amax = float(abs_after.max()) if n else 0.0  # NaN if any NaN
         overflow = 0
-        if not amax <= max_value:  # inf or NaN somewhere (rare): count them
+        if amax != amax or amax == float("inf"):  # inf or NaN somewhere (rare): count them
             overflow = n - int(xp.count_nonzero(xp.isfinite(after)))
-        if saturates and amax >= max_value:
+        if clipped is not None:
+            overflow += clipped
+        elif saturates and amax >= max_value:
             overflow += int(xp.count_nonzero(xp.abs(before) > max_value))
+        if decode_scale is not None:
+            # float32 product, monotone: a value below the scaled tiny came from a subnormal
+            tiny = np.float32(tiny) * xp.asarray(decode_scale, dtype=np.float32)
         s = self.cast_stats
         s["count"][layer, point] += n
         s["zeros"][layer, point] += zeros_after
@@ -155,22 +171,29 @@ class Observer:
 class History:
     """Per-step record of a training run. Fields read as attributes, e.g. ``history.loss``.
 
-    Three tables, each a list of rows turned into arrays on access:
+    Four tables, each a list of rows turned into arrays on access:
 
-    * every step: ``step, loss, scale, found_inf, skipped, culprit_layer, culprit_point``
-      (culprit: the first layer and cast point -- an index into ``points`` -- whose result
-      held an inf or NaN in that step, -1 when none);
+    * every step: ``step, loss``; the loss scaler's ``scale`` (used in this step), ``new_scale``
+      (for the next), ``found_inf``, ``skipped``, ``growth_tracker`` (PyTorch/Apex) and
+      ``hysteresis`` (DeepSpeed), -1 where the scaler has none; and the culprit:
+      ``culprit_layer, culprit_point, culprit_kind``, the first layer and cast point (an index
+      into ``points``) whose result held an inf or NaN, and which (an index into CULPRIT_KINDS),
+      -1 when none;
     * every evaluation: ``eval_step, train_loss, train_accuracy, test_loss, test_accuracy``;
     * every observed step: ``observed_step``, the cast statistics (``count``, ``zeros``,
       ``underflow``, ``subnormal``, ``overflow``, ``amax``, each (steps, layers, points)), ``exp_hist``
-      (steps, layers, points, HIST_BINS) and the update statistics (steps, layers).
+      (steps, layers, points, HIST_BINS) and the update statistics (steps, layers);
+    * every step of a run with an FP8 scaling recipe: ``fp8_step`` and, per (layer, point) at
+      the FP8 cast points (NaN elsewhere), ``fp8_amax`` (max |x| cast), ``fp8_scale`` (the
+      per-tensor scale used; NaN for block scaling), ``fp8_clipped`` and ``fp8_flushed`` (the
+      fractions of values saturated and flushed to zero), each (steps, layers, points).
     """
 
     def __init__(self, layers: int, points: tuple, meta: dict | None = None):
         self.layers = layers
         self.points = tuple(points)  # names of the cast points, in the order of the stats' axis 2
         self.meta = dict(meta or {})  # JSON-able description: policy, configs, dataset
-        self._rows = {name: [] for name in STEP_FIELDS + EVAL_FIELDS + OBSERVED_FIELDS}
+        self._rows = {name: [] for name in STEP_FIELDS + EVAL_FIELDS + OBSERVED_FIELDS + FP8_FIELDS}
 
     # --- recording ----------------------------------------------------------------------
     def record_step(self, **values):
@@ -185,6 +208,11 @@ class History:
         values.update({k: v.copy() for k, v in observer.cast_stats.items()})
         values.update({k: v.copy() for k, v in observer.update_stats.items()})
         self._append(OBSERVED_FIELDS, values)
+
+    def record_fp8(self, step: int, stats: dict):
+        """One step's FP8 cast statistics: ``stats`` maps FP8_STATS to (layers, points) arrays."""
+        self._append(FP8_FIELDS, {"fp8_step": step, **{f"fp8_{k}": np.asarray(v, np.float32)
+                                                       for k, v in stats.items()}})
 
     def _append(self, fields, values):
         if set(values) != set(fields):
@@ -205,7 +233,7 @@ class History:
             return np.stack([np.asarray(r) for r in rows])
         if name == "exp_hist":
             return np.zeros((0, self.layers, len(self.points), HIST_BINS), np.int32)
-        if name in CAST_STATS or name == "amax":
+        if name in CAST_STATS or name == "amax" or name in FP8_FIELDS[1:]:
             return np.zeros((0, self.layers, len(self.points)), np.float64 if name == "amax" else np.int64)
         if name in UPDATE_STATS:
             return np.zeros((0, self.layers), np.float64)
@@ -248,12 +276,63 @@ class History:
             return np.sqrt(self.update_sq[:, layer] / self.weight_sq[:, layer])
 
     def culprits(self) -> list:
-        """[(step, layer, point name)] for every step where a cast produced an inf or NaN."""
+        """[(step, layer, point name, "inf" or "nan")] for every step where a cast produced an
+        inf or NaN: the first such cast of the step, in execution order."""
         out = []
-        for step, layer, point in zip(self.step, self.culprit_layer, self.culprit_point):
+        for step, layer, point, kind in zip(self.step, self.culprit_layer, self.culprit_point,
+                                            self.culprit_kind):
             if point >= 0:
-                out.append((int(step), int(layer), self.points[int(point)]))
+                out.append((int(step), int(layer), self.points[int(point)], CULPRIT_KINDS[int(kind)]))
         return out
+
+    def fp8(self, stat: str, point: str, layer: int):
+        """Per step of an FP8-recipe run: ``stat`` (one of FP8_STATS) of the tensor at (layer, point)."""
+        if stat not in FP8_STATS:
+            raise ValueError(f"unknown FP8 statistic {stat!r}; valid: {', '.join(FP8_STATS)}")
+        return getattr(self, f"fp8_{stat}")[:, layer, self.point_index(point)]
+
+    def pooled(self, stat: str, point: str):
+        """Per layer: ``stat`` / ``count`` at ``point`` pooled over all observed steps (NaN
+        where nothing was observed)."""
+        if stat not in CAST_STATS[1:]:
+            raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(CAST_STATS[1:])}")
+        p = self.point_index(point)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return getattr(self, stat)[:, :, p].sum(axis=0) / self.count[:, :, p].sum(axis=0)
+
+    def summary(self) -> dict:
+        """The numbers a comparison of runs reports, as plain Python values:
+
+        ``final_loss`` (mean training loss of the last 10% of steps, skipped steps included),
+        ``train_accuracy``, ``test_loss``, ``test_accuracy`` (last evaluation; NaN if none),
+        ``steps``, ``skipped`` (steps whose update was not applied), ``non_finite`` (steps with
+        an inf/NaN gradient), ``final_scale`` (the loss scale after the last step; NaN without a
+        scaler), ``first_culprit`` ((step, layer, point, kind) or None), and per layer, pooled
+        over the observed steps (NaN when none were): ``act_grad_zero`` (share of activation
+        gradients that are zero), ``act_grad_underflow`` (share flushed to zero by their own
+        FP16/BF16/FP8 cast) and ``updates_lost`` (share of non-zero weight updates that rounding
+        discarded).
+        """
+        n = len(self)
+        tail = self.loss[n - max(n // 10, 1):] if n else np.zeros(0)
+        evals = len(self.eval_step) > 0
+
+        def last(field):
+            return float(getattr(self, field)[-1]) if evals else float("nan")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lost = self.update_lost.sum(axis=0) / self.update_nonzero.sum(axis=0)
+        culprits = self.culprits()
+        return {
+            "final_loss": float(tail.mean()) if n else float("nan"),
+            "train_accuracy": last("train_accuracy"), "test_loss": last("test_loss"),
+            "test_accuracy": last("test_accuracy"), "steps": n, "skipped": int(self.skipped.sum()),
+            "non_finite": int(self.found_inf.sum()),
+            "final_scale": float(self.new_scale[-1]) if n else float("nan"),
+            "first_culprit": culprits[0] if culprits else None,
+            "act_grad_zero": self.pooled("zeros", "activation_grad").tolist(),
+            "act_grad_underflow": self.pooled("underflow", "activation_grad").tolist(),
+            "updates_lost": lost.tolist() if len(self.observed_step) else [float("nan")] * self.layers,
+        }
 
     # --- saving ---------------------------------------------------------------------------
     def to_arrays(self) -> dict:
@@ -272,8 +351,8 @@ class History:
                 history._rows[name] = list(np.asarray(arrays[name]))
         except KeyError as missing:
             raise ValueError(f"not a lowprec History: field {missing} is missing") from None
-        lengths = {len(history._rows[f]) for f in STEP_FIELDS}, {
-            len(history._rows[f]) for f in EVAL_FIELDS}, {len(history._rows[f]) for f in OBSERVED_FIELDS}
+        lengths = [{len(history._rows[f]) for f in table}
+                   for table in (STEP_FIELDS, EVAL_FIELDS, OBSERVED_FIELDS, FP8_FIELDS)]
         if any(len(s) > 1 for s in lengths):
             raise ValueError("not a consistent lowprec History: fields of one table differ in length")
         return history
@@ -289,25 +368,23 @@ class History:
 
 
 def summarize(histories: dict, layer: int = 0) -> str:
-    """A table comparing runs (name -> History): final test accuracy and loss, mean training
-    loss over the last half, skipped steps, final loss scale, and at ``layer`` the share of
-    activation gradients that were zero / flushed by their cast, and of updates lost (last
-    observed step; '-' when the run was not observed)."""
-    header = ("run", "test acc", "test loss", "late train loss", "skipped", "scale",
+    """A table comparing runs (name -> History), from :meth:`History.summary`: final test
+    accuracy and loss, final training loss, skipped steps, final loss scale ('-' without a
+    scaler), and at ``layer`` the share of activation gradients that were zero / flushed by
+    their cast and of updates lost, pooled over the observed steps ('-' when none were)."""
+    header = ("run", "test acc", "test loss", "final train loss", "skipped", "scale",
               f"act-grad zero L{layer}", f"flushed L{layer}", f"updates lost L{layer}")
     rows = [header]
-    for name, h in histories.items():
-        observed = len(h.observed_step) > 0
 
-        def share(values):
-            return f"{values[-1]:.1%}" if observed else "-"
-        rows.append((
-            name, f"{h.test_accuracy[-1]:.3f}" if len(h.test_accuracy) else "-",
-            f"{h.test_loss[-1]:.3g}" if len(h.test_loss) else "-",
-            f"{h.loss[len(h) // 2:].mean():.3g}", str(int(h.skipped.sum())), f"{h.scale[-1]:g}",
-            share(h.fraction("zeros", "activation_grad", layer) if observed else None),
-            share(h.fraction("underflow", "activation_grad", layer) if observed else None),
-            share(h.update_lost_fraction(layer) if observed else None)))
+    def number(value, spec):
+        return "-" if value != value else format(value, spec)  # NaN: not measured
+    for name, h in histories.items():
+        s = h.summary()
+        rows.append((name, number(s["test_accuracy"], ".3f"), number(s["test_loss"], ".3g"),
+                     number(s["final_loss"], ".3g"), str(s["skipped"]), number(s["final_scale"], "g"),
+                     number(s["act_grad_zero"][layer], ".1%"),
+                     number(s["act_grad_underflow"][layer], ".1%"),
+                     number(s["updates_lost"][layer], ".1%")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

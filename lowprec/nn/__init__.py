@@ -8,6 +8,11 @@ what overflows and what the master copy of the weights keeps::
     from lowprec.nn import train, TrainConfig
     data = lowprec.data.digits(np.random.default_rng(0))
     history = train("fp16_mixed", data, config=TrainConfig(steps=300, observe_every=10))
+    history.summary()  # final loss, accuracy, skipped steps, final loss scale, per-layer underflow
+
+The policy also says how the run scales: ``loss_scale`` (None, a static scale, "dynamic" =
+torch.amp.GradScaler, "deepspeed", "apex") and ``fp8_recipe`` (None, "delayed", "current",
+"mx" or a lowprec.scaling recipe), e.g. ``PRESETS["fp8_hybrid"].replace(fp8_recipe="mx")``.
 """
 from .cast import Caster
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint

@@ -6,26 +6,43 @@ call looks up the policy's :class:`~lowprec.nn.policy.Cast` for ``point``, round
 before/after pair to the observer when one is attached, and remembers the result so that the
 first cast point that produced an inf or NaN can be named after the step.
 
-:meth:`Caster.round` is the single function through which every rounding of a step goes, so
-it is the hook to extend: a per-tensor scaling recipe (FP8 delayed/current scaling, MX blocks)
-overrides it to scale, round, unscale and record the amax -- it gets the layer and cast point
-of every tensor -- and a GPU backend overrides it to round CuPy arrays (the rest of the model
-only uses the array namespace ``xp``).
+:meth:`Caster.round` is the single function through which every plain rounding of a step
+goes, so it is the hook a GPU backend overrides to round CuPy arrays (the rest of the model
+only uses the array namespace ``xp``). At an FP8 point of a policy with an ``fp8_recipe`` the
+cast goes through :meth:`Caster.scaled_cast` instead: it scales, casts and unscales the
+tensor with that (layer, point)'s own recipe state (delayed scaling keeps an amax history per
+tensor, as Transformer Engine does) and records the cast's amax, scale and clipped/flushed
+counts for the History.
 """
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 
 from ..formats import FloatFormat
 from ..rounding import round as round_to_format
-from .policy import BLAS, CAST_POINTS, Cast, PrecisionPolicy
+from .policy import BLAS, CAST_POINTS, FORWARD_POINTS, Cast, PrecisionPolicy
+
+# Reduction axis of each GEMM operand in its first and second use (shapes of lowprec.nn.layers).
+# Block scaling (MX) scales blocks along the axis a GEMM sums over, so an operand used by two
+# GEMMs is quantized once per use, as TE makes a row-wise and a column-wise copy:
+#   input x (batch, d_in):        fprop x @ W sums over d_in (1);   wgrad x.T @ g over the batch (0)
+#   weight W (d_in, d_out):       fprop sums over d_in (0);         dgrad g @ W.T over d_out (1)
+#   grad_output g (batch, d_out): dgrad sums over d_out (1);        wgrad over the batch (0)
+GEMM_AXES = {"input": (1, 0), "weight": (0, 1), "grad_output": (1, 0)}
 
 
 class Caster:
-    """Rounds tensors at their cast points for one policy; also runs the matmuls."""
+    """Rounds tensors at their cast points for one policy; also runs the matmuls.
+
+    ``fp8_states`` maps (layer, point) to the recipe state of that tensor; the Caster creates
+    them on first use. ``frozen=True`` casts with the states' current scales but never updates
+    them (evaluation must not change the training run).
+    """
 
     def __init__(self, policy: PrecisionPolicy, *, rng: np.random.Generator | None = None,
-                 observer=None, xp=np):
+                 observer=None, xp=np, fp8_states: dict | None = None, frozen: bool = False):
         self.policy = policy
         self.rng = rng  # used only by stochastic rounding
         self.observer = observer  # lowprec.observe.Observer or None (observation off: no cost)
@@ -33,24 +50,38 @@ class Caster:
         self.trace: list = []  # (layer, point, tensor) in execution order, for the culprit search
         self._formats: dict = {}  # data address -> format held there, this step (exact matmuls)
         self._index = {p: i for i, p in enumerate(CAST_POINTS)}
+        self.fp8_states = {} if fp8_states is None else fp8_states  # (layer, point) -> recipe state
+        self.frozen = frozen
+        self._scaled = frozenset(policy.fp8_points) if policy.fp8_recipe is not None else frozenset()
+        self._block_scaled = type(policy.fp8_recipe).__name__ == "MXBlockScaling"
+        self._sources: dict = {}  # (layer, point) -> unrounded tensor, for a block-scaled second use
+        self.fp8_stats: dict = {}  # (layer, point) -> [amax, scale, clipped, flushed, count], this step
 
     def spec(self, point: str) -> Cast | None:
         return self.policy.cast(point)
 
-    def __call__(self, x, point: str, layer: int, *, already: Cast | None = None):
+    def __call__(self, x, point: str, layer: int, *, already: Cast | None = None, bias: bool = False):
         """``x`` rounded at cast point ``point`` of ``layer``.
 
         ``already``: the Cast whose values ``x`` already holds (the caller knows, e.g. a ReLU
         output is its rounded input or 0); when this point's format contains it, nothing is
         rounded, which saves time and changes no value.
+        ``bias``: ``x`` is a bias at the ``weight`` point; it takes ``policy.bias_cast`` and is
+        never FP8-scaled (it is not a GEMM operand).
         """
-        spec = self.policy.cast(point)
-        if self.is_identity(spec, x, already):
+        spec = self.policy.bias_cast if bias else self.policy.cast(point)
+        record, axis = None, -1
+        if not bias and point in self._scaled:  # scaled casts are never the identity
+            if self._block_scaled and point in GEMM_AXES:
+                self._sources[layer, point] = x  # the second GEMM quantizes it along its own axis
+            axis = GEMM_AXES.get(point, (-1,))[0]
+            y, record = self.scaled_cast(x, layer, point, axis)
+        elif self.is_identity(spec, x, already):
             y = x
         else:
             y = self.round(x, spec, layer, point)
         if self.observer is not None:
-            self.observer.record(layer, self._index[point], x, y, spec)
+            self.observer.record(layer, self._index[point], x, y, spec, **self._scaling_of(record, x, axis))
         self.trace.append((layer, point, y))  # also keeps y alive, so its address stays its own
         held = spec or already
         if held is not None and not (isinstance(self.policy.accumulate, str)
@@ -58,8 +89,24 @@ class Caster:
             self._formats[_address(y)] = held.format
         return y
 
+    def second_use(self, y, point: str, layer: int):
+        """``y`` (this step's result at ``point``) as the operand of its second GEMM.
+
+        The same array, except under block scaling (MX), where the unrounded tensor is
+        quantized again in blocks along the second GEMM's reduction axis (see GEMM_AXES).
+        """
+        source = self._sources.pop((layer, point), None)
+        if source is None:
+            return y
+        y2, _ = self.scaled_cast(source, layer, point, GEMM_AXES[point][1])
+        self.trace.append((layer, point, y2))
+        if not (isinstance(self.policy.accumulate, str) and self.policy.accumulate == BLAS):
+            self._formats[_address(y2)] = self.policy.cast(point).format
+        return y2
+
     def apply(self, x, spec: Cast | None, layer: int, point: str):
-        """``x`` rounded by ``spec`` (which may differ from the policy's), not observed or traced."""
+        """``x`` rounded by ``spec`` (which may differ from the policy's): not observed, traced
+        or FP8-scaled (the stored weights and the pure low-precision update use it)."""
         return x if self.is_identity(spec, x, None) else self.round(x, spec, layer, point)
 
     def is_identity(self, spec: Cast | None, x, already: Cast | None = None) -> bool:
@@ -73,11 +120,74 @@ class Caster:
                 and x.dtype == np.float32)
 
     def round(self, x, spec: Cast, layer: int, point: str):
-        """Round ``x`` as ``spec`` says. The hook a per-tensor scaling recipe wraps."""
+        """Round ``x`` as ``spec`` says (no scaling). The hook a GPU backend overrides."""
         return round_to_format(x, spec.format, spec.mode, overflow=spec.overflow,
                                subnormals=spec.subnormals,
                                rng=self.rng if spec.mode == "stochastic" else None)
 
+    # --- FP8 scaling recipes ---------------------------------------------------------------
+    def fp8_state(self, layer: int, point: str):
+        """The recipe state of the tensor at (layer, point), created on first use: E4M3
+        ("forward") for forward points, E5M2 ("backward") for gradients under HYBRID."""
+        key = (layer, point)
+        if key not in self.fp8_states:
+            role = "forward" if point in FORWARD_POINTS else "backward"
+            self.fp8_states[key] = self.policy.fp8_recipe.new_state(role)
+        return self.fp8_states[key]
+
+    def scaled_cast(self, x, layer: int, point: str, axis: int = -1):
+        """(values, CastRecord): ``x`` cast by the policy's FP8 recipe with the state of
+        (``layer``, ``point``) -- scaled, rounded, unscaled; MX blocks run along ``axis``. The
+        record is added to this step's ``fp8_stats``."""
+        from ..scaling import DelayedScalingState, quantize
+        state = self.fp8_state(layer, point)
+        if self.frozen and isinstance(state, DelayedScalingState):
+            values, record = state.quantize(x, update=False)  # writes only the state's history[0]
+        else:
+            values, record = quantize(x, state, axis=axis)
+        values = self.xp.asarray(values, dtype=x.dtype)
+        n = x.size
+        stats = self.fp8_stats.setdefault((layer, point), [0.0, np.nan, 0, 0, 0])
+        stats[0] = max(stats[0], record.amax)
+        if record.scale is not None:
+            stats[1] = record.scale
+        stats[2] += int(round(record.clipped * n))  # the record's fractions are count / n exactly
+        stats[3] += int(round(record.flushed * n))
+        stats[4] += n
+        return values, record
+
+    def _scaling_of(self, record, x, axis: int) -> dict:
+        """What the observer needs to judge a scaled cast: the decode scale of each value (the
+        format's limits apply to value / scale_inv) and how many values the cast clipped."""
+        if record is None:
+            return {}
+        if record.block_scales is None:
+            decode = np.float32(record.scale_inv)
+        else:  # MX: each value's block scale; block_scales runs over blocks along the cast axis
+            decode = _per_value(record.block_scales, x.shape, axis, self.policy.fp8_recipe.block_size)
+        return {"decode_scale": decode, "clipped": int(round(record.clipped * x.size))}
+
+    def fp8_step_stats(self, layers: int) -> dict | None:
+        """This step's FP8 cast statistics as arrays (layers, points), or None without a recipe:
+        amax (max |x| cast), scale (per-tensor scale used; NaN for block scaling), and the
+        fractions of values clipped (saturated) and flushed to zero."""
+        if not self._scaled:
+            return None
+        shape = (layers, len(CAST_POINTS))
+        out = {name: np.full(shape, np.nan) for name in ("amax", "scale", "clipped", "flushed")}
+        for (layer, point), (amax, scale, clipped, flushed, count) in self.fp8_stats.items():
+            p = self._index[point]
+            out["amax"][layer, p], out["scale"][layer, p] = amax, scale
+            out["clipped"][layer, p] = clipped / max(count, 1)
+            out["flushed"][layer, p] = flushed / max(count, 1)
+        return out
+
+    def frozen_copy(self, rng=None) -> "Caster":
+        """A Caster for evaluation: copies of the FP8 states, used but never updated."""
+        return Caster(self.policy, rng=rng, xp=self.xp, fp8_states=copy.deepcopy(self.fp8_states),
+                      frozen=True)
+
+    # --- matmul and step bookkeeping --------------------------------------------------------
     def matmul(self, a, b):
         """``a @ b`` with the policy's accumulation (the inputs are already rounded).
 
@@ -100,21 +210,38 @@ class Caster:
 
     def begin_step(self, observer=None):
         """Start a step; ``observer`` (or None: observation off) records this step's casts."""
-        self.observer, self.trace, self._formats = observer, [], {}
+        self.observer, self.trace, self._formats, self._sources = observer, [], {}, {}
+        self.fp8_stats = {}
         if observer is not None:
             observer.begin_step()
 
     def end_step(self):
         """Drop this step's tensors and the observer (which keeps its statistics)."""
-        self.observer, self.trace, self._formats = None, [], {}
+        self.observer, self.trace, self._formats, self._sources = None, [], {}, {}
 
-    def first_nonfinite(self) -> tuple[int, str] | None:
-        """(layer, point) of the first cast whose result held an inf or NaN in this step."""
+    def culprit(self):
+        """The first cast of this step, in execution order, whose result held a NaN or an inf,
+        as a :class:`lowprec.scaling.NonFiniteSource` (layer, cast point, kind), or None.
+        A tensor holding both is reported as "nan"."""
+        from ..scaling import NonFiniteSource
         xp = self.xp
         for layer, point, y in self.trace:
             if not bool(xp.isfinite(y).all()):
-                return layer, point
+                kind = "nan" if bool(xp.isnan(y).any()) else "inf"
+                return NonFiniteSource(str(layer), point, kind)
         return None
+
+    def first_nonfinite(self) -> tuple[int, str] | None:
+        """(layer, point) of the first cast whose result held an inf or NaN in this step."""
+        source = self.culprit()
+        return None if source is None else (int(source.layer), source.cast_point)
+
+
+def _per_value(block_scales, shape, axis: int, block_size: int):
+    """Each value's block scale: ``block_scales`` repeated along ``axis`` and cut to ``shape``."""
+    axis = axis % len(shape)
+    expanded = np.repeat(block_scales, block_size, axis=axis)
+    return np.take(expanded, np.arange(shape[axis]), axis=axis)
 
 
 def _address(array) -> int:

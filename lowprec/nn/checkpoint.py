@@ -2,9 +2,10 @@
 
 A checkpoint is one .npz file (no pickles) holding the stored weights (the master copy, or
 the pure low-precision weights; the compute copy is re-rounded from them), the optimizer
-state, the Kahan compensation, the loss scaler's ``state_dict()``, the stochastic-rounding
-RNG state, the History so far, the run's fingerprint (policy, model, config, data hash) and a
-sha256 over all of it. Loading checks the digest (corrupt file) and the fingerprint (a
+state, the Kahan compensation, the loss scaler's ``state_dict()``, every FP8 recipe state's
+``state_dict()`` (scale, scale_inv, amax history), the stochastic-rounding RNG state, the
+History so far, the run's fingerprint (policy, model, config, data hash) and a sha256 over
+all of it. Loading checks the digest (corrupt file) and the fingerprint (a
 different run) and raises :class:`CheckpointError` naming what is wrong.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from ..observe import History
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: FP8 recipe states, scaler records and culprit kinds in the History
 
 
 class CheckpointError(ValueError):
@@ -57,12 +58,16 @@ def save_checkpoint(path, trainer, history: History, fingerprint: dict):
                 arrays[f"optimizer.{l}.{name}.{buf}"] = _host(state)
             if trainer.compensation is not None:
                 arrays[f"kahan.{l}.{name}"] = _host(trainer.compensation[l][name])
+    for (l, point), state in trainer.fp8_states.items():
+        for key, value in state.state_dict().items():  # floats and lists of float32 values
+            arrays[f"fp8.{l}.{point}.{key}"] = np.asarray(value, np.float64)
     for name, value in history.to_arrays().items():
         arrays[f"history.{name}"] = value
     meta = {"version": FORMAT_VERSION, "fingerprint": fingerprint, "steps_done": trainer.steps_done,
             "updates_done": trainer.updates_done,
             "rng": trainer.rounding_rng.bit_generator.state,
-            "scaler": None if trainer.scaler is None else trainer.scaler.state_dict()}
+            "scaler": None if trainer.scaler is None else trainer.scaler.state_dict(),
+            "fp8_states": [[l, point] for l, point in trainer.fp8_states]}
     arrays["meta"] = np.array(_to_json(meta))
     arrays["sha256"] = np.array(_digest(arrays))
     path = os.fspath(path)
@@ -125,5 +130,9 @@ def load_checkpoint(path, trainer, fingerprint: dict) -> History:
     trainer.rounding_rng.bit_generator.state = meta["rng"]
     if trainer.scaler is not None:
         trainer.scaler.load_state_dict(meta["scaler"])
+    for l, point in meta["fp8_states"]:
+        prefix = f"fp8.{l}.{point}."
+        state = trainer.caster.fp8_state(int(l), point)
+        state.load_state_dict({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
     prefix = "history."
     return History.from_arrays({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})

@@ -14,9 +14,13 @@ def linear(x, W, b, matmul):
     return matmul(x, W) + b  # (batch, d_out); the bias is added in the working precision
 
 
-def linear_backward(grad_z, x, W, matmul, need_grad_x=True):
-    """Gradients of z = x @ W + b given dL/dz: returns (dL/dx or None, dL/dW, dL/db)."""
-    grad_W = matmul(x.T, grad_z)  # (d_in, d_out)
+def linear_backward(grad_z, x, W, matmul, need_grad_x=True, grad_z_for_wgrad=None):
+    """Gradients of z = x @ W + b given dL/dz: returns (dL/dx or None, dL/dW, dL/db).
+
+    ``grad_z_for_wgrad``: dL/dz as the wgrad GEMM's operand when it differs from ``grad_z``
+    (block scaling quantizes it along the batch for that GEMM); by default ``grad_z``.
+    """
+    grad_W = matmul(x.T, grad_z if grad_z_for_wgrad is None else grad_z_for_wgrad)  # (d_in, d_out)
     grad_b = grad_z.sum(axis=0)  # (d_out,)
     grad_x = matmul(grad_z, W.T) if need_grad_x else None  # (batch, d_in)
     return grad_x, grad_W, grad_b

@@ -95,8 +95,13 @@ class MLP:
                 g_z = self.act.backward(g, z, a, xp)  # (batch, d_out) dL/dz
                 kept = cast.spec("activation_grad") if self.act.keeps_values else None
             g_z = cast(g_z, "grad_output", l, already=kept)  # the backward GEMMs' input
-            grad_x, grad_W, grad_b = linear_backward(g_z, x_c, weights[l]["weight"], cast.matmul,
-                                                     need_grad_x=l > 0)
+            # Each GEMM operand as its second GEMM uses it: the same array, except under block
+            # scaling (MX), which quantizes it again along that GEMM's reduction axis.
+            W = cast.second_use(weights[l]["weight"], "weight", l) if l > 0 else None  # dgrad
+            x_w = cast.second_use(x_c, "input", l)  # wgrad operands
+            g_w = cast.second_use(g_z, "grad_output", l)
+            grad_x, grad_W, grad_b = linear_backward(g_z, x_w, W, cast.matmul, need_grad_x=l > 0,
+                                                     grad_z_for_wgrad=g_w)
             grads[l] = {"weight": cast(grad_W, "weight_grad", l), "bias": cast(grad_b, "bias_grad", l)}
             g = grad_x  # (batch, d_in) = dL/d(activation of layer l-1), rounded at the loop's top
         return grads

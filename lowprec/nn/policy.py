@@ -26,6 +26,17 @@ update
 
 ``None`` at a cast point means "no rounding": the values stay in the working dtype (float32,
 or float64 in the gradient checks).
+
+Two run-wide settings sit beside the cast points:
+
+* ``loss_scale`` -- the loss scaler (:func:`lowprec.scaling.make_loss_scaler`): ``None`` (no
+  scaling, nothing skipped), a static scale, ``"dynamic"`` (torch.amp.GradScaler),
+  ``"deepspeed"`` (hysteresis) or ``"apex"``, or a scaler config;
+* ``fp8_recipe`` -- how the FP8 cast points are scaled: ``None`` (cast unscaled),
+  ``"delayed"`` (Transformer Engine's DelayedScaling), ``"current"`` (Float8CurrentScaling),
+  ``"mx"`` (MX blocks of 32 with E8M0 scales) or a recipe object from :mod:`lowprec.scaling`.
+  The recipe applies at every forward/backward cast point whose format is 8 bits or narrower
+  ("FP8 points"); each (layer, point) keeps its own scaling state, as TE keeps one per tensor.
 """
 from __future__ import annotations
 
@@ -41,6 +52,7 @@ UPDATE_POINTS = ("optimizer_state", "master_weights")
 CAST_POINTS = FORWARD_POINTS + BACKWARD_POINTS + UPDATE_POINTS  # execution order in one step
 
 UPDATE_RULES = ("nearest", "stochastic", "kahan")
+FP8_MAX_BITS = 8  # a cast point whose format is this narrow is an "FP8 point": the recipe scales it
 BLAS = "blas"  # accumulate=BLAS: FP32 sums in the BLAS library's own order, like a GPU GEMM library
 
 
@@ -115,6 +127,7 @@ class PrecisionPolicy:
     accumulate: object = BLAS  # matmul accumulation: BLAS, a format, or a tensor-core model/preset name
     update: str = "nearest"  # pure low precision only: round w - u by "nearest", "stochastic" or "kahan"
     loss_scale: object = None  # lowprec.scaling.make_loss_scaler spec: a float, "dynamic", "deepspeed"...
+    fp8_recipe: object = None  # None, "delayed", "current", "mx" or a lowprec.scaling recipe object
 
     def __post_init__(self):
         for point in CAST_POINTS:
@@ -131,6 +144,46 @@ class PrecisionPolicy:
         if isinstance(spec, bool) or (isinstance(spec, (int, float)) and not spec > 0):
             raise ValueError(f"loss_scale must be None, a positive number, a scaler name such as "
                              f"'dynamic' or 'deepspeed', or a scaler config; got {spec!r}")
+        object.__setattr__(self, "fp8_recipe", as_recipe(self.fp8_recipe))
+        if self.fp8_recipe is not None:
+            self._check_recipe_points()
+
+    @property
+    def fp8_points(self) -> tuple:
+        """The forward/backward cast points whose format is 8 bits or narrower, in step order."""
+        return tuple(p for p in FORWARD_POINTS + BACKWARD_POINTS
+                     if getattr(self, p) is not None and getattr(self, p).format.bits <= FP8_MAX_BITS)
+
+    @property
+    def bias_cast(self) -> Cast | None:
+        """How the bias is rounded at the ``weight`` point: like the weights, unless those are
+        FP8. FP8 holds GEMM operands only: Transformer Engine adds the bias in the GEMM epilogue
+        in the output's precision, so under an FP8 ``weight`` cast the bias takes the ``output``
+        cast (unscaled)."""
+        if self.weight is not None and self.weight.format.bits <= FP8_MAX_BITS:
+            return self.output
+        return self.weight
+
+    def _check_recipe_points(self):
+        from ..scaling import format_for
+        recipe = self.fp8_recipe
+        points = self.fp8_points
+        if not points:
+            raise ValueError(f"fp8_recipe {recipe!r} needs at least one FP8 cast point (a format of "
+                             f"{FP8_MAX_BITS} bits or fewer at a forward or backward point)")
+        for point in points:
+            c = getattr(self, point)
+            role = "forward" if point in FORWARD_POINTS else "backward"
+            expected = format_for(recipe.fp8_format, role)
+            if c.format != expected:
+                raise ValueError(
+                    f"cast point {point!r} is {c.format.name}, but the recipe's fp8_format "
+                    f"{recipe.fp8_format!r} casts {role} tensors to {expected.name}; make them agree "
+                    f"(e.g. fp8_format='hybrid': E4M3 forward, E5M2 backward)")
+            if c.mode != "nearest" or not c.subnormals or c.overflow not in (None, "saturate"):
+                raise ValueError(f"cast point {point!r} is {c}; a scaling recipe casts to nearest with "
+                                 "subnormals and saturates (CUDA's __NV_SATFINITE), so use "
+                                 f"Cast({c.format.name!r}, overflow='saturate')")
 
     def cast(self, point: str) -> Cast | None:
         """The Cast at ``point`` (one of CAST_POINTS)."""
@@ -153,6 +206,8 @@ class PrecisionPolicy:
         if self.master_weights is None and self.weight is not None:
             lines.append(f"  {'update':<16} {self.update} (into the `weight` format)")
         lines.append(f"  {'loss_scale':<16} {self.loss_scale}")
+        if self.fp8_recipe is not None:
+            lines.append(f"  {'fp8_recipe':<16} {self.fp8_recipe} at {', '.join(self.fp8_points)}")
         return "\n".join(lines)
 
     def fingerprint(self) -> dict:
@@ -165,7 +220,35 @@ class PrecisionPolicy:
             out[point] = None if c is None else [c.format.name, c.mode, c.overflow, c.subnormals]
         acc = self.accumulate
         out["accumulate"] = acc if isinstance(acc, str) else getattr(acc, "name", repr(acc))
+        recipe = self.fp8_recipe
+        out["fp8_recipe"] = None if recipe is None else {"type": type(recipe).__name__,
+                                                         **dataclasses.asdict(recipe)}
         return out
+
+
+def _recipes() -> dict:
+    """The recipe names ``fp8_recipe`` accepts. "mx" uses the HYBRID formats (E5M2 gradients) so
+    it fits the FP8 hybrid policy; TE's MXFP8BlockScaling default is E4M3 everywhere."""
+    from ..scaling import CurrentScaling, DelayedScaling, MXBlockScaling
+    return {"delayed": DelayedScaling(), "current": CurrentScaling(),
+            "mx": MXBlockScaling(fp8_format="hybrid")}
+
+
+def as_recipe(spec):
+    """None, a recipe object (DelayedScaling, CurrentScaling, MXBlockScaling) or its name."""
+    if spec is None:
+        return None
+    from ..scaling import CurrentScaling, DelayedScaling, MXBlockScaling
+    if isinstance(spec, (DelayedScaling, CurrentScaling, MXBlockScaling)):
+        return spec
+    if isinstance(spec, str):
+        recipes = _recipes()
+        if spec in recipes:
+            return recipes[spec]
+        raise ValueError(f"unknown fp8_recipe {spec!r}; valid: None, {', '.join(map(repr, recipes))} "
+                         "or a DelayedScaling / CurrentScaling / MXBlockScaling object")
+    raise TypeError(f"fp8_recipe takes None, a recipe name or a recipe object from lowprec.scaling, "
+                    f"got {spec!r}")
 
 
 def _as_accumulate(acc):
@@ -196,6 +279,23 @@ def _uniform(name, fmt, **fields) -> PrecisionPolicy:
     return PrecisionPolicy(name=name, **{**compute, **fields})
 
 
+def _amp(name, fmt, **fields) -> PrecisionPolicy:
+    """Autocast-style mixed precision: ``fmt`` compute, FP32 master weights and optimizer state."""
+    return _uniform(name, fmt, optimizer_state=FP32, master_weights=FP32, **fields)
+
+
+def _fp8_hybrid(name, recipe) -> PrecisionPolicy:
+    """Transformer Engine's Format.HYBRID: E4M3 GEMM inputs forward, E5M2 gradients backward;
+    GEMM outputs in BF16, weight gradients and master weights in FP32. TE's FP8 casts saturate
+    (__NV_SATFINITE; see lowprec/scaling/fp8.py)."""
+    def fp8(fmt):
+        return Cast(fmt, overflow="saturate")
+    return PrecisionPolicy(
+        name=name, weight=fp8(E4M3), input=fp8(E4M3), output=BF16, activation=BF16,
+        activation_grad=BF16, grad_output=fp8(E5M2), weight_grad=FP32, bias_grad=FP32,
+        optimizer_state=FP32, master_weights=FP32, fp8_recipe=recipe)
+
+
 # The presets people run. Weight and bias gradients hold values of the compute format even where
 # the framework stores them in FP32 tensors: under autocast the wgrad GEMM writes FP16/BF16 and
 # the cast's backward only widens the dtype (checked against torch in tests/test_torch_mlp.py).
@@ -207,19 +307,16 @@ PRESETS = {
     "fp16_pure": _uniform("fp16_pure", FP16, optimizer_state=FP16),
     # PyTorch AMP (autocast + GradScaler) and Apex O2: FP16 compute, FP32 master weights and
     # optimizer state, dynamic loss scaling with GradScaler's defaults.
-    "fp16_mixed": _uniform("fp16_mixed", FP16, optimizer_state=FP32, master_weights=FP32,
-                           loss_scale="dynamic"),
+    "fp16_mixed": _amp("fp16_mixed", FP16, loss_scale="dynamic"),
+    # The same without the GradScaler (a teaching counterpart: what loss scaling rescues).
+    "fp16_mixed_unscaled": _amp("fp16_mixed_unscaled", FP16),
     # Autocast with bfloat16: FP32's exponent range, so no loss scaling.
-    "bf16_mixed": _uniform("bf16_mixed", BF16, optimizer_state=FP32, master_weights=FP32),
-    # Transformer Engine's Format.HYBRID: E4M3 GEMM inputs forward, E5M2 gradients backward;
-    # GEMM outputs in BF16, weight gradients and master weights in FP32. TE's FP8 casts
-    # saturate (__NV_SATFINITE; see lowprec/scaling/fp8.py). No per-tensor scaling here: that
-    # is what the FP8 scaling recipes add on top of this policy.
-    "fp8_hybrid": PrecisionPolicy(
-        name="fp8_hybrid", weight=Cast(E4M3, overflow="saturate"),
-        input=Cast(E4M3, overflow="saturate"), output=BF16, activation=BF16,
-        activation_grad=BF16, grad_output=Cast(E5M2, overflow="saturate"), weight_grad=FP32,
-        bias_grad=FP32, optimizer_state=FP32, master_weights=FP32),
+    "bf16_mixed": _amp("bf16_mixed", BF16),
+    # TE's fp8_autocast(fp8_recipe=DelayedScaling(fp8_format=Format.HYBRID)): TE always has a
+    # recipe, DelayedScaling by default; each tensor is scaled from its own amax history.
+    "fp8_hybrid": _fp8_hybrid("fp8_hybrid", "delayed"),
+    # The same casts with no scale at all (scale 1; a teaching counterpart, not something TE does).
+    "fp8_hybrid_unscaled": _fp8_hybrid("fp8_hybrid_unscaled", None),
 }
 
 

@@ -3,12 +3,25 @@
 One step, as PyTorch AMP (autocast + GradScaler) runs it:
 
 1. round the weights for compute (from the master copy, or the pure low-precision weights);
-2. forward, rounding at every cast point; the loss in FP32;
-3. backward from ``scale * loss``; every gradient rounded at its cast point;
-4. unscale the weight gradients (times float32(1 / scale)); ``found_inf`` if any is inf/NaN,
-   and then the first cast point that produced a non-finite value is named (the culprit);
-5. with a loss scaler, skip the update when ``found_inf``; then ``scaler.update(found_inf)``;
-6. otherwise the optimizer updates the stored weights (see :mod:`lowprec.nn.optim`).
+2. forward, rounding at every cast point (FP8 points scaled by the policy's recipe, one
+   recipe state per tensor); the loss in FP32;
+3. backward from ``scale * loss`` (the seed d(scale * loss)/d(loss) = ``scaler.scale``);
+   every gradient rounded at its cast point;
+4. ``grads, found_inf = unscale_and_check(grads, scaler)``: times float32(1 / scale), and
+   ``found_inf`` looks at the *scaled* gradients, as GradScaler.unscale_ does; on found_inf
+   (or a non-finite loss) the first cast in execution order whose result held an inf or NaN
+   is named: the culprit (layer, cast point, kind);
+5. ``record = scaler.update(found_inf, source=culprit)``: the framework's rule decides whether
+   the step is skipped and the next scale;
+6. unless skipped, the optimizer updates the stored weights (see :mod:`lowprec.nn.optim`).
+
+Without a loss scaler (``loss_scale=None``) nothing is unscaled or skipped: like plain PyTorch
+without a GradScaler, a non-finite gradient reaches the weights (and is recorded).
+
+DeepSpeed's rule stops a run that overflows with the scale at its minimum
+(:class:`~lowprec.scaling.LossScaleAtMinimumError`, as DeepSpeed raises); the training loop
+lets that error through, naming the culprit, with the History so far attached as
+``error.history``. Pass ``DeepSpeedConfig(raise_at_min_scale=False)`` to keep going instead.
 """
 from __future__ import annotations
 
@@ -19,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..observe import History, Observer
+from ..observe import CULPRIT_KINDS, History, Observer
 from .cast import Caster
 from .model import MLP, MLPConfig
 from .optim import SGD, Adam, kahan_update
@@ -74,7 +87,7 @@ class Trainer:
         self.scaler = scaler if scaler is not None else make_scaler(self.policy)
         self.rounding_rng = np.random.default_rng([seed, 2])  # stochastic rounding only
         self.observer = Observer(self.model.layers, CAST_POINTS, xp)
-        self.caster = Caster(self.policy, rng=self.rounding_rng, xp=xp)
+        self.caster = Caster(self.policy, rng=self.rounding_rng, xp=xp)  # holds the FP8 states
         self.steps_done = 0  # steps taken, skipped ones included
         self.updates_done = 0  # optimizer steps applied (Adam's bias correction counts these)
         params = self.model.init_params(np.random.default_rng([seed, 0]))
@@ -88,45 +101,76 @@ class Trainer:
 
     # --- one step ---------------------------------------------------------------------------
     def compute_weights(self, cast) -> list:
-        """The weights as used in compute: the stored weights rounded at the ``weight`` point."""
+        """The weights as used in compute: the stored weights rounded at the ``weight`` point
+        (the bias by ``policy.bias_cast``: FP8 holds GEMM operands only)."""
         held = None if self.policy.master_weights is not None else self.policy.weight
-        return [{k: cast(v, "weight", l, already=held) for k, v in p.items()}
+        return [{k: cast(v, "weight", l, already=held, bias=k == "bias") for k, v in p.items()}
                 for l, p in enumerate(self.stored)]
+
+    @property
+    def fp8_states(self) -> dict:
+        """(layer, point) -> the FP8 recipe state of that tensor (empty without a recipe)."""
+        return self.caster.fp8_states
 
     @np.errstate(over="ignore", invalid="ignore", divide="ignore")  # inf/NaN are recorded instead
     def step(self, x, y, observe: bool = False) -> dict:
-        """One training step on the batch (x, y); returns this step's record."""
+        """One training step on the batch (x, y); returns this step's record: the History's
+        step fields, and ``fp8`` (this step's FP8 cast statistics, or None without a recipe)."""
         xp, cast = self.xp, self.caster
         cast.begin_step(self.observer if observe else None)
-        weights = self.compute_weights(cast)
-        output, cache = self.model.forward(weights, x, cast)
-        scale = float(self.scaler.scale) if self.scaler is not None else 1.0
-        loss, grad_output = self.model.loss(output, xp.asarray(y), scale)
-        grads = self.model.backward(weights, cache, grad_output, cast)
-        if scale != 1.0:  # GradScaler.unscale_: multiply by float32(1 / float64(scale))
-            inv = np.float32(1.0 / np.float64(scale))
-            grads = [{k: g * g.dtype.type(inv) for k, g in p.items()} for p in grads]
-        found_inf = not all(bool(xp.isfinite(g).all()) for p in grads for g in p.values())
-        culprit = cast.first_nonfinite() if found_inf or not np.isfinite(loss) else None
-        skipped = False
-        if self.scaler is not None:  # skips the step on found_inf (GradScaler.step), adapts the scale
-            result = self._update_scaler(found_inf, culprit)
-            skipped = bool(getattr(result, "skipped", found_inf))
-        if not skipped:
-            self._apply(grads, cast)
+        try:
+            weights = self.compute_weights(cast)
+            output, cache = self.model.forward(weights, x, cast)
+            scale = float(self.scaler.scale) if self.scaler is not None else 1.0
+            loss, grad_output = self.model.loss(output, xp.asarray(y), scale)
+            grads = self.model.backward(weights, cache, grad_output, cast)
+            grads, found_inf = self._unscale(grads)
+            culprit = cast.culprit() if found_inf or not np.isfinite(loss) else None
+            scaler_record = self._update_scaler(found_inf, culprit)
+            skipped = bool(getattr(scaler_record, "skipped", found_inf and self.scaler is not None))
+            if not skipped:
+                self._apply(grads, cast)
+            fp8 = cast.fp8_step_stats(self.model.layers)
+        finally:
+            cast.end_step()
         self.steps_done += 1
-        cast.end_step()
-        return {"step": self.steps_done, "loss": loss, "scale": scale, "found_inf": found_inf,
-                "skipped": skipped, "culprit_layer": culprit[0] if culprit else -1,
-                "culprit_point": CAST_POINTS.index(culprit[1]) if culprit else -1}
+
+        def counter(name):
+            value = getattr(scaler_record, name, None)
+            return -1 if value is None else int(value)
+        new_scale = float(self.scaler.scale) if self.scaler is not None else float("nan")
+        return {"step": self.steps_done, "loss": loss, "scale": scale, "new_scale": new_scale,
+                "found_inf": found_inf, "skipped": skipped,
+                "growth_tracker": counter("growth_tracker"), "hysteresis": counter("hysteresis"),
+                "culprit_layer": int(culprit.layer) if culprit else -1,
+                "culprit_point": CAST_POINTS.index(culprit.cast_point) if culprit else -1,
+                "culprit_kind": CULPRIT_KINDS.index(culprit.kind) if culprit else -1,
+                "fp8": fp8}
+
+    def _unscale(self, grads):
+        """(unscaled grads, found_inf), found_inf judged on the scaled gradients (GradScaler)."""
+        from ..scaling import LossScaler, StaticLossScaler, unscale_and_check
+        if self.scaler is None:
+            return grads, not all(bool(self.xp.isfinite(g).all()) for p in grads for g in p.values())
+        scaler = self.scaler
+        if not isinstance(scaler, LossScaler):  # a foreign scaler: only its .scale is needed here
+            scaler = StaticLossScaler(scaler.scale)
+        return unscale_and_check(grads, scaler)
 
     def _update_scaler(self, found_inf: bool, culprit):
-        """scaler.update(found_inf); lowprec's own scalers also get the culprit."""
-        from ..scaling import LossScaler, NonFiniteSource
-        if isinstance(self.scaler, LossScaler):
-            source = NonFiniteSource(str(culprit[0]), culprit[1]) if culprit else None
-            return self.scaler.update(found_inf, source=source)
-        return self.scaler.update(found_inf)
+        """scaler.update(found_inf); lowprec's own scalers also get the culprit and return a
+        StepRecord. None without a scaler."""
+        from ..scaling import LossScaleAtMinimumError, LossScaler
+        if self.scaler is None:
+            return None
+        if not isinstance(self.scaler, LossScaler):
+            return self.scaler.update(found_inf)
+        try:
+            return self.scaler.update(found_inf, source=culprit)
+        except LossScaleAtMinimumError as err:
+            raise LossScaleAtMinimumError(
+                f"{err}. First non-finite value of this step (step {self.steps_done + 1}): "
+                f"{culprit or 'none found at a cast point'}") from err
 
     def _apply(self, grads, cast):
         """Optimizer step on the stored weights (master or pure)."""
@@ -161,7 +205,7 @@ class Trainer:
         """(mean loss, accuracy or NaN for regression) of the current weights on (x, y)."""
         xp = self.xp
         rng = np.random.default_rng([self.steps_done, 3])  # only stochastic forward casts use it
-        cast = Caster(self.policy, rng=rng, xp=xp)
+        cast = self.caster.frozen_copy(rng)  # FP8 recipes: today's scales, left unchanged
         weights = self.compute_weights(cast)
         total_loss, correct, n = 0.0, 0, len(x)
         for start in range(0, n, batch_size):
@@ -219,12 +263,15 @@ def train(policy, data, model: MLPConfig | None = None, config: TrainConfig = Tr
           progress: bool | None = None, xp=np) -> History:
     """Train an MLP on ``data`` under ``policy``; returns the :class:`~lowprec.observe.History`.
 
-    policy: a PrecisionPolicy or a preset name ("fp32", "fp16_pure", "fp16_mixed", ...).
+    policy: a PrecisionPolicy or a preset name ("fp32", "fp16_pure", "fp16_mixed",
+        "fp16_mixed_unscaled", "bf16_mixed", "fp8_hybrid", "fp8_hybrid_unscaled"); its
+        ``loss_scale`` and ``fp8_recipe`` say how the run scales.
     data: a :class:`lowprec.data.Dataset`.
     model: the MLPConfig; by default DEFAULT_HIDDEN hidden layers, sized to the data. With
         the defaults, pure FP16 visibly flushes early-layer activation gradients within seconds.
-    scaler: a loss-scaler object (``.scale``, ``.update(found_inf)``, ``state_dict()``) that
-        replaces the policy's ``loss_scale``.
+    scaler: a loss scaler that replaces the policy's ``loss_scale``: a lowprec.scaling
+        LossScaler (its StepRecords, culprit included, go into the History), or any object with
+        ``.scale``, ``.update(found_inf)``, ``state_dict()`` and ``load_state_dict()``.
     checkpoint: path to save checkpoints to (every ``config.checkpoint_every`` steps and at the end).
     resume: path of a checkpoint to continue from; it must come from the same run (policy,
         model, config, data), or a CheckpointError says what differs.
@@ -232,8 +279,12 @@ def train(policy, data, model: MLPConfig | None = None, config: TrainConfig = Tr
         ``config.steps``).
     progress: show a progress bar; None shows one only when stderr is a terminal.
     Same arguments, same seed: the same History, bit for bit.
+
+    Raises LossScaleAtMinimumError where DeepSpeed's rule stops the run; the History up to
+    then is attached to the error as ``error.history``.
     """
     from . import checkpoint as ckpt  # checkpoint imports this module
+    from ..scaling import LossScaleAtMinimumError
 
     policy = get_policy(policy)
     if model is None:
@@ -254,8 +305,15 @@ def train(policy, data, model: MLPConfig | None = None, config: TrainConfig = Tr
         s = trainer.steps_done
         idx = batch_indices(len(x_train), config.batch_size, config.seed, s)
         observe = config.observe_every > 0 and s % config.observe_every == 0
-        record = trainer.step(x_train[idx], y_train[idx], observe=observe)
+        try:
+            record = trainer.step(x_train[idx], y_train[idx], observe=observe)
+        except LossScaleAtMinimumError as err:  # DeepSpeed stops here; keep what was learnt
+            err.history = history
+            raise
+        fp8 = record.pop("fp8")
         history.record_step(**record)
+        if fp8 is not None:
+            history.record_fp8(record["step"], fp8)
         if observe:
             history.record_observation(record["step"], trainer.observer)
         step = trainer.steps_done
