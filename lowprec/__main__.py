@@ -51,6 +51,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lowprec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("formats", help="print every preset format and its limits")
+    demo = sub.add_parser("demo", help="train under six precision policies, compare, write figures")
+    demo.add_argument("--out", default=None, help="figure folder (default: the repo's figures/)")
+    figs = sub.add_parser("figures", help="regenerate every figure in figures/")
+    figs.add_argument("--out", default=None, help="figure folder (default: the repo's figures/)")
     gpu = sub.add_parser("gpu-check", help="compare real tensor cores (CuPy) with the simulator")
     gpu.add_argument("--out", default="gpu-check.json", help="where to write the JSON report")
     gpu.add_argument("--random-tiles", type=int, default=64, help="random tiles per probe")
@@ -58,6 +62,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "formats":
         print(format_table())
+    elif args.command == "demo":
+        from .demo import run_demo
+        run_demo(args.out)
+    elif args.command == "figures":
+        from .demo import make_figures
+        for path in make_figures(args.out):
+            print(path)
     elif args.command == "gpu-check":
         return _gpu_check(args)
     return 0

@@ -92,17 +92,23 @@ def spirals(rng, points_per_class: int = 300, classes: int = 3, noise: float = 0
 
 
 def teacher(rng, n: int = 2000, features: int = 16, hidden: int = 32, outputs: int = 4,
-            noise: float = 0.01, test_fraction: float = 0.25) -> Dataset:
+            noise: float = 0.01, test_fraction: float = 0.25, target_scale: float = 1.0) -> Dataset:
     """Regression: targets are a random one-hidden-layer tanh network's outputs, plus noise.
 
     A student MLP can fit them exactly in principle, so the remaining loss shows precision.
+    ``target_scale`` multiplies the targets: small targets mean small losses and gradients,
+    the regime where FP16 and FP8 gradients underflow without scaling.
     """
     _check_rng(rng)
     x = rng.standard_normal((n, features))
     w1 = rng.standard_normal((features, hidden)) / np.sqrt(features)
     w2 = rng.standard_normal((hidden, outputs)) / np.sqrt(hidden)
-    y = np.tanh(x @ w1) @ w2 + noise * rng.standard_normal((n, outputs))
-    return _split(f"teacher({features}-{hidden}-{outputs}, {n} points)", x.astype(np.float32),
+    if not np.isfinite(target_scale) or target_scale <= 0:
+        raise ValueError(f"target_scale must be a positive finite number, got {target_scale!r}")
+    y = target_scale * (np.tanh(x @ w1) @ w2 + noise * rng.standard_normal((n, outputs)))
+    name = f"teacher({features}-{hidden}-{outputs}, {n} points" + (
+        f", targets x {target_scale:g})" if target_scale != 1.0 else ")")
+    return _split(name, x.astype(np.float32),
                   y.astype(np.float32), "regression", rng, test_fraction)
 
 
