@@ -1,0 +1,671 @@
+"""Correctly rounded arithmetic, and sums and products with an accumulation model.
+
+Elementwise: :func:`add`, :func:`sub`, :func:`mul`, :func:`div`, :func:`fma`, :func:`sqrt` (and
+:func:`neg`, :func:`abs`) take float64/float32 values (any values, not only those of ``fmt``),
+broadcast like NumPy, and return the exact result rounded once to ``fmt``, in every rounding
+mode of :func:`lowprec.round`, stochastic included.
+
+Reductions: :func:`sum`, :func:`dot` and :func:`matmul` add in an accumulator format, rounding
+after every addition (sequential or pairwise order, optionally in blocks), or hand the work to a
+tensor-core model (:mod:`lowprec.tensorcore`).
+
+How the results are exact
+-------------------------
+A float64 result is not enough: 1 + 2**-80 is no float64, and rounding it first to float64 and
+then to the target can round twice. Each operation instead writes its exact result as
+``r = (hi + lo) * 2**E`` with error-free transformations: TwoSum (Knuth) for sums, Dekker's
+TwoProduct for products; quotients and roots use the fact that the remainder ``a - q*b`` and
+``a - s*s`` of a correctly rounded quotient or root is itself a float64 (Boldo & Daumas 2003),
+so its sign says on which side of ``q`` or ``s`` the exact result lies. The operands are scaled
+by powers of two first (exact) so that nothing overflows or underflows on the way. Then:
+
+* Deterministic modes need only ``RO(r)``, r rounded to odd at 53 bits (truncate, and set the
+  last bit if anything was lost). Rounding to odd with at least two more bits than the target,
+  then rounding once more, equals rounding directly, in every mode (Boldo & Melquiond, "Emulation
+  of FMA and correctly rounded sums: proved algorithms using rounding to odd", IEEE TC 2008);
+  ``fma`` uses their three-term algorithm. That value goes to :func:`lowprec.round`.
+* Stochastic rounding needs the first 64 bits of ``f``, the fraction of a quantum by which |r|
+  exceeds its truncation: ``floor(f * 2**64)`` is computed exactly from the pair (hi, lo) and
+  compared with one 64-bit random word per element (in C order, from ``rng.integers``); on the
+  2**-64 chance of a tie, further words are compared with further bits of f, which are computed
+  exactly in rational arithmetic. So P(away) = f exactly; ``random_bits=k`` uses the word's top
+  k bits as :func:`lowprec.round` does.
+
+Supported formats: up to 40 mantissa bits, values within 2**-900 .. 2**900 (every preset):
+float64 must hold the exact intermediates with room to spare.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+from fractions import Fraction
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from . import tensorcore
+from .formats import FP32, FloatFormat, as_format
+from .rounding import RoundingMode, as_mode, round as _round
+from .tensorcore import TensorCoreModel
+
+__all__ = ["add", "sub", "mul", "div", "fma", "sqrt", "neg", "abs", "sum", "dot", "matmul",
+           "ORDERS"]
+
+ORDERS = ("sequential", "pairwise")
+_ALL64 = 0xFFFFFFFFFFFFFFFF
+_STICKY = 2.0**-950  # stands in for a term too small to matter except by its sign (fma)
+
+
+# --- error-free transformations --------------------------------------------------------------
+def _two_sum(a, b):
+    """``(s, err)`` with ``s = fl(a + b)`` and ``s + err == a + b`` exactly (Knuth's TwoSum)."""
+    s = a + b
+    b_part = s - a
+    return s, (a - (s - b_part)) + (b - b_part)
+
+
+def _split(a):
+    """Veltkamp's split: ``a = hi + lo`` exactly, each half at most 26 significant bits."""
+    t = 134217729.0 * a  # 2**27 + 1
+    hi = t - (t - a)
+    return hi, a - hi
+
+
+def _two_product(a, b):
+    """``(p, err)`` with ``p = fl(a * b)`` and ``p + err == a * b`` exactly (Dekker), for the
+    scaled operands used here (no overflow, no underflow)."""
+    p = a * b
+    a_hi, a_lo = _split(a)
+    b_hi, b_lo = _split(b)
+    return p, ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+
+
+def _odd_neighbour(x, side):
+    """Round to odd, given ``x = RN(y)`` and a float whose sign says on which side of x the
+    value y lies (0: y == x): y is strictly between x and that neighbour, so RO(y) is whichever
+    of the two has an odd last bit."""
+    even = (x.view(np.int64) & 1) == 0
+    return np.where((side != 0) & even, np.nextafter(x, np.copysign(np.inf, side)), x)
+
+
+def _add_to_odd(a, b):
+    """RO(a + b), rounded to odd at 53 bits."""
+    s, err = _two_sum(a, b)
+    return _odd_neighbour(s, err)
+
+
+# --- the exact result of one operation --------------------------------------------------------
+class _Exact(NamedTuple):
+    """The exact results r of an elementwise operation, flattened (module docstring)."""
+
+    special: np.ndarray  # bool: the result is known outright (NaN, infinity, an exact zero)
+    value: np.ndarray  # float64: that result, where special
+    odd: np.ndarray  # float64: RO(r * 2**-scale), elsewhere
+    scale: np.ndarray  # int64: the power of two E that r was scaled by
+    pair: tuple | None  # (hi, lo): hi = RN(r * 2**-E), lo = RO(rest); None: use exact_floor
+    exact_floor: Callable  # (i, s) -> (floor(|r_i| * 2**s), whether that is exact), Python ints
+
+
+def _floor_scaled(value: Fraction, shift: int):
+    v = builtins.abs(value) * Fraction(2) ** shift
+    whole = v.numerator // v.denominator
+    return whole, whole * v.denominator == v.numerator
+
+
+def _floor_sqrt_scaled(a: Fraction, shift: int):
+    x = a * Fraction(2) ** (2 * shift)
+    whole = x.numerator // x.denominator
+    root = math.isqrt(whole)  # floor(sqrt(x)) == isqrt(floor(x))
+    return root, root * root * x.denominator == x.numerator
+
+
+def _zero_of_sum(x, y, mode):
+    """The sign of an exact zero sum x + y (IEEE 754 sec. 6.3): -0 when rounding down unless
+    both are +0; otherwise -0 only when both are -0."""
+    if mode is RoundingMode.DOWN:
+        return np.where((x == 0) & (y == 0) & ~np.signbit(x) & ~np.signbit(y), 0.0, -0.0)
+    return np.where((x == 0) & (y == 0) & np.signbit(x) & np.signbit(y), -0.0, 0.0)
+
+
+def _add_exact(a, b, mode):
+    finite = np.isfinite(a) & np.isfinite(b)
+    # Huge operands are scaled by 2**-128, so TwoSum cannot overflow; a nonzero sum is then
+    # beyond every supported format anyway (|r| >= 2**946), so the bits a tiny partner loses
+    # in the scaling do not matter.
+    scale = np.where(finite & (np.maximum(np.abs(a), np.abs(b)) >= 2.0**1000), 128, 0)
+    hi, lo = _two_sum(np.ldexp(a, -scale), np.ldexp(b, -scale))
+    zero = finite & (hi == 0)
+    value = np.where(zero, _zero_of_sum(a, b, mode), a + b)
+    return _Exact(~finite | zero, value, _add_to_odd(hi, lo), scale, (hi, lo),
+                  lambda i, s: _floor_scaled(Fraction(a[i]) + Fraction(b[i]), s))
+
+
+def _mul_exact(a, b, mode):
+    regular = np.isfinite(a) & np.isfinite(b) & (a != 0) & (b != 0)
+    ma, ea = np.frexp(a)  # a = ma * 2**ea, 1/2 <= |ma| < 1
+    mb, eb = np.frexp(b)
+    hi, lo = _two_product(ma, mb)
+    return _Exact(~regular, a * b, _add_to_odd(hi, lo), ea.astype(np.int64) + eb, (hi, lo),
+                  lambda i, s: _floor_scaled(Fraction(a[i]) * Fraction(b[i]), s))
+
+
+def _div_exact(a, b, mode):
+    regular = np.isfinite(a) & np.isfinite(b) & (a != 0) & (b != 0)
+    ma, ea = np.frexp(np.abs(a))
+    mb, eb = np.frexp(np.where(regular, np.abs(b), 1.0))
+    q = ma / mb  # RN(ma / mb)
+    p, err = _two_product(q, mb)
+    rem = (ma - p) - err  # exact: ma - q*mb is a float64 and ma - p is exact (Sterbenz)
+    tail = rem / mb  # the next 53 bits of the quotient, made round-to-odd by the next remainder
+    p, err = _two_product(tail, mb)
+    tail = _odd_neighbour(tail, (rem - p) - err)
+    sign = np.where(np.signbit(a) ^ np.signbit(b), -1.0, 1.0)
+    return _Exact(~regular, a / b, sign * _odd_neighbour(q, rem), ea.astype(np.int64) - eb,
+                  (sign * q, sign * tail),
+                  lambda i, s: _floor_scaled(Fraction(a[i]) / Fraction(b[i]), s))
+
+
+def _sqrt_exact(a, mode):
+    regular = np.isfinite(a) & (a > 0)
+    m, e = np.frexp(np.where(regular, a, 1.0))
+    odd_exponent = (e & 1).astype(bool)
+    m = np.where(odd_exponent, 2 * m, m)  # a = m * 2**(e - odd), m in [1/2, 2)
+    s = np.sqrt(m)  # RN(sqrt(m))
+    p, err = _two_product(s, s)
+    rem = (m - p) - err  # exact, as for the quotient: m - s*s is a float64
+    scale = (e.astype(np.int64) - odd_exponent) // 2
+    return _Exact(~regular, np.sqrt(a), _odd_neighbour(s, rem), scale, None,
+                  lambda i, sh: _floor_sqrt_scaled(Fraction(a[i]), sh))
+
+
+def _scaled_or_sticky(x, k):
+    """x * 2**k exactly, or, when that would be far below every other term of the fma, a stand-in
+    of the same sign: there it can only act as a sticky bit (the other part of the sum cannot
+    cancel, being a lone c or an exact product p + err with |err| <= ulp(p)/2)."""
+    return np.where(k < -900, np.copysign(_STICKY, x) * (x != 0), np.ldexp(x, np.maximum(k, -900)))
+
+
+def _fma_exact(a, b, c, mode):
+    finite = np.isfinite(a) & np.isfinite(b) & np.isfinite(c)
+    product_zero = (a == 0) | (b == 0)
+    ma, ea = np.frexp(a)
+    mb, eb = np.frexp(b)
+    mc, ec = np.frexp(c)
+    e_product = ea.astype(np.int64) + eb
+    scale = np.where(product_zero, ec, np.where(c == 0, e_product, np.maximum(e_product, ec)))
+    hi, lo = _two_product(ma, mb)
+    hi = _scaled_or_sticky(hi, e_product - scale)
+    lo = _scaled_or_sticky(lo, e_product - scale) * (e_product - scale >= -900)
+    c_scaled = _scaled_or_sticky(mc, ec - scale)
+    # Boldo & Melquiond's fma: r = th + tl + lo exactly; RO(th + RO(tl + lo)) == RO(r).
+    th, tl = _two_sum(c_scaled, hi)
+    odd = _add_to_odd(th, _add_to_odd(tl, lo))
+    # Specials: an infinite or NaN operand decides the result, as a float64 sum of the infinite
+    # product (finite products stand in as 0) and c would.
+    value = np.where(np.isfinite(a) & np.isfinite(b), 0.0, a * b) + c
+    zero = finite & (odd == 0)
+    value = np.where(zero, _zero_of_sum(np.where(product_zero, a * b, 1.0), c, mode), value)
+    return _Exact(~finite | zero, value, odd, scale, None,
+                  lambda i, s: _floor_scaled(Fraction(a[i]) * Fraction(b[i]) + Fraction(c[i]), s))
+
+
+# --- rounding an exact result ----------------------------------------------------------------
+def _floor_mod64(a, b):
+    """``(floor(a + b) mod 2**64, a + b not an integer)`` exactly, for float64 a >= 0 and
+    |b| < 2**52. a's integer part is split off exactly; the rest, s + err = frac(a) + b by TwoSum,
+    has |s| <= 2**52 + 1, so the integers lie on s's grid: a non-integer s is at least one ulp from
+    the nearest integer while |err| <= ulp/2, and an integer s is crossed only by a negative err."""
+    a_int = np.floor(a)
+    s, err = _two_sum(a - a_int, b)
+    s_int = np.floor(s)
+    on_integer = s_int == s
+    s_int = s_int - (on_integer & (err < 0))
+    fraction = ~on_integer | (err != 0)
+    a_int = np.fmod(a_int, 2.0**64)
+    high = np.floor(a_int * 2.0**-32)
+    low = a_int - high * 2.0**32
+    whole = ((high.astype(np.uint64) << np.uint64(32)) + low.astype(np.uint64)
+             + s_int.astype(np.int64).view(np.uint64))  # arithmetic mod 2**64
+    return whole, fraction
+
+
+def _stochastic_away(ex, e_r, regular, tiny, fmt, rng, random_bits):
+    """Whether each element rounds away from zero (see the module docstring)."""
+    n = e_r.size
+    words = rng.integers(0, _ALL64, size=n, dtype=np.uint64, endpoint=True)
+    qe = np.maximum(e_r, fmt.emin) - fmt.mantissa_bits  # weight of the last kept bit
+    threshold = np.zeros(n, np.uint64)  # floor(f * 2**64)
+    inexact = tiny.copy()  # f has bits beyond the first 64
+    if ex.pair is not None:
+        # (hi + lo) * 2**(E - qe + 64) = a + b; a's grid spacing is a power of two G, |b| <= G/2.
+        # b is RO of the true tail: as |b| < 2**52 (40-bit formats), the integers that floor()
+        # compares with sit on b's 53-bit grid with an even last bit, so RO never crosses or
+        # lands on one; when G < 1 the only such point within reach is 0, which RO keeps too.
+        hi, lo = ex.pair
+        shift = np.where(regular, ex.scale - qe + 64, 0)
+        tail = np.where(hi < 0, -lo, lo)
+        b = np.ldexp(tail, shift)
+        b = np.where((b == 0) & (tail != 0), np.copysign(5e-324, tail), b)  # sign survives
+        whole, fraction = _floor_mod64(np.ldexp(np.abs(hi), shift), b)
+        threshold = np.where(regular, whole, threshold)
+        inexact |= regular & fraction
+    else:
+        for i in np.flatnonzero(regular):  # fma and sqrt: exact rational arithmetic
+            whole, exact = ex.exact_floor(i, 64 - int(qe[i]))
+            threshold[i] = whole & _ALL64
+            inexact[i] = not exact
+    if random_bits is not None:  # a k-bit adder: away iff floor(f * 2**k) + k random bits carry
+        shift = np.uint64(64 - random_bits)
+        top = threshold >> shift
+        need = (np.uint64(0) if random_bits == 64 else np.uint64(1 << random_bits)) - top
+        return (top > 0) & ((words >> shift) >= need)
+    away = words < threshold
+    tied = np.flatnonzero((words == threshold) & inexact)
+    if tied.size:
+        away[tied] = _break_ties(tied, qe, ex.exact_floor, rng)
+    return away
+
+
+def _break_ties(idx, qe, exact_floor, rng):
+    """A word equal to f's first 64 bits: compare fresh words with f's next 64 bits, and so on."""
+    away = np.zeros(idx.size, bool)
+    pending, level = list(builtins.range(idx.size)), 2
+    while pending:
+        words = rng.integers(0, _ALL64, size=len(pending), dtype=np.uint64, endpoint=True)
+        still = []
+        for word, j in zip(words.tolist(), pending):
+            whole, exact = exact_floor(idx[j], 64 * level - int(qe[idx[j]]))
+            bits = whole & _ALL64
+            away[j] = word < bits
+            if word == bits and not exact:
+                still.append(j)
+        pending, level = still, level + 1
+    return away
+
+
+@np.errstate(all="ignore")
+def _finish(ex: _Exact, fmt: FloatFormat, mode, overflow, subnormals, rng, random_bits):
+    """Round the exact results to fmt (flat float64 array)."""
+    m = fmt.mantissa_bits
+    e_r = np.frexp(ex.odd)[1].astype(np.int64) - 1 + ex.scale  # floor(log2|r|): RO keeps it
+    too_big = ~ex.special & (e_r > fmt.emax + 1)  # |r| >= 2**(emax+2): overflows in every mode
+    tiny = ~ex.special & (e_r < fmt.emin - m - 64)  # |r| < smallest_subnormal * 2**-64
+    regular = ~(ex.special | too_big | tiny)
+    # In range, RO(r) * 2**E is exact (|r| >= 2**-964). Outside, a stand-in on the same side of
+    # every decision point: 2**(emax+2) beyond max, or smallest_subnormal / 8 below half of it.
+    stand_in = np.where(too_big, 2.0 ** (fmt.emax + 2), fmt.smallest_subnormal / 8)
+    v = np.where(regular, np.ldexp(ex.odd, np.where(regular, ex.scale, 0)),
+                 np.copysign(stand_in, ex.odd))
+    v = np.where(ex.special, ex.value, v)
+    options = {"overflow": overflow, "subnormals": subnormals}
+    if mode is not RoundingMode.STOCHASTIC:
+        return _round(v, fmt, mode, **options)
+    # Even the value toward zero is beyond max (E4M3: |r| >= 480), so both choices overflow.
+    beyond = ~ex.special & (np.abs(v) >= fmt.max + 2.0 ** (fmt.emax - m))
+    away = _stochastic_away(ex, e_r, regular, tiny, fmt, rng, random_bits) | beyond
+    outward = np.where(np.signbit(v), _round(v, fmt, "down", **options),
+                       _round(v, fmt, "up", **options))
+    return np.where(away, outward, _round(v, fmt, "toward_zero", **options))
+
+
+# --- public elementwise operations ------------------------------------------------------------
+def _arith_format(fmt) -> FloatFormat:
+    fmt = as_format(fmt)
+    if fmt.mantissa_bits > 40 or fmt.smallest_subnormal < 2.0**-900 or fmt.max >= 2.0**900:
+        raise ValueError(f"format {fmt.name} is outside what lowprec.arith supports: at most 40 "
+                         "mantissa bits and values within 2**-900..2**900")
+    return fmt
+
+
+def _as_real(x, name="x"):
+    """x as a float32 or float64 array (a new array where converted; never written to)."""
+    arr = np.asarray(x)
+    kind = arr.dtype.kind
+    if arr.dtype in (np.float32, np.float64):
+        return arr
+    if kind == "V":
+        try:
+            as_format(arr.dtype)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers") from None
+    elif kind in "cbOSUMm":
+        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers (float or int)")
+    as64 = arr.astype(np.float64)
+    if kind in "iu" and not np.array_equal(as64.astype(arr.dtype), arr):
+        raise ValueError(f"{name} holds integers too large to convert to float64 exactly")
+    return as64
+
+
+def _elementwise(make_exact, operands, fmt, mode, overflow, subnormals, rng, random_bits):
+    fmt = _arith_format(fmt)
+    mode = as_mode(mode)
+    # round() checks the options and raises its own clear errors
+    _round(np.empty(0), fmt, mode, overflow=overflow, subnormals=subnormals, rng=rng,
+           random_bits=random_bits)
+    arrays = [_as_real(x, name) for name, x in operands]
+    shape = np.broadcast_shapes(*(arr.shape for arr in arrays))
+    flat = [np.array(np.broadcast_to(arr, shape), np.float64).reshape(-1) for arr in arrays]
+    with np.errstate(all="ignore"):
+        exact = make_exact(*flat, mode)
+    out = _finish(exact, fmt, mode, overflow, subnormals, rng, random_bits).reshape(shape)
+    if fmt.fits_float32 and all(arr.dtype == np.float32 for arr in arrays):
+        out = out.astype(np.float32)  # exact: every value of fmt is a float32
+    return out[()] if out.ndim == 0 else out
+
+
+_ROUND_DOC = """
+    Rounded once to ``fmt`` with ``mode``; ``overflow``, ``subnormals``, ``rng`` and
+    ``random_bits`` as for :func:`lowprec.round`. Float32 inputs give float32 results when every
+    value of ``fmt`` is a float32; otherwise float64."""
+
+
+def add(a, b, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
+    """a + b, exactly, rounded once. An exact zero sum is +0 (-0 when rounding down)."""
+    return _elementwise(_add_exact, [("a", a), ("b", b)], fmt, mode, overflow, subnormals, rng,
+                        random_bits)
+
+
+def sub(a, b, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
+    """a - b, exactly, rounded once (x - x is +0, -0 when rounding down)."""
+    return _elementwise(lambda x, y, md: _add_exact(x, -y, md), [("a", a), ("b", b)], fmt, mode,
+                        overflow, subnormals, rng, random_bits)
+
+
+def mul(a, b, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
+    """a * b, exactly, rounded once."""
+    return _elementwise(_mul_exact, [("a", a), ("b", b)], fmt, mode, overflow, subnormals, rng,
+                        random_bits)
+
+
+def div(a, b, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
+    """a / b, exactly, rounded once (x/0 is a signed infinity, 0/0 NaN)."""
+    return _elementwise(_div_exact, [("a", a), ("b", b)], fmt, mode, overflow, subnormals, rng,
+                        random_bits)
+
+
+def fma(a, b, c, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None,
+        random_bits=None):
+    """a * b + c, exactly, rounded once (a fused multiply-add).
+
+    Stochastic mode computes each element's random threshold in Python integers (exact, about
+    10 microseconds an element); the other modes are vectorised."""
+    return _elementwise(_fma_exact, [("a", a), ("b", b), ("c", c)], fmt, mode, overflow,
+                        subnormals, rng, random_bits)
+
+
+def sqrt(a, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
+    """The square root of a, exactly, rounded once (sqrt(-0) is -0, negative a gives NaN).
+
+    Stochastic mode is exact but runs per element in Python integers, as for :func:`fma`."""
+    return _elementwise(_sqrt_exact, [("a", a)], fmt, mode, overflow, subnormals, rng, random_bits)
+
+
+def neg(x, fmt, mode="nearest", **round_options):
+    """-x rounded to fmt (negation is exact, so this is ``round(-x)``)."""
+    return _round(-_as_real(x), _arith_format(fmt), mode, **round_options)
+
+
+def abs(x, fmt, mode="nearest", **round_options):  # noqa: A001 - mirrors numpy's name
+    """|x| rounded to fmt."""
+    return _round(np.abs(_as_real(x)), _arith_format(fmt), mode, **round_options)
+
+
+for _op in (add, sub, mul, div, fma, sqrt):
+    _op.__doc__ += _ROUND_DOC
+
+
+# --- sums and products with an accumulation model ---------------------------------------------
+def _known_format(arr, original, fmt):
+    """A format that every value of ``arr`` lies in (``fmt`` if given), or None if unknown."""
+    if fmt is not None:
+        return fmt
+    try:
+        return as_format(np.asarray(original).dtype)  # float16, float32, ml_dtypes arrays
+    except (TypeError, ValueError):
+        pass
+    with np.errstate(over="ignore"):
+        return FP32 if np.array_equal(arr.astype(np.float32), arr, equal_nan=True) else None
+
+
+def _exact_in(fa, fb, bits, smallest, largest) -> bool:
+    """Is every product of a value of fa and one of fb exact in a binary format with `bits`
+    significant bits whose values reach down to `smallest` and below `largest`?"""
+    return (fa is not None and fb is not None
+            and fa.mantissa_bits + fb.mantissa_bits + 2 <= bits
+            and fa.smallest_subnormal * fb.smallest_subnormal >= smallest
+            and fa.max * fb.max < largest)
+
+
+def _check_reduction(order, block, accumulate=None):
+    if isinstance(accumulate, TensorCoreModel) and (order != "sequential" or block is not None):
+        raise ValueError("a tensor-core model fixes its own order and blocks; leave order and "
+                         "block at their defaults")
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; valid orders: {', '.join(ORDERS)}")
+    if block is not None and not (isinstance(block, (int, np.integer)) and block >= 1):
+        raise ValueError(f"block must be None or a positive int, got {block!r}")
+
+
+def _reduce(terms, add, order, zero):
+    """Combine addends (an iterable of arrays) with add(partial, addend), which rounds.
+
+    sequential: ((0 + t0) + t1) + ... . pairwise: adjacent pairs are added level by level, an odd
+    last one passing up unchanged (a balanced tree for a power-of-two count); it runs as a binary
+    counter, so only log2(K) partial sums are alive at a time. Addends are never rounded on their
+    own (except a lone one, as 0 + t0)."""
+    if order == "sequential":
+        acc = zero()
+        for t in terms:
+            acc = add(acc, t)
+        return acc
+    stack = []  # (number of addends, partial sum)
+    for t in terms:
+        stack.append((1, t))
+        while len(stack) > 1 and stack[-1][0] == stack[-2][0]:
+            (n, right), (_, left) = stack.pop(), stack.pop()
+            stack.append((2 * n, add(left, right)))
+    while len(stack) > 1:
+        (_, right), (n, left) = stack.pop(), stack.pop()
+        stack.append((n, add(left, right)))
+    if not stack:
+        return zero()
+    count, result = stack[0]
+    return add(zero(), result) if count == 1 else result
+
+
+def _accumulate(term, K, shape, acc_fmt, mode, order, block, rng, random_bits, fast, work=None):
+    """Sum term(k, out) for k < K (arrays of `shape`; out: None or a buffer to write into) in
+    acc_fmt. fast: FP32, nearest, sequential, and every addend has at most 24 significant bits
+    (work: the addends' dtype)."""
+    buffer = None
+    if fast:
+        # each addend is used up before the next is made: one buffer serves them all (a fresh
+        # array of the output's size per k would cost more in page faults than the addition)
+        buffer = np.empty(shape, work)
+
+        def add(acc, t):
+            # float32 + float32 is a correctly rounded FP32 addition. For a float64 addend t with
+            # at most 24 significant bits, acc + t in float64 and then float32() is too: either
+            # the float64 sum is exact, or the exponents differ by >= 29 and the sum lies within
+            # 2**-28 of the larger term, which is on the FP32 grid (if it is t and below FP32's
+            # normal range, acc is 0 and the sum exact), while FP32's midpoints are >= 2**-25
+            # away: the float64 rounding cannot reach or cross one.
+            np.add(acc, t, out=acc)
+            return acc
+        zero = lambda: np.zeros(shape, np.float32)  # noqa: E731
+    else:
+        mode = as_mode(mode)
+
+        def add(acc, t):
+            if isinstance(t, tuple):  # a product that float64 cannot hold: fused, acc + a*b
+                return fma(t[0], t[1], acc, acc_fmt, mode, rng=rng, random_bits=random_bits)
+            if mode is RoundingMode.STOCHASTIC:
+                return add_(acc, t, acc_fmt, mode, rng=rng, random_bits=random_bits)
+            return _round(_sum_to_odd(acc, t, mode), acc_fmt, mode)
+        zero = lambda: np.zeros(shape)  # noqa: E731
+    if block is None:
+        return _reduce((term(k, buffer) for k in builtins.range(K)), add, order, zero)
+    block_sums = (_reduce((term(k, buffer) for k in builtins.range(s, min(s + block, K))), add,
+                          "sequential", zero) for s in builtins.range(0, K, block))
+    return _reduce(block_sums, add, order, zero)
+
+
+add_ = add  # the public add, under a name the reductions' own `add` helpers do not shadow
+
+
+@np.errstate(invalid="ignore")
+def _sum_to_odd(x, y, mode):
+    """RO(x + y), which lowprec.round then rounds correctly in every deterministic mode, for
+    addends far from float64's overflow (partial sums and exact products of formats below
+    2**500): TwoSum is exact, subnormals included, and RO's grid is then at least 4 times finer
+    than any supported format's. A quicker route than add() for the accumulation loop."""
+    s, err = _two_sum(x, y)
+    odd = _odd_neighbour(s, np.where(np.isfinite(s), err, 0.0))  # inf and NaN stay as they are
+    if mode is RoundingMode.DOWN:  # an exact zero sum is -0 when rounding down
+        odd = np.where(odd == 0, _zero_of_sum(x, y, mode), odd)
+    return odd
+
+
+def _product_reduction(a, b, a_orig, b_orig, a_term, b_term, K, shape, inputs, accumulate,
+                       output, mode, order, block, rng, random_bits):
+    """Shared by dot and matmul: a_term(arr, k) and b_term(arr, k) slice term k's operands."""
+    _check_reduction(order, block, accumulate)
+    fa, fb = inputs if isinstance(inputs, tuple) else (inputs, inputs)
+    fa = None if fa is None else as_format(fa)
+    fb = None if fb is None else as_format(fb)
+    if fa is not None:
+        a = _round(a, fa)
+    if fb is not None:
+        b = _round(b, fb)
+    out32 = a.dtype == b.dtype == np.float32
+    if isinstance(accumulate, TensorCoreModel):
+        result = (tensorcore.matmul if a_term is _matmul_a else tensorcore.dot)(a, b, accumulate)
+    else:
+        acc_fmt = _arith_format(accumulate)
+        fa, fb = _known_format(a, a_orig, fa), _known_format(b, b_orig, fb)
+        if _exact_in(fa, fb, 24, 2.0**-149, 2.0**127):
+            work = np.float32  # products exact in float32 (FP16, FP8 inputs)
+        elif _exact_in(fa, fb, 53, 2.0**-1074, 2.0**500):
+            work = np.float64  # products exact in float64 (up to 26-bit significands)
+        else:
+            work = None  # fused: acc + a*b through fma, sequential order only
+        if work is None and (order != "sequential" or block is not None):
+            raise ValueError("products of these inputs are not exact in float64; for pairwise "
+                             "or blocked sums pass inputs= (at most 26 significant bits)")
+        fast = (acc_fmt == FP32 and as_mode(mode) is RoundingMode.NEAREST and work is not None
+                and fa.mantissa_bits + fb.mantissa_bits + 2 <= 24 and order == "sequential")
+        if work is None:
+            term = lambda k, out: (a_term(a, k), b_term(b, k))  # noqa: E731
+        else:
+            aw, bw = a.astype(work), b.astype(work)
+            def term(k, out):
+                return np.multiply(a_term(aw, k), b_term(bw, k), out=out)
+        result = _accumulate(term, K, shape, acc_fmt, mode, order, block, rng, random_bits, fast,
+                             work)
+    result = np.asarray(result, np.float64)
+    if output is not None:
+        result = _round(result, _arith_format(output), mode, rng=rng, random_bits=random_bits)
+    result_fmt = output if output is not None else (
+        accumulate.result_format if isinstance(accumulate, TensorCoreModel) else accumulate)
+    if out32 and as_format(result_fmt).fits_float32:
+        result = result.astype(np.float32)
+    return result[()] if result.ndim == 0 else result
+
+
+def _matmul_a(arr, k):
+    return arr[..., :, k, None]
+
+
+def _matmul_b(arr, k):
+    return arr[..., None, k, :]
+
+
+def _last(arr, k):
+    return arr[..., k]
+
+
+_ACCUMULATION_DOC = """
+    inputs : format (or a pair, for a and b) the operands are first rounded to, to nearest as a
+        ``.half()`` cast does; None takes them as given.
+    accumulate : the accumulator: a format (``"fp32"``) or a :class:`TensorCoreModel`. With a
+        format, every step is ``acc = round(acc + a*b)`` with the product exact and fused into
+        the addition, as an FP32 GEMM on CUDA cores does with FFMA; products of inputs of at most
+        26 significant bits are exact in float64, others go through :func:`fma`.
+    output : the format the result is stored in (rounded with ``mode``); None keeps the
+        accumulator's values.
+    mode, rng, random_bits : rounding of every accumulation step and of the output.
+    order : ``"sequential"`` or ``"pairwise"`` (see :func:`sum`); block : sum each block of
+        ``block`` consecutive products sequentially, then combine the block sums in ``order``.
+
+    Vectorised over the output elements (a Python loop over k only, no m x k x n temporaries).
+    Sequential FP32 accumulation to nearest of inputs with at most 11 significant bits (FP16,
+    BF16, TF32, FP8) uses NumPy's own float32 rounding (a fast path, about 30-50x np.matmul's
+    time); other accumulators and modes round every step through :func:`lowprec.round` (256**3:
+    about half a second), stochastic rounding through :func:`add` (a few seconds).
+    """
+
+
+def dot(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest",
+        order="sequential", block=None, rng=None, random_bits=None):
+    """``sum_k a[..., k] * b[..., k]`` (a and b broadcast) with an accumulation model."""
+    a0, b0 = a, b
+    a, b = _as_real(a, "a"), _as_real(b, "b")
+    a, b = np.broadcast_arrays(a, b)
+    if a.ndim == 0:
+        raise ValueError("dot needs arrays of at least one dimension")
+    return _product_reduction(a, b, a0, b0, _last, _last, a.shape[-1], a.shape[:-1], inputs,
+                              accumulate, output, mode, order, block, rng, random_bits)
+
+
+def matmul(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest",
+           order="sequential", block=None, rng=None, random_bits=None):
+    """``a @ b`` (shapes as numpy.matmul) with an accumulation model."""
+    a0, b0 = a, b
+    a, b = _as_real(a, "a"), _as_real(b, "b")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError("matmul needs arrays of at least one dimension")
+    squeeze = [axis for axis, arr in ((-2, a), (-1, b)) if arr.ndim == 1]
+    a = a[None, :] if a.ndim == 1 else a
+    b = b[:, None] if b.ndim == 1 else b
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul: a has {a.shape[-1]} columns but b has {b.shape[-2]} rows")
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    out = _product_reduction(a, b, a0, b0, _matmul_a, _matmul_b, a.shape[-1], shape, inputs,
+                             accumulate, output, mode, order, block, rng, random_bits)
+    return np.squeeze(out, axis=tuple(squeeze)) if squeeze else out
+
+
+def sum(x, fmt, axis=None, *, accumulate=None, order="sequential", block=None, mode="nearest",
+        rng=None, random_bits=None):  # noqa: A001 - mirrors numpy's name
+    """The sum of x along ``axis`` (None: all of x), accumulated in ``accumulate`` (a format, None
+    meaning fmt, or a :class:`TensorCoreModel`, which then sums x times ones) and stored in fmt.
+
+    Each addition is rounded to the accumulator with ``mode``: sequential is
+    ``((0 + x0) + x1) + ...``; pairwise adds adjacent pairs level by level, an odd last one
+    passing up unchanged (a balanced tree when the count is a power of two); ``block=b`` sums
+    each run of b terms sequentially, then combines the block sums in ``order``. The x values
+    are taken exactly as given (round them first to model low-precision addends).
+    """
+    _check_reduction(order, block, accumulate)
+    x0 = x
+    x = _as_real(x, "x")
+    x = x.reshape(-1) if axis is None else np.moveaxis(x, axis, -1)
+    if isinstance(accumulate, TensorCoreModel):
+        return dot(x, np.ones(x.shape[-1], x.dtype), accumulate=accumulate, output=fmt, mode=mode,
+                   rng=rng, random_bits=random_bits)
+    fmt = _arith_format(fmt)
+    acc_fmt = _arith_format(fmt if accumulate is None else accumulate)
+    known = _known_format(x, x0, None)
+    fast = (acc_fmt == FP32 and as_mode(mode) is RoundingMode.NEAREST and order == "sequential"
+            and known is not None and known.mantissa_bits <= 23)
+    xs = x.astype(np.float32) if fast and known.fits_float32 else x
+    total = _accumulate(lambda k, out: xs[..., k], x.shape[-1], x.shape[:-1], acc_fmt, mode, order,
+                        block, rng, random_bits, fast)
+    result = _round(np.asarray(total, np.float64), fmt, mode, rng=rng, random_bits=random_bits)
+    if x.dtype == np.float32 and fmt.fits_float32:
+        result = result.astype(np.float32)
+    return result[()] if result.ndim == 0 else result
+
+
+dot.__doc__ += _ACCUMULATION_DOC
+matmul.__doc__ += _ACCUMULATION_DOC
