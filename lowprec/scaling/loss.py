@@ -214,7 +214,8 @@ class StaticLossScaler(LossScaler):
 
 
 def _unscale_one(grad, inv32: np.float32):
-    arr = np.asarray(grad)
+    # CuPy arrays stay on the device (np.asarray would refuse them); NumPy ufuncs dispatch to CuPy.
+    arr = grad if hasattr(grad, "__cuda_array_interface__") else np.asarray(grad)
     if arr.dtype == np.float16:
         # GradScaler.unscale_ refuses float16 gradients too: master gradients belong in float32.
         raise ValueError("cannot unscale FP16 (float16) gradients: keep the gradients to unscale in "
