@@ -118,6 +118,10 @@ class DeviceCaster(Caster):
         self.last_trace = [(layer, point, y) for layer, point, y in self.trace]
         super().end_step()
 
+    def frozen_copy(self, rng=None):
+        """The evaluation caster: the same device operations (no FP8 states in these policies)."""
+        return DeviceCaster(self.policy, self.ops, rng=rng)
+
 
 def _holds(x, fmt, xp) -> bool:
     """True when every value of the float32 array ``x`` is a value of the 16-bit ``fmt``."""
