@@ -140,7 +140,8 @@ def all_values(fmt) -> np.ndarray:
 def ulp(x, fmt) -> np.ndarray:
     """Spacing of ``fmt`` at ``|x|``: 2**(max(floor(log2|x|), emin) - mantissa_bits).
 
-    ``ulp(0)`` is the smallest subnormal; infinities give inf, NaN gives NaN.
+    ``ulp(0)`` is the smallest subnormal; infinities give inf, NaN gives NaN. Equal to
+    ``np.spacing`` except at ``max``, where NumPy gives inf (the distance to the next value up).
     """
     fmt = as_format(fmt)
     a = np.abs(np.asarray(x, np.float64))
@@ -167,6 +168,8 @@ def _step(x, fmt: FloatFormat, up: bool):
     outward = np.where(v == 0, True, outward)
     sign = np.where(v == 0, 1.0 if up else -1.0, np.sign(v))
     stepped = np.where(outward, v + sign * gap_above, v - sign * gap_below)
+    if fmt.has_negative_zero:  # stepping from -smallest_subnormal toward zero gives -0 (IEEE nextUp)
+        stepped = np.where(stepped == 0, np.copysign(0.0, v), stepped)
     stepped = np.where(v == 0, sign * fmt.smallest_subnormal, stepped)
     if not fmt.signed:
         stepped = np.where(stepped <= 0, np.nan, stepped)
@@ -197,4 +200,4 @@ def classify(x, fmt, **round_kwargs) -> np.ndarray:
     fmt = as_format(fmt)
     v = np.abs(np.asarray(_round(x, fmt, **round_kwargs), np.float64))
     index = np.select([np.isnan(v), np.isinf(v), v == 0, v < fmt.tiny], [4, 3, 0, 1], 2)
-    return np.asarray(CLASSES)[index][()]
+    return np.asarray(CLASSES)[index]  # a 0-d index gives a NumPy string scalar

@@ -157,8 +157,11 @@ class FloatFormat:
 
     @property
     def epsneg(self) -> float:
-        """Distance from 1 to the next smaller value."""
-        return math.ldexp(1.0, -self.mantissa_bits - 1)
+        """Distance from 1 to the next smaller value (1.0 when 0 is the next smaller value)."""
+        if self.emin < 0:  # the binade below 1 is normal: spacing 2**(-1 - m)
+            return math.ldexp(1.0, -self.mantissa_bits - 1)
+        # 1 <= tiny: below 1 are subnormals with the fixed spacing 2**(emin - m) (E2M1: 0.5)
+        return min(math.ldexp(1.0, self.emin - self.mantissa_bits), 1.0)
 
     @property
     def machep(self) -> int:
@@ -166,7 +169,7 @@ class FloatFormat:
 
     @property
     def negep(self) -> int:
-        return -self.mantissa_bits - 1
+        return int(math.log2(self.epsneg))
 
     @property
     def precision(self) -> int:

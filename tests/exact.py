@@ -57,7 +57,7 @@ def round_exact(value, fmt, mode="nearest", *, negative=None, overflow=None, sub
         t = a / quantum
         k = t.numerator // t.denominator  # floor
         f = t - k  # fraction of a quantum, in [0, 1)
-        away = _away(mode, f, k, negative, uniform, random_int, random_bits)
+        away = _away(mode, f, _code_is_odd(k, e, fmt), negative, uniform, random_int, random_bits)
         mag = (k + int(away)) * quantum
     if not fmt.has_zero and mag == 0:
         mag = Fraction(fmt.tiny)
@@ -76,11 +76,22 @@ def round_exact(value, fmt, mode="nearest", *, negative=None, overflow=None, sub
     return result
 
 
-def _away(mode, f, k, negative, uniform, random_int, random_bits):
+def _code_is_odd(k, e, fmt):
+    """Is the last bit of the code of k * 2**(e - m) set? (ties-to-even and round-to-odd look at it)
+
+    With mantissa bits it is k's last bit; without (E8M0), k is 1 and the last bit is the
+    exponent field's, e + bias (IEEE P3109 and gfloat read "even" this way).
+    """
+    if fmt.mantissa_bits == 0 and k == 1:
+        return (e + fmt.bias) % 2 == 1
+    return k % 2 == 1
+
+
+def _away(mode, f, odd, negative, uniform, random_int, random_bits):
     if f == 0:
         return False
     if mode == "nearest":
-        return f > Fraction(1, 2) or (f == Fraction(1, 2) and k % 2 == 1)
+        return f > Fraction(1, 2) or (f == Fraction(1, 2) and odd)
     if mode == "nearest_away":
         return f >= Fraction(1, 2)
     if mode == "toward_zero":
@@ -90,7 +101,7 @@ def _away(mode, f, k, negative, uniform, random_int, random_bits):
     if mode == "down":
         return negative
     if mode == "odd":
-        return k % 2 == 0
+        return not odd
     if mode == "stochastic":
         if random_bits is None:
             return uniform < f
@@ -102,7 +113,7 @@ def _away(mode, f, k, negative, uniform, random_int, random_bits):
 def _infinite(fmt, negative, overflow):
     if fmt.has_inf:
         return -math.inf if negative else math.inf
-    if not fmt.signed:
+    if not fmt.signed and negative:
         return math.nan
     policy = overflow or fmt.default_overflow
     if policy == "saturate":
