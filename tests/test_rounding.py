@@ -15,7 +15,7 @@ import lowprec
 from lowprec import _fastpaths, rounding
 from lowprec.formats import FloatFormat, as_format
 from lowprec.formats import PRESETS as _PRESETS
-from lowprec._stochastic import RandomSource
+from lowprec._fastpaths import RandomSource
 from lowprec.rounding import RoundingMode
 
 TWINS = {
