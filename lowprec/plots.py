@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .formats import BF16, E4M3, E5M2, FP16, FP32, as_format  # noqa: E402
+from .formats import BF16, E4M3, E5M2, FP16, FP32, as_format
 
 FORMAT_COLORS = {"fp32": "#4c72b0", "tf32": "#64b5cd", "fp16": "#dd8452", "bf16": "#55a868",
                  "e4m3": "#c44e52", "e5m2": "#8172b3", "e3m2": "#937860", "e2m3": "#da8bc3",
@@ -70,9 +67,11 @@ def _shade_format(ax, fmt, xlim):
     lo_sub, lo, hi = math.log2(fmt.smallest_subnormal), math.log2(fmt.tiny), math.log2(fmt.max)
     ax.axvspan(max(lo, xlim[0]), min(hi, xlim[1]), color=color, alpha=0.08, lw=0)
     zero_below = lo_sub - 1  # below half the smallest subnormal, round-to-nearest gives 0
-    where = "" if zero_below >= xlim[0] else " (off the axis)"
-    ax.axvline(max(zero_below, xlim[0]), color=color, lw=1.5, ls="--",
-               label=f"{fmt.name.upper()}: normal range shaded; zero below 2^{zero_below:.0f}{where}")
+    label = f"{fmt.name.upper()}: normal range shaded; zero below 2^{zero_below:.0f}"
+    if zero_below >= xlim[0]:
+        ax.axvline(zero_below, color=color, lw=1.5, ls="--", label=label)
+    else:  # the threshold is off the axis: a legend entry only, no line at the edge
+        ax.plot([], [], color=color, lw=1.5, ls="--", label=label + " (off the axis)")
 
 
 def plot_underflow_histogram(exp_hist, bin_log2, layer_name: str, scale: float,

@@ -3,7 +3,6 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-import lowprec
 from lowprec import all_values, classify, decode, encode, from_ml_dtypes, next_down, next_up, to_ml_dtypes, ulp
 from lowprec.bits import code_dtype
 from lowprec.formats import PRESETS, FloatFormat, as_format

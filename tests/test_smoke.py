@@ -1,6 +1,4 @@
 """Quick end-to-end checks of the public surface (details live in the other test modules)."""
-import numpy as np
-
 import lowprec
 
 

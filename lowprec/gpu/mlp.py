@@ -94,13 +94,22 @@ class CupyOps:
         return c
 
 
-class DeviceCaster(Caster):
+class TracingCaster(Caster):
+    """A Caster that keeps each step's trace (layer, point, tensor) after the step, to compare."""
+
+    last_trace: tuple = ()
+
+    def end_step(self):
+        self.last_trace = tuple(self.trace)
+        super().end_step()
+
+
+class DeviceCaster(TracingCaster):
     """A Caster whose roundings and matmuls run on the device (``ops``); keeps each step's trace."""
 
     def __init__(self, policy, ops, *, rng=None, observer=None):
         super().__init__(policy, rng=rng, observer=observer, xp=ops.xp)
         self.ops = ops
-        self.last_trace = []
 
     def round(self, x, spec, layer, point):
         return self.ops.round(x, spec, self.rng if spec.mode == "stochastic" else None)
@@ -114,10 +123,6 @@ class DeviceCaster(Caster):
             return self.ops.matmul16(a, b, fmt)
         return a @ b  # FP32 inputs: an FP32 GEMM, as on the simulator
 
-    def end_step(self):
-        self.last_trace = [(layer, point, y) for layer, point, y in self.trace]
-        super().end_step()
-
     def frozen_copy(self, rng=None):
         """The evaluation caster: the same device operations (no FP8 states in these policies)."""
         return DeviceCaster(self.policy, self.ops, rng=rng)
@@ -128,16 +133,6 @@ def _holds(x, fmt, xp) -> bool:
     if fmt.name == "fp16":
         return bool((x.astype(xp.float16).astype(xp.float32) == x).all())
     return bool(((xp.ascontiguousarray(x).view(xp.uint32) & 0xFFFF) == 0).all())  # bf16: low half zero
-
-
-class TracingCaster(Caster):
-    """The simulator's Caster, keeping each step's trace for the comparison."""
-
-    last_trace: list = []
-
-    def end_step(self):
-        self.last_trace = [(layer, point, y) for layer, point, y in self.trace]
-        super().end_step()
 
 
 def _copy_state(source, target, xp):

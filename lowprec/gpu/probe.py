@@ -18,7 +18,7 @@ from .. import tensorcore
 from ..bits import decode, encode
 from ..formats import FP16, FP32, as_format
 from ..rounding import round as lp_round
-from .kernels import INSTRUCTIONS, MmaInstruction, kernel_source
+from .kernels import MmaInstruction, kernel_source
 
 
 @dataclass
