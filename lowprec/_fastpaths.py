@@ -17,6 +17,8 @@ without zero (E8M0) always take the general path.
 """
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -42,7 +44,7 @@ def _float_bits(value: float, dtype) -> int:
 
 
 # --- which fast path applies ------------------------------------------------------------------
-def choose(dtype, fmt: FloatFormat, mode: str):
+def choose(dtype, fmt: FloatFormat, mode: str, random_bits=None):
     """``(path, working dtype)`` for ``dtype`` input, or ``(None, None)`` for the general path."""
     dtype = np.dtype(dtype)
     if not (fmt.signed and fmt.has_zero and fmt.mantissa_bits > 0) or dtype not in _LAYOUT:
@@ -53,11 +55,13 @@ def choose(dtype, fmt: FloatFormat, mode: str):
                 return nearest_by_addition, work
             if work == _F32 and _same_range(fmt):
                 return nearest_same_range, work
-        else:
-            if _scaling_applies(work, fmt):
-                return by_scaling, work
-            if work == _F32 and mode == "stochastic" and _same_range(fmt) and 23 - fmt.mantissa_bits <= 16:
-                return stochastic_same_range, work
+        elif mode == "stochastic" and _pattern_applies(work, fmt, random_bits):
+            return stochastic_by_pattern, work
+        elif mode in ("toward_zero", "up", "down") and _pattern_applies(work, fmt, None) \
+                and fmt.mantissa_bits < _LAYOUT[work][1]:
+            return directed_by_pattern, work
+        elif _scaling_applies(work, fmt):
+            return by_scaling, work
     return None, None
 
 
@@ -82,6 +86,30 @@ def _same_range(fmt: FloatFormat) -> bool:
     return fmt.emin == -126 and fmt.emax <= 127 and fmt.mantissa_bits <= 23
 
 
+def _pattern_applies(dtype, fmt: FloatFormat, random_bits) -> bool:
+    # emin at or above the dtype's: scaling by 2**(1 - bias - emin) <= 1 puts the format's
+    # subnormals onto the dtype's (see stochastic_by_pattern). A k-bit adder takes this path
+    # only where no scaling is needed and R's top min(k, p - m) bits are among the 16 drawn.
+    _, p, bias = _LAYOUT[dtype]
+    m = fmt.mantissa_bits
+    if random_bits is None:
+        return m <= p and fmt.emin >= 1 - bias
+    return m <= p and fmt.emin == 1 - bias and min(random_bits, p - m) <= 16
+
+
+def _binade(x, fmt: FloatFormat):
+    """Bit patterns (a new unsigned array) of ``2**clip(exponent(|x|), emin, emax + 1)``: the
+    power of two whose binade sets the target's quantum at |x|."""
+    uint, p, bias, sign, exponent = _masks(x.dtype)
+    c = np.bitwise_and(x.view(uint), exponent)
+    if x.dtype == _F32:
+        np.clip(c, uint((fmt.emin + bias) << p), uint((fmt.emax + 1 + bias) << p), out=c)
+    else:  # NumPy clips uint64 slowly; these patterns are the floats 0, 2**e and inf, same order
+        cf = c.view(x.dtype)
+        np.clip(cf, 2.0**fmt.emin, 2.0 ** (fmt.emax + 1), out=cf)
+    return c
+
+
 # --- round to nearest even --------------------------------------------------------------------
 @np.errstate(all="ignore")
 def nearest_by_addition(x, out, fmt: FloatFormat, mode, policy: str, random=None):
@@ -97,8 +125,7 @@ def nearest_by_addition(x, out, fmt: FloatFormat, mode, policy: str, random=None
     """
     uint, p, bias, sign, exponent = _masks(x.dtype)
     m = fmt.mantissa_bits
-    c = np.bitwise_and(x.view(uint), exponent)
-    np.clip(c, uint((fmt.emin + bias) << p), uint((fmt.emax + 1 + bias) << p), out=c)
+    c = _binade(x, fmt)
     c += uint((p - m) << p)  # 2**e -> C = 2**(e + p - m)
     cf = c.view(x.dtype)
     np.abs(x, out=out)
@@ -144,8 +171,7 @@ def by_scaling(x, out, fmt: FloatFormat, mode: str, policy: str, random=None):
     """
     uint, p, bias, sign, exponent = _masks(x.dtype)
     m = fmt.mantissa_bits
-    q = np.bitwise_and(x.view(uint), exponent)
-    np.clip(q, uint((fmt.emin + bias) << p), uint((fmt.emax + 1 + bias) << p), out=q)
+    q = _binade(x, fmt)
     q -= uint(m << p)
     inverse_q = np.subtract(uint((2 * bias) << p), q)  # 2**-k has exponent field bias - k
     f = np.abs(x)
@@ -207,31 +233,134 @@ def _decide_away(f, random: RandomSource):
     return away
 
 
-def stochastic_same_range(x, out, fmt: FloatFormat, mode, policy: str, random=None):
-    """Stochastic rounding of float32 ``x`` to a format with float32's exponent range (BF16).
+@np.errstate(all="ignore")
+def stochastic_by_pattern(x, out, fmt: FloatFormat, mode, policy: str, random=None):
+    """Stochastic rounding by adding random bits to the bit pattern of a scaled x.
 
-    The float32 pattern has exactly s = 23 - m <= 16 bits below the target's quantum,
-    subnormals included, so f's first 64 bits are ``rem << (64 - s)`` and only R's top s bits
-    matter. R < T is the carry out of ``rem + top_s(~R)``, and ~R < T_k the carry out of
-    ``rem_k + top_s(R)`` (rem_k: rem with its low s - k bits cleared): adding that to the
-    pattern and clearing the s bits rounds, carries into the exponent included. The sign bit
-    rides along: no finite magnitude carries out of bit 30.
+    Scaling x by ``2**shift``, ``shift = 1 - bias - emin <= 0``, puts the target's smallest
+    normal on the dtype's, so every scaled value, subnormal or not, has exactly ``s = p - m``
+    bits below the target's last bit in its pattern (BF16 in float32 needs no scaling). Adding
+    ``u' = 2**b - 1 - top_b(R)`` at the top of those s bits (b = min(16, s)) and clearing them
+    rounds: the carry out is "U < f" decided on R's first b bits, and it runs into the
+    exponent field like any other carry; the sign bit rides along (finite magnitudes never
+    carry out of it). A k-bit adder adds ``top_k(R)`` to f's first k bits instead.
+
+    R's first b bits cannot decide where they tie with f's first b bits and f has more bits,
+    nor where the scaling rounded (x below the target's smallest normal: it dropped f's bits
+    past s, moving the pattern by at most half its last bit). Adding ``u' + 1`` instead of u'
+    gives the same carry everywhere else, and puts every such element among those whose low
+    s bits end up at most ``2**(s - b)``: these (about 2 * 2**-b of all) are returned, for
+    rounding.settle to decide with the exact rule and R's remaining bits.
     """
-    s = 23 - fmt.mantissa_bits
+    uint, p, bias, sign, _ = _masks(x.dtype)
+    word = _ones(8 * out.itemsize)
+    s = p - fmt.mantissa_bits
+    shift = 1 - bias - fmt.emin
     k = random.random_bits
-    bits = x.view(np.uint32)
-    r = out.view(np.uint32)
-    np.copyto(r, bits)
-    if k is None:
-        noise = np.invert(random.top16)
-    else:
-        noise = random.top16.copy()
-        if k < s:  # a k-bit adder ignores the discarded bits past the k-th
-            r &= np.uint32((0xFFFFFFFF << (s - k)) & 0xFFFFFFFF)
-    noise >>= np.uint16(16 - s)
-    r += noise
-    r &= np.uint32((0xFFFFFFFF << s) & 0xFFFFFFFF)
+    b = min(16, s) if k is None else min(k, s)
+    undecided = k is None and bool(shift or s > b)  # else R's first b bits always decide
+    r = out.view(uint)
+    if shift:
+        np.multiply(x, x.dtype.type(2.0**shift), out=out)
+    elif not s:
+        np.copyto(out, x)
+    pattern = r if shift else x.view(uint)  # of the scaled x
+    flagged = None
+    if s:
+        top = random.top16 >> np.uint16(16 - b) if b < 16 else random.top16  # top_b(R)
+        if k is not None:
+            noise = top
+            if k < s:  # the adder ignores f's bits past the k-th
+                pattern = np.bitwise_and(pattern, uint(word << (s - k) & word), out=r)
+        elif not undecided:
+            noise = np.subtract(np.uint16(_ones(b)), top)  # u'
+        elif b < 16:
+            noise = np.subtract(np.uint16(1 << b), top)  # u' + 1
+        else:
+            noise = np.subtract(uint(1 << 16), top, dtype=uint)
+        if s > b:
+            noise = np.left_shift(noise, uint(s - b), dtype=uint)
+        np.add(pattern, noise, out=r)
+        if undecided:  # noise's buffer holds the low s bits now (they fit)
+            low = np.bitwise_and(r, uint(_ones(s)), out=noise, casting="unsafe")
+            flagged = np.flatnonzero(np.less_equal(low, uint(1 << (s - b))))
+        r &= uint(word << s & word)
+    if shift:
+        out *= x.dtype.type(2.0**-shift)
     finish(out, x, fmt, policy, nan_safe=False)
+    return flagged if flagged is not None and flagged.size else None
+
+
+def _ones(n: int) -> int:
+    return (1 << n) - 1
+
+
+# --- directed modes on the scaled pattern --------------------------------------------------
+@np.errstate(all="ignore")
+def directed_by_pattern(x, out, fmt: FloatFormat, mode: str, policy: str, random=None):
+    """toward_zero, up and down on the bit pattern of x scaled as in stochastic_by_pattern.
+
+    The scaled pattern has s = p - m bits below the target's last bit; clearing them truncates,
+    and adding ``2**s - 1`` first rounds the magnitude up (the carry runs into the exponent).
+    Where the scaling rounded (x below the target's smallest normal), the scaled value is first
+    made exact enough: a pattern that came out above |x * 2**shift| steps back by one (for a
+    same-sign pair, unsigned patterns order as magnitudes do), and the lost bits, if any, set
+    its last bit, which a later truncation clears and a later round-up counts. up rounds
+    positive magnitudes up and truncates negative ones; down the other way round. Overflow
+    toward zero stops at max (IEEE 754 sec. 7.4); the other side follows the policy.
+    """
+    uint, p, bias, sign, _ = _masks(x.dtype)
+    width = 8 * out.itemsize
+    s = p - fmt.mantissa_bits
+    shift = 1 - bias - fmt.emin
+    r, xb = out.view(uint), x.view(uint)
+    lost = None
+    if shift:
+        np.multiply(x, x.dtype.type(2.0**shift), out=out)
+        gap = np.multiply(out, x.dtype.type(2.0**-shift)).view(uint)
+        np.subtract(xb, gap, out=gap)  # pattern |x| - pattern |back|: negative (wrapped) if above
+        r -= gap >> uint(width - 1)  # now truncated on the dtype's grid
+        if mode != "toward_zero":
+            lost = np.clip(gap, 0, 1, out=gap)  # 1 where the scaling dropped bits
+    else:
+        np.copyto(out, x)
+    if mode != "toward_zero":  # 2**s - 1 (+ the lost bits) onto the magnitudes that round up
+        up = r >> uint(width - 1)  # 1 for negative values
+        if mode == "up":
+            up -= uint(1)  # all ones for positive values, else 0
+        else:
+            np.subtract(uint(0), up, out=up)  # all ones for negative values
+        if lost is None:
+            up &= uint(_ones(s))
+        else:
+            lost += uint(_ones(s))
+            up &= lost
+        r += up
+    r &= uint(_ones(width) << s & _ones(width))
+    if shift:
+        out *= x.dtype.type(2.0**-shift)
+    if mode == "toward_zero":
+        np.clip(out, -fmt.max, fmt.max, out=out)
+        if fmt.specials == "fnuz":
+            out += 0  # -0 + 0 = +0
+        _specials(out, x, fmt, policy)
+    else:
+        if mode == "up":
+            np.clip(out, -fmt.max, np.inf, out=out)
+        else:
+            np.clip(out, -np.inf, fmt.max, out=out)
+        finish(out, x, fmt, policy, nan_safe=True)  # (_specials puts NaN back)
+        _specials(out, x, fmt, policy)
+
+
+def _specials(out, x, fmt: FloatFormat, policy: str):
+    """NaN inputs give NaN; +-inf inputs +-inf where the format has infinities, else the
+    overflow policy's value."""
+    if x.size and not np.isfinite(np.min(x) + 0 * np.max(x)):
+        inf = np.isinf(x)
+        value = np.inf if fmt.has_inf else (fmt.max if policy == "saturate" else np.nan)
+        out[inf] = np.copysign(np.array(value, x.dtype), x[inf])
+        np.copyto(out, x, where=np.isnan(x))
 
 
 # --- overflow, specials, sign -----------------------------------------------------------------
@@ -253,6 +382,14 @@ def finish(out, x, fmt: FloatFormat, policy: str, *, nan_safe: bool):
             out *= np.array(2.0**-k, x.dtype)
     elif policy == "saturate":
         np.clip(out, -fmt.max, fmt.max, out=out)
+    elif policy == "nan" and _overflow_scale(fmt, x.dtype) is not None:
+        # The values above max are grid values from max + ulp(max) on; one multiplication sends
+        # exactly those to +-inf, so v - v is NaN there and +0 elsewhere; the quiet-NaN bits of
+        # v OR-ed into out make those NaN and keep their sign.
+        v = np.multiply(out, _overflow_scale(fmt, x.dtype))
+        v -= v
+        v.view(uint)[...] &= uint(_float_bits(np.nan, x.dtype)) & ~sign
+        out.view(uint)[...] |= v.view(uint)
     elif policy == "nan":
         # OR-ing the quiet-NaN pattern into anything keeps its sign and makes it a NaN
         over = np.bitwise_and(out.view(uint), ~sign) > uint(_float_bits(fmt.max, x.dtype))
@@ -269,6 +406,21 @@ def finish(out, x, fmt: FloatFormat, policy: str, *, nan_safe: bool):
         out += 0  # -0 + 0 = +0: fnuz formats have no negative zero
 
 
+@functools.lru_cache(maxsize=None)
+def _overflow_scale(fmt: FloatFormat, dtype):
+    """A constant c of ``dtype`` with ``max * c`` finite and ``(max + ulp(max)) * c`` infinite
+    (the multiplication rounding to nearest), or None where no constant separates them safely."""
+    _, p, bias = _LAYOUT[np.dtype(dtype)]
+    if fmt.mantissa_bits > p - 4:
+        return None
+    top = fmt.max + 2.0 ** (fmt.emax - fmt.mantissa_bits)  # the first value past max
+    with np.errstate(all="ignore"):
+        c = np.array(math.ldexp((1 - 2.0 ** -(p + 2)) / ((fmt.max + top) / 2), bias + 1), dtype)[()]
+        ok = np.isfinite(c) and np.isfinite(np.multiply(dtype.type(fmt.max), c)) \
+            and np.isinf(np.multiply(dtype.type(top), c))
+    return c if ok else None
+
+
 # --- the exact stochastic decision (the general path in rounding.py uses it too) -------------
 # An element whose magnitude lies a fraction ``f`` of a quantum above the value toward zero
 # rounds away with probability exactly ``f``. Its random input is a uniform number
@@ -279,8 +431,14 @@ def finish(out, x, fmt: FloatFormat, policy: str, *, nan_safe: bool):
 _ALL64 = 0xFFFFFFFFFFFFFFFF
 
 
+_RAW64 = (np.random.PCG64, np.random.PCG64DXSM, np.random.Philox, np.random.SFC64)
+
+
 def random_uint64(rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` uniform 64-bit words."""
+    """``n`` uniform 64-bit words: the generator's raw output where it is 64 bits wide (the
+    same words ``rng.integers`` gives, a sixth faster), else ``rng.integers``."""
+    if type(rng.bit_generator) in _RAW64:
+        return rng.bit_generator.random_raw(n)
     return rng.integers(0, _ALL64, size=n, dtype=np.uint64, endpoint=True)
 
 

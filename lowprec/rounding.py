@@ -157,30 +157,55 @@ def round(x, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, r
         raise ValueError(f"input holds {int(np.isnan(flat).sum())} NaN value(s), "
                          f"but format {fmt.name} has no NaN encoding")
     out = np.empty(flat.shape, out_dtype)
+    path = _fastpaths.choose(out_dtype, fmt, mode.value, random_bits)
+    unsettled = []  # (indices, their top16) a fast path left to the exact rule
     for start in builtins.range(0, flat.size, _CHUNK):
         part = flat[start:start + _CHUNK].astype(out_dtype, copy=False)
         dest = out[start:start + _CHUNK]
-        _round_chunk(part, dest, fmt, mode, policy, rng, random_bits)
+        flagged = _round_chunk(part, dest, path, fmt, mode, policy, rng, random_bits)
+        if flagged is not None:
+            unsettled.append((flagged[0] + start, flagged[1]))
         if not subnormals:
             _flush_subnormals(dest, fmt)
+    if unsettled:  # once per call: R's remaining 48 bits, then the general path
+        idx = np.concatenate([i for i, _ in unsettled])
+        words = np.concatenate([t for _, t in unsettled]).astype(np.uint64) << np.uint64(48)
+        words |= random_uint64(rng, idx.size) >> np.uint64(16)
+        settled = np.empty(idx.size, out_dtype)
+        settle(flat[idx], settled, slice(None), words, fmt, policy, rng, random_bits)
+        if not subnormals:
+            _flush_subnormals(settled, fmt)
+        out[idx] = settled
     result = out.reshape(arr.shape)
     return result[()] if result.ndim == 0 else result
 
 
-def _round_chunk(x, out, fmt: FloatFormat, mode: RoundingMode, policy, rng, random_bits):
-    """Round the 1-D chunk ``x`` into ``out`` (same dtype), by a fast path where one applies."""
-    path, work = _fastpaths.choose(x.dtype, fmt, mode.value)
+def _round_chunk(x, out, path, fmt: FloatFormat, mode: RoundingMode, policy, rng, random_bits):
+    """Round the 1-D chunk ``x`` into ``out`` (same dtype) by ``path``, ``_fastpaths.choose``'s
+    ``(function, working dtype)`` for them, or ``(None, None)``: the general path.
+
+    Returns None, or the indices a stochastic fast path could not decide from the first 16
+    random bits, with those bits.
+    """
+    path, work = path
     if path is None:
         words = random_uint64(rng, x.size) if mode is RoundingMode.STOCHASTIC else None
         out[...] = _round_float64(x.astype(np.float64, copy=False), fmt, mode, policy, words, rng, random_bits)
-        return
+        return None
     random = RandomSource.draw(rng, x.size, random_bits) if mode is RoundingMode.STOCHASTIC else None
     if work == x.dtype:
-        path(x, out, fmt, mode.value, policy, random)
+        flagged = path(x, out, fmt, mode.value, policy, random)
     else:  # float32 values in float64 arithmetic (BF16, TF32); the results are float32 values
         wide = np.empty(x.shape, work)
-        path(x.astype(work), wide, fmt, mode.value, policy, random)
+        flagged = path(x.astype(work), wide, fmt, mode.value, policy, random)
         out[...] = wide
+    return None if flagged is None else (flagged, random.top16[flagged])
+
+
+def settle(x, out, idx, words, fmt: FloatFormat, policy, rng, random_bits=None):
+    """``out[idx]`` = the general path's stochastic rounding of ``x`` (the inputs at ``idx``)
+    with the 64-bit words R = ``words``: for elements a fast path flagged as undecided."""
+    out[idx] = _round_float64(x.astype(np.float64), fmt, RoundingMode.STOCHASTIC, policy, words, rng, random_bits)
 
 
 def _flush_subnormals(out, fmt: FloatFormat):

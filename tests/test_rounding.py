@@ -142,12 +142,14 @@ def round_with_words(x, fmt, mode, words=None, *, overflow=None, random_bits=Non
     stochastic modes the 64-bit words ``words`` (one per element) instead of a generator's."""
     policy = rounding._overflow_policy(fmt, overflow)
     tie_rng = np.random.default_rng(tie_seed)
-    path, work = (None, None) if general else _fastpaths.choose(x.dtype, fmt, mode)
+    path, work = (None, None) if general else _fastpaths.choose(x.dtype, fmt, mode, random_bits)
     if path is None:
         return rounding._round_float64(x.astype(np.float64), fmt, RoundingMode(mode), policy, words, tie_rng, random_bits)
     random = RandomSource.from_words(words, tie_rng, random_bits) if mode == "stochastic" else None
     out = np.empty(x.shape, work)
-    path(x.astype(work), out, fmt, mode, policy, random)
+    flagged = path(x.astype(work), out, fmt, mode, policy, random)
+    if flagged is not None:  # what R's first 16 bits left open: the exact rule, as round() does
+        rounding.settle(x[flagged], out, flagged, words[flagged], fmt, policy, tie_rng, random_bits)
     return out
 
 

@@ -86,7 +86,11 @@ def check_fast_equals_general(name, mode, x, seed):
     for s in range(0, x.size, GENERAL_CHUNK):
         part, w = x[s:s + GENERAL_CHUNK], words[s:s + GENERAL_CHUNK]
         random = RandomSource.from_words(w, np.random.default_rng([seed, s]), None) if mode == "stochastic" else None
-        path(part.astype(work), fast[s:s + GENERAL_CHUNK], fmt, mode, policy, random)
+        dest = fast[s:s + GENERAL_CHUNK]
+        flagged = path(part.astype(work), dest, fmt, mode, policy, random)
+        if flagged is not None:  # settled by the exact rule, with the tie words drawn first
+            rounding.settle(part[flagged], dest, flagged, w[flagged], fmt, policy,
+                            np.random.default_rng([seed, s]), None)
         general[s:s + GENERAL_CHUNK] = rounding._round_float64(  # the same tie words as the fast path
             part.astype(np.float64), fmt, RoundingMode(mode), policy, w, np.random.default_rng([seed, s]), None)
     return mismatches(fast.astype(np.float32), general.astype(np.float32), x)
@@ -144,13 +148,15 @@ def test_every_float32_equals_twin(name):
 
 @pytest.mark.parametrize("name, mode", [
     ("tf32", "nearest"),  # nearest_same_range (BF16 is checked against ml_dtypes above)
-    ("fp16", "stochastic"),  # by_scaling in float32, IEEE specials
-    ("e4m3", "stochastic"),  # by_scaling in float32, fn specials, 20 discarded bits > 16
-    ("bf16", "stochastic"),  # stochastic_same_range
-    ("fp16", "up"),  # by_scaling, directed overflow
+    ("fp16", "stochastic"),  # stochastic_by_pattern, scaled, flagged elements settled
+    ("e4m3", "stochastic"),  # the same, fn specials, 20 discarded bits > 16 random bits
+    ("bf16", "stochastic"),  # stochastic_by_pattern unscaled: 16 random bits always decide
+    ("fp16", "up"),  # directed_by_pattern, scaled, the policy's overflow
+    ("e5m2", "toward_zero"),  # directed_by_pattern, overflow stopping at max
+    ("bf16", "down"),  # directed_by_pattern unscaled
     ("e4m3", "odd"),  # by_scaling, the last bit's parity
     ("e2m1", "nearest_away"),  # by_scaling, saturating MX element
-    ("bf16", "down"),  # by_scaling in float64 for float32 data
+    ("bf16", "nearest_away"),  # by_scaling in float64 for float32 data
 ])
 def test_every_float32_fast_path_equals_general_path(name, mode):
     assert _fastpaths.choose(np.float32, as_format(name), mode)[0] is not None
