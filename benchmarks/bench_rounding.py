@@ -83,9 +83,18 @@ def main(argv=None):
         ("e5m2 stochastic", ours("e5m2", "stochastic"), "lowprec e5m2 nearest", ours("e5m2"), 0.5),
         ("fp16 nearest", ours("fp16"), "gfloat round_ndarray(binary16)", gfloat_round("fp16"), 20.0),
         ("e4m3 nearest", ours("e4m3"), "gfloat round_ndarray(ocp_e4m3)", gfloat_round("e4m3"), 20.0),
+        ("fp16 nearest_away", ours("fp16", "nearest_away"), "gfloat TiesToAway", gfloat_round("fp16", "TiesToAway"), 20.0),
+        ("fp16 toward_zero", ours("fp16", "toward_zero"), "gfloat TowardZero", gfloat_round("fp16", "TowardZero"), 20.0),
+        ("fp16 up", ours("fp16", "up"), "gfloat TowardPositive", gfloat_round("fp16", "TowardPositive"), 20.0),
+        ("e4m3 down", ours("e4m3", "down"), "gfloat TowardNegative", gfloat_round("e4m3", "TowardNegative"), 20.0),
+        # beyond the float32 array: the same values as float64
         ("fp16 nearest, float64 in", ours("fp16"), "gfloat round_ndarray, float64 in", gfloat_round("fp16"), 20.0),
         ("fp16 toward_zero, float64 in", ours("fp16", "toward_zero"), "gfloat TowardZero, float64 in",
          gfloat_round("fp16", "TowardZero"), 20.0),
+        ("fp16 up, float64 in", ours("fp16", "up"), "gfloat TowardPositive, float64 in",
+         gfloat_round("fp16", "TowardPositive"), 20.0),
+        ("fp16 stochastic, float64 in", ours("fp16", "stochastic"), "lowprec fp16 nearest, float64 in", ours("fp16"),
+         0.5),
     ]
     print(f"{args.n:,} float32 elements, exponents -30..20; {platform.processor() or platform.machine()}, "
           f"NumPy {np.__version__}, ml_dtypes {ml_dtypes.__version__}; best of {args.repeat}")
@@ -93,7 +102,7 @@ def main(argv=None):
     x64 = x.astype(np.float64)
     for label, fn, ref_label, ref, goal in cases:
         data = x64 if "float64 in" in label else x
-        repeat = 1 if ref_label.startswith("gfloat") else args.repeat
+        repeat = 2 if ref_label.startswith("gfloat") else args.repeat
         t_ours = best_time(lambda: fn(data), args.repeat)
         t_ref = best_time(lambda: ref(data), repeat)
         ratio = t_ref / t_ours
@@ -102,7 +111,7 @@ def main(argv=None):
 
     print("\npeak memory of one call, in units of the input's size (the output is one):")
     for fmt, mode in [("fp16", "nearest"), ("bf16", "nearest"), ("e4m3", "nearest"), ("fp16", "stochastic"),
-                      ("bf16", "stochastic"), ("fp16", "toward_zero")]:
+                      ("bf16", "stochastic"), ("fp16", "toward_zero"), ("fp16", "up"), ("fp16", "nearest_away")]:
         for data in (x, x64):
             peak = peak_in_inputs(lambda: ours(fmt, mode)(data), data.nbytes)
             print(f"  {fmt} {mode:12s} {data.dtype}: {peak:.2f}")

@@ -4,16 +4,25 @@
   FP16, FP8, MX elements in float32, every preset in float64).
 * :func:`nearest_same_range`: nearest even on float32 bit patterns, for formats with float32's
   exponent range (BF16, TF32).
-* :func:`by_scaling`: every other mode, by exact arithmetic on |x| / quantum (float32 input for
-  FP16, FP8, MX; float64 for everything, float32 BF16 inputs included).
-* :func:`stochastic_same_range`: stochastic on float32 bit patterns (BF16, TF32).
+* :func:`stochastic_by_pattern`: stochastic, by adding random bits to the bit pattern of x
+  scaled so that the target's subnormals fall on the dtype's (float32 input for FP16, BF16,
+  FP8, MX; float64 for every preset). Elements whose first 16 random bits cannot decide come
+  back flagged, for ``rounding.settle``.
+* :func:`directed_by_pattern`: toward_zero, up and down on the same scaled pattern.
+* :func:`by_scaling`: the other modes (nearest_away, odd; a k-bit adder where the pattern path
+  would need scaling), by exact arithmetic on |x| / quantum.
 
 Each has the signature ``(x, out, fmt, mode, policy, random)``, writes into ``out`` (same dtype
-and length as the chunk ``x``) and never modifies ``x``. The last section holds the exact
-stochastic decision rule (U < f, or a k-bit adder), which the general path uses as well. The general path in rounding.py is the
-specification: tests check each fast path equal to it, and to ml_dtypes, on every float32 input
-(tests marked ``exhaustive``). Formats without mantissa bits, unsigned formats and formats
-without zero (E8M0) always take the general path.
+and length as the chunk ``x``) and never modifies ``x``; only stochastic_by_pattern returns
+something (the flagged indices, or None). The last section holds the exact stochastic decision
+rule (U < f, or a k-bit adder), which the general path uses as well. The general path in
+rounding.py is the specification: tests check each fast path equal to it, and to ml_dtypes, on
+every float32 input (tests marked ``exhaustive``). Formats without mantissa bits, unsigned
+formats and formats without zero (E8M0) always take the general path.
+
+Speed notes (measured, benchmarks/bench_rounding.py): NumPy's masked operations (``where=``,
+``np.where``, ``np.putmask``) on a random mask cost 40x a plain pass, np.maximum/np.minimum with
+a scalar several times a np.clip, and uint64 clips 2.5x float64 ones; none of them appears here.
 """
 from __future__ import annotations
 

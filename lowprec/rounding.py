@@ -16,10 +16,13 @@ significand as an integer, ``lb`` the weight of its lowest bit):
 3. ``(kept + inc) * 2**qe`` is exact in float64; overflow, flushing and specials follow.
 
 Everything is integer arithmetic on the float64 bit pattern, so there is no intermediate
-rounding anywhere. The common cases (nearest even for float32 and float64 input, stochastic
-for float32 input) take the fast paths of ``_fastpaths.py``: exact by construction, and tested
-equal to this general path and to ml_dtypes on every float32 input (tests marked
-``exhaustive``). Arrays are processed in chunks, so temporaries stay small.
+rounding anywhere. Almost every call takes instead a fast path of ``_fastpaths.py`` (all modes
+for the usual formats, float32 and float64 input): exact by construction, and tested equal to
+this general path and to ml_dtypes on every float32 input (tests marked ``exhaustive``). The
+stochastic fast path decides from each element's first 16 random bits; the few elements where
+those tie with the value's bits (about one in 4096 for FP16) are collected over the call and
+settled here, by the general path, with the rest of their random word. Arrays are processed in
+chunks, so temporaries stay small.
 """
 from __future__ import annotations
 
@@ -205,7 +208,9 @@ def _round_chunk(x, out, path, fmt: FloatFormat, mode: RoundingMode, policy, rng
 def settle(x, out, idx, words, fmt: FloatFormat, policy, rng, random_bits=None):
     """``out[idx]`` = the general path's stochastic rounding of ``x`` (the inputs at ``idx``)
     with the 64-bit words R = ``words``: for elements a fast path flagged as undecided."""
-    out[idx] = _round_float64(x.astype(np.float64), fmt, RoundingMode.STOCHASTIC, policy, words, rng, random_bits)
+    with np.errstate(invalid="ignore"):  # (signalling NaNs warn as they widen)
+        wide = x.astype(np.float64)
+    out[idx] = _round_float64(wide, fmt, RoundingMode.STOCHASTIC, policy, words, rng, random_bits)
 
 
 def _flush_subnormals(out, fmt: FloatFormat):

@@ -373,6 +373,36 @@ def test_stochastic_ties_of_the_first_16_bits(name, dtype):
         assert_same(round_with_words(x, fmt, "stochastic", words, general=True), exact, x)
 
 
+@pytest.mark.parametrize("name, dtype", [("fp16", np.float32), ("fp16", np.float64)])
+def test_round_settles_undecided_elements_once_per_call(name, dtype):
+    """Below FP16's smallest normal, f has more bits than the fast path's b random bits (13 in
+    float32, 16 in float64), so some elements come back undecided (about 2 * 2**-b of them).
+    round() draws 16 bits per element chunk by chunk, then the rest of those elements' words,
+    in index order, and rounds them by the exact rule: checked against the Fraction reference."""
+    fmt = as_format(name)
+    n = 3 * rounding._CHUNK + 1000  # several chunks
+    rng = np.random.default_rng(8)
+    x = (rng.uniform(1, 2, n) * 2.0 ** rng.integers(fmt.emin - fmt.mantissa_bits - 3, fmt.emin, n)).astype(dtype)
+    ours = lowprec.round(x, fmt, "stochastic", rng=np.random.default_rng(9))
+    replay = np.random.default_rng(9)
+    path, work = _fastpaths.choose(x.dtype, fmt, "stochastic")
+    assert path is _fastpaths.stochastic_by_pattern and work == x.dtype
+    undecided, tops = [], []
+    for start in range(0, n, rounding._CHUNK):
+        part = x[start:start + rounding._CHUNK]
+        random = RandomSource.draw(replay, part.size, None)
+        flagged = path(part, np.empty_like(part), fmt, "stochastic", fmt.default_overflow, random)
+        if flagged is not None:
+            undecided.append(start + flagged)
+            tops.append(random.top16[flagged])
+    idx, top16 = np.concatenate(undecided), np.concatenate(tops)
+    b = 13 if dtype == np.float32 else 16
+    assert 0 < idx.size < 4 * n * 2.0 ** (1 - b)
+    words = (top16.astype(np.uint64) << np.uint64(48)) | (replay.integers(0, 2**64 - 1, idx.size, np.uint64, True)
+                                                           >> np.uint64(16))
+    assert_same(ours[idx], exact_stochastic(x[idx], fmt, words), x[idx])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_stochastic_needs_more_than_64_bits(dtype):
     """f with bits beyond 2**-64 and R equal to its first 64 (here 0): the next words decide."""
