@@ -8,9 +8,9 @@
   scaled so that the target's subnormals fall on the dtype's (float32 input for FP16, BF16,
   FP8, MX; float64 for every preset). Elements whose first 16 random bits cannot decide come
   back flagged, for ``rounding.settle``.
-* :func:`directed_by_pattern`: toward_zero, up and down on the same scaled pattern.
-* :func:`by_scaling`: the other modes (nearest_away, odd; a k-bit adder where the pattern path
-  would need scaling), by exact arithmetic on |x| / quantum.
+* :func:`directed_by_pattern`: toward_zero, up, down and nearest_away on the same pattern.
+* :func:`by_scaling`: odd, and a k-bit adder where the pattern path would need scaling, by
+  exact arithmetic on |x| / quantum.
 
 Each has the signature ``(x, out, fmt, mode, policy, random)``, writes into ``out`` (same dtype
 and length as the chunk ``x``) and never modifies ``x``; only stochastic_by_pattern returns
@@ -66,7 +66,7 @@ def choose(dtype, fmt: FloatFormat, mode: str, random_bits=None):
                 return nearest_same_range, work
         elif mode == "stochastic" and _pattern_applies(work, fmt, random_bits):
             return stochastic_by_pattern, work
-        elif mode in ("toward_zero", "up", "down") and _pattern_applies(work, fmt, None) \
+        elif mode in ("toward_zero", "up", "down", "nearest_away") and _pattern_applies(work, fmt, None) \
                 and fmt.mantissa_bits < _LAYOUT[work][1]:
             return directed_by_pattern, work
         elif _scaling_applies(work, fmt):
@@ -96,14 +96,16 @@ def _same_range(fmt: FloatFormat) -> bool:
 
 
 def _pattern_applies(dtype, fmt: FloatFormat, random_bits) -> bool:
-    # emin at or above the dtype's: scaling by 2**(1 - bias - emin) <= 1 puts the format's
-    # subnormals onto the dtype's (see stochastic_by_pattern). A k-bit adder takes this path
-    # only where no scaling is needed and R's top min(k, p - m) bits are among the 16 drawn.
+    # The format's values are the dtype's, and its emin at or above the dtype's: scaling by
+    # 2**(1 - bias - emin) <= 1 puts its subnormals onto the dtype's (see stochastic_by_pattern).
+    # A k-bit adder takes this path only where no scaling is needed and R's top min(k, p - m)
+    # bits are among the 16 drawn.
     _, p, bias = _LAYOUT[dtype]
     m = fmt.mantissa_bits
+    fits = m <= p and fmt.emin >= 1 - bias and fmt.emax <= bias
     if random_bits is None:
-        return m <= p and fmt.emin >= 1 - bias
-    return m <= p and fmt.emin == 1 - bias and min(random_bits, p - m) <= 16
+        return fits
+    return fits and fmt.emin == 1 - bias and min(random_bits, p - m) <= 16
 
 
 def _binade(x, fmt: FloatFormat):
@@ -307,16 +309,18 @@ def _ones(n: int) -> int:
 # --- directed modes on the scaled pattern --------------------------------------------------
 @np.errstate(all="ignore")
 def directed_by_pattern(x, out, fmt: FloatFormat, mode: str, policy: str, random=None):
-    """toward_zero, up and down on the bit pattern of x scaled as in stochastic_by_pattern.
+    """toward_zero, up, down and nearest_away on the bit pattern of x scaled as in
+    stochastic_by_pattern.
 
     The scaled pattern has s = p - m bits below the target's last bit; clearing them truncates,
-    and adding ``2**s - 1`` first rounds the magnitude up (the carry runs into the exponent).
-    Where the scaling rounded (x below the target's smallest normal), the scaled value is first
-    made exact enough: a pattern that came out above |x * 2**shift| steps back by one (for a
-    same-sign pair, unsigned patterns order as magnitudes do), and the lost bits, if any, set
-    its last bit, which a later truncation clears and a later round-up counts. up rounds
-    positive magnitudes up and truncates negative ones; down the other way round. Overflow
-    toward zero stops at max (IEEE 754 sec. 7.4); the other side follows the policy.
+    adding ``2**s - 1`` first rounds the magnitude up, adding ``2**(s-1)`` rounds to nearest
+    with ties away (the carries run into the exponent field). Where the scaling rounded (x below
+    the target's smallest normal), the scaled value is first made exact enough: a pattern that
+    came out above |x * 2**shift| steps back by one (for a same-sign pair, unsigned patterns
+    order as magnitudes do), which decides truncation and ties-away alike; for rounding up,
+    the lost bits, if any, also set its last bit, which then counts. up rounds positive
+    magnitudes up and truncates negative ones; down the other way round. Overflow toward zero
+    stops at max (IEEE 754 sec. 7.4); the other side follows the policy.
     """
     uint, p, bias, sign, _ = _masks(x.dtype)
     width = 8 * out.itemsize
@@ -329,11 +333,13 @@ def directed_by_pattern(x, out, fmt: FloatFormat, mode: str, policy: str, random
         gap = np.multiply(out, x.dtype.type(2.0**-shift)).view(uint)
         np.subtract(xb, gap, out=gap)  # pattern |x| - pattern |back|: negative (wrapped) if above
         r -= gap >> uint(width - 1)  # now truncated on the dtype's grid
-        if mode != "toward_zero":
+        if mode in ("up", "down"):
             lost = np.clip(gap, 0, 1, out=gap)  # 1 where the scaling dropped bits
     else:
         np.copyto(out, x)
-    if mode != "toward_zero":  # 2**s - 1 (+ the lost bits) onto the magnitudes that round up
+    if mode == "nearest_away":
+        r += uint(1 << (s - 1))
+    elif mode != "toward_zero":  # 2**s - 1 (+ the lost bits) onto the magnitudes that round up
         up = r >> uint(width - 1)  # 1 for negative values
         if mode == "up":
             up -= uint(1)  # all ones for positive values, else 0
@@ -356,7 +362,7 @@ def directed_by_pattern(x, out, fmt: FloatFormat, mode: str, policy: str, random
     else:
         if mode == "up":
             np.clip(out, -fmt.max, np.inf, out=out)
-        else:
+        elif mode == "down":
             np.clip(out, -np.inf, fmt.max, out=out)
         finish(out, x, fmt, policy, nan_safe=True)  # (_specials puts NaN back)
         _specials(out, x, fmt, policy)
