@@ -98,14 +98,15 @@ def _same_range(fmt: FloatFormat) -> bool:
 def _pattern_applies(dtype, fmt: FloatFormat, random_bits) -> bool:
     # The format's values are the dtype's, and its emin at or above the dtype's: scaling by
     # 2**(1 - bias - emin) <= 1 puts its subnormals onto the dtype's (see stochastic_by_pattern).
-    # A k-bit adder takes this path only where no scaling is needed and R's top min(k, p - m)
-    # bits are among the 16 drawn.
+    # A k-bit adder takes this path where R's top min(k, p - m) bits are among the 16 drawn,
+    # and, where x is scaled, f's first k bits are among the p - m the pattern keeps.
     _, p, bias = _LAYOUT[dtype]
     m = fmt.mantissa_bits
     fits = m <= p and fmt.emin >= 1 - bias and fmt.emax <= bias
     if random_bits is None:
         return fits
-    return fits and fmt.emin == 1 - bias and min(random_bits, p - m) <= 16
+    unscaled = fmt.emin == 1 - bias
+    return fits and min(random_bits, p - m) <= 16 and (unscaled or random_bits <= p - m)
 
 
 def _binade(x, fmt: FloatFormat):
@@ -254,7 +255,8 @@ def stochastic_by_pattern(x, out, fmt: FloatFormat, mode, policy: str, random=No
     ``u' = 2**b - 1 - top_b(R)`` at the top of those s bits (b = min(16, s)) and clearing them
     rounds: the carry out is "U < f" decided on R's first b bits, and it runs into the
     exponent field like any other carry; the sign bit rides along (finite magnitudes never
-    carry out of it). A k-bit adder adds ``top_k(R)`` to f's first k bits instead.
+    carry out of it). A k-bit adder adds ``top_k(R)`` to f's first k bits instead, after
+    _exact_truncation where x was scaled, so that those are f's bits exactly.
 
     R's first b bits cannot decide where they tie with f's first b bits and f has more bits,
     nor where the scaling rounded (x below the target's smallest normal: it dropped f's bits
@@ -273,6 +275,8 @@ def stochastic_by_pattern(x, out, fmt: FloatFormat, mode, policy: str, random=No
     r = out.view(uint)
     if shift:
         np.multiply(x, x.dtype.type(2.0**shift), out=out)
+        if k is not None:  # the adder sees f's first k bits: truncate exactly
+            _exact_truncation(x, out, shift)
     elif not s:
         np.copyto(out, x)
     pattern = r if shift else x.view(uint)  # of the scaled x
@@ -283,17 +287,13 @@ def stochastic_by_pattern(x, out, fmt: FloatFormat, mode, policy: str, random=No
             noise = top
             if k < s:  # the adder ignores f's bits past the k-th
                 pattern = np.bitwise_and(pattern, uint(word << (s - k) & word), out=r)
-        elif not undecided:
-            noise = np.subtract(np.uint16(_ones(b)), top)  # u'
-        elif b < 16:
-            noise = np.subtract(np.uint16(1 << b), top)  # u' + 1
-        else:
-            noise = np.subtract(uint(1 << 16), top, dtype=uint)
+        else:  # u' (u' + 1 where some are undecided), made in the pattern's dtype
+            noise = np.subtract(uint(_ones(b) + undecided), top, dtype=uint)
         if s > b:
             noise = np.left_shift(noise, uint(s - b), dtype=uint)
         np.add(pattern, noise, out=r)
-        if undecided:  # noise's buffer holds the low s bits now (they fit)
-            low = np.bitwise_and(r, uint(_ones(s)), out=noise, casting="unsafe")
+        if undecided:
+            low = np.bitwise_and(r, uint(_ones(s)), out=noise)
             flagged = np.flatnonzero(np.less_equal(low, uint(1 << (s - b))))
         r &= uint(word << s & word)
     if shift:
@@ -326,13 +326,11 @@ def directed_by_pattern(x, out, fmt: FloatFormat, mode: str, policy: str, random
     width = 8 * out.itemsize
     s = p - fmt.mantissa_bits
     shift = 1 - bias - fmt.emin
-    r, xb = out.view(uint), x.view(uint)
+    r = out.view(uint)
     lost = None
     if shift:
         np.multiply(x, x.dtype.type(2.0**shift), out=out)
-        gap = np.multiply(out, x.dtype.type(2.0**-shift)).view(uint)
-        np.subtract(xb, gap, out=gap)  # pattern |x| - pattern |back|: negative (wrapped) if above
-        r -= gap >> uint(width - 1)  # now truncated on the dtype's grid
+        gap = _exact_truncation(x, out, shift)
         if mode in ("up", "down"):
             lost = np.clip(gap, 0, 1, out=gap)  # 1 where the scaling dropped bits
     else:
@@ -368,10 +366,31 @@ def directed_by_pattern(x, out, fmt: FloatFormat, mode: str, policy: str, random
         _specials(out, x, fmt, policy)
 
 
+def _exact_truncation(x, out, shift: int):
+    """Turn ``out = RN(x * 2**shift)`` into the truncation of x * 2**shift on the dtype's grid,
+    in place: a pattern that came out above it steps back by one (out and x have the same sign,
+    and same-sign patterns order as magnitudes do). Returns the pattern difference |x| - |back|
+    (unsigned, wrapped where negative), zero exactly where the scaling was exact."""
+    uint = _LAYOUT[x.dtype][0]
+    gap = np.multiply(out, x.dtype.type(2.0**-shift)).view(uint)
+    np.subtract(x.view(uint), gap, out=gap)
+    out.view(uint)[...] -= gap >> uint(8 * x.itemsize - 1)
+    return gap
+
+
+def _any_nonfinite(x) -> bool:
+    """Whether x holds inf or NaN (np.min propagates NaN; a pairwise sum would be slower)."""
+    return bool(x.size) and not np.isfinite(np.min(x) + 0 * np.max(x))
+
+
+def _any_nan(x) -> bool:
+    return bool(x.size) and bool(np.isnan(np.min(x)))
+
+
 def _specials(out, x, fmt: FloatFormat, policy: str):
     """NaN inputs give NaN; +-inf inputs +-inf where the format has infinities, else the
     overflow policy's value."""
-    if x.size and not np.isfinite(np.min(x) + 0 * np.max(x)):
+    if _any_nonfinite(x):
         inf = np.isinf(x)
         value = np.inf if fmt.has_inf else (fmt.max if policy == "saturate" else np.nan)
         out[inf] = np.copysign(np.array(value, x.dtype), x[inf])
@@ -413,9 +432,9 @@ def finish(out, x, fmt: FloatFormat, policy: str, *, nan_safe: bool):
         over = np.abs(out) > fmt.max
         out[over] = np.copysign(np.array(np.inf, x.dtype), out[over])
     restore_inf = fmt.has_inf and not ieee_inf  # infinity stays infinity whatever the policy
-    if restore_inf and x.size and not np.isfinite(np.min(x) + 0 * np.max(x)):
+    if restore_inf and _any_nonfinite(x):
         np.copyto(out, x, where=np.isinf(x))
-    if not nan_safe and x.size and np.isnan(np.min(x)):  # min propagates NaN
+    if not nan_safe and _any_nan(x):
         np.copyto(out, x, where=np.isnan(x))
     if fmt.specials == "fnuz":
         out += 0  # -0 + 0 = +0: fnuz formats have no negative zero
