@@ -9,8 +9,8 @@
   FP8, MX; float64 for every preset). Elements whose first 16 random bits cannot decide come
   back flagged, for ``rounding.settle``.
 * :func:`directed_by_pattern`: toward_zero, up, down and nearest_away on the same pattern.
-* :func:`by_scaling`: odd, and a k-bit adder where the pattern path would need scaling, by
-  exact arithmetic on |x| / quantum.
+* :func:`by_scaling`: odd, and a k-bit stochastic adder wider than the pattern path can take
+  (k above 16, or above p - m where x is scaled), by exact arithmetic on |x| / quantum.
 
 Each has the signature ``(x, out, fmt, mode, policy, random)``, writes into ``out`` (same dtype
 and length as the chunk ``x``) and never modifies ``x``; only stochastic_by_pattern returns
@@ -69,7 +69,7 @@ def choose(dtype, fmt: FloatFormat, mode: str, random_bits=None):
         elif mode in ("toward_zero", "up", "down", "nearest_away") and _pattern_applies(work, fmt, None) \
                 and fmt.mantissa_bits < _LAYOUT[work][1]:
             return directed_by_pattern, work
-        elif _scaling_applies(work, fmt):
+        elif (mode == "odd" or mode == "stochastic" and random_bits is not None) and _scaling_applies(work, fmt):
             return by_scaling, work
     return None, None
 
@@ -170,16 +170,16 @@ def nearest_same_range(x, out, fmt: FloatFormat, mode, policy: str, random=None)
     finish(out, x, fmt, policy, nan_safe=False)
 
 
-# --- every other mode ---------------------------------------------------------------------------
+# --- odd, and k-bit stochastic rounding that needs more bits than the pattern keeps -------------
 @np.errstate(all="ignore")
 def by_scaling(x, out, fmt: FloatFormat, mode: str, policy: str, random=None):
-    """Directed, ties-away, odd and stochastic rounding by exact arithmetic on |x| / quantum.
+    """Round-to-odd and k-bit stochastic rounding by exact arithmetic on |x| / quantum.
 
     ``q = 2**(clip(exponent(|x|), emin, emax + 1) - m)`` is the target's quantum at |x|, and
     ``t = |x| / q``, ``kept = floor(t)``, ``f = t - kept`` are exact (power-of-two scalings that
     neither overflow nor underflow, see _scaling_applies; dropping integer bits). The one decision
-    point looks at f, kept's last bit and the sign; ``(kept + inc) * q`` is exact too, since
-    f > 0 implies kept < 2**p. inf and NaN come through as inf and NaN.
+    point looks at f, kept's last bit and the random bits; ``(kept + inc) * q`` is exact too,
+    since f > 0 implies kept < 2**p. inf and NaN come through as inf and NaN.
     """
     uint, p, bias, sign, exponent = _masks(x.dtype)
     m = fmt.mantissa_bits
@@ -191,49 +191,31 @@ def by_scaling(x, out, fmt: FloatFormat, mode: str, policy: str, random=None):
     kept = np.floor(f)
     f -= kept
     if mode == "stochastic":
-        kept += _decide_away(f, random)
-    elif mode == "nearest_away":
-        kept += f >= 0.5
-    elif mode == "up":
-        kept += (f > 0) & ~np.signbit(x)
-    elif mode == "down":
-        kept += (f > 0) & np.signbit(x)
+        kept += _adder_carries(f, random)
     elif mode == "odd":
         kept += (f > 0) & (np.floor(kept * 0.5) * 2 == kept)  # kept even: set the last bit
-    elif mode != "toward_zero":
+    else:
         raise ValueError(f"by_scaling does not do mode {mode!r}")
     np.multiply(kept, q.view(x.dtype), out=out)
-    if mode in ("toward_zero", "odd", "up", "down"):
-        _stop_at_max(out, x, fmt, mode)
+    if mode == "odd":  # finite overflows point toward zero: max (IEEE 754 sec. 7.4)
+        out[(out > fmt.max) & (out < np.inf)] = fmt.max
     out.view(uint)[...] |= x.view(uint) & sign
     finish(out, x, fmt, policy, nan_safe=True)
 
 
-def _stop_at_max(mag, x, fmt: FloatFormat, mode: str):
-    """Finite overflows of modes pointing toward zero give max, as IEEE 754 (sec. 7.4) says."""
-    over = (mag > fmt.max) & (mag < np.inf)
-    if mode == "up":
-        over &= np.signbit(x)
-    elif mode == "down":
-        over &= ~np.signbit(x)
-    mag[over] = fmt.max
+def _adder_carries(f, random: RandomSource):
+    """Whether a k-bit adder carries: ``floor(f * 2**k) + top_k(R) >= 2**k`` (f in [0, 1) exact).
 
-
-def _decide_away(f, random: RandomSource):
-    """Away from zero where ``U < f`` (f in [0, 1) exact), U's first 16 bits ``random.top16``.
-
-    Full bits: top16 below f's first 16 bits decides away, above them not; only top16 equal to
-    them with more of f to come (probability 2**-16) completes R and uses the 64-bit rule
-    (stochastic_away) on f, decomposed exactly. ``random_bits=k <= 16``: the k-bit adder,
-    exact in floating point. ``k > 16``: away iff ~R < T_k, which 16 bits decide the same way
-    with ~top16 in place of top16.
+    k <= 16: exact in floating point. k > 16: the carry is ``~R < T_k`` (T_k: f's first k bits
+    at the top of 64), which R's first 16 bits decide unless ~top16 equals f's first 16 bits
+    and f has more bits (probability 2**-16): then the whole word decides (stochastic_away).
     """
     k, top16 = random.random_bits, random.top16
-    if k is not None and k <= 16:
+    if k <= 16:
         return np.floor(f * f.dtype.type(2.0**k)) + (top16 >> np.uint16(16 - k)) >= f.dtype.type(2.0**k)
     f16 = f * f.dtype.type(65536.0)
     head = np.floor(f16)  # f's first 16 bits
-    u16 = (top16 if k is None else np.invert(top16)).astype(f.dtype)  # exact
+    u16 = np.invert(top16).astype(f.dtype)  # exact
     away = u16 < head
     tie = u16 == head
     if tie.any():
