@@ -330,6 +330,16 @@ def test_stochastic_equals_exact_reference_given_the_words(fmt, random_bits):
                     exact_stochastic(x32, fmt, words, random_bits), x32)
 
 
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.PCG64DXSM, np.random.Philox,
+                                           np.random.SFC64, np.random.MT19937])
+def test_random_words_are_the_generators_integers(bit_generator):
+    """The raw output lowprec reads for speed is the stream rng.integers gives (MT19937's raw
+    output is 32 bits wide, so lowprec asks it for integers)."""
+    ours = _fastpaths.random_uint64(np.random.Generator(bit_generator(5)), 1001)
+    theirs = np.random.Generator(bit_generator(5)).integers(0, 2**64 - 1, 1001, np.uint64, endpoint=True)
+    np.testing.assert_array_equal(ours, theirs)
+
+
 @pytest.mark.parametrize("name", ["fp16", "bf16", "e4m3", "e2m1"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("random_bits", [None, 4, 16])
