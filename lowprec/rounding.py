@@ -198,7 +198,7 @@ def _round_chunk(x, out, path, fmt: FloatFormat, mode: RoundingMode, policy, rng
     random = RandomSource.draw(rng, x.size, random_bits) if mode is RoundingMode.STOCHASTIC else None
     if work == x.dtype:
         flagged = path(x, out, fmt, mode.value, policy, random)
-    else:  # float32 values in float64 arithmetic (BF16, TF32); the results are float32 values
+    else:  # float32 values in float64 arithmetic (e.g. BF16 odd); the results are float32 values
         wide = np.empty(x.shape, work)
         flagged = path(x.astype(work), wide, fmt, mode.value, policy, random)
         out[...] = wide
