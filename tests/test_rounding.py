@@ -166,7 +166,8 @@ def test_fast_paths_equal_the_general_path_on_the_sample(mode):
             if _fastpaths.choose(x.dtype, fmt, mode)[0] is None:
                 continue
             words = seeded_words(21, x.size)
-            for overflow in [None, "saturate"]:
+            policies = ["saturate"] + ["inf"] * fmt.has_inf + ["nan"] * fmt.has_nan
+            for overflow in policies:
                 for random_bits in ([None, 1, 13, 16, 17, 64] if mode == "stochastic" else [None]):
                     fast = round_with_words(x, fmt, mode, words, overflow=overflow, random_bits=random_bits)
                     general = round_with_words(x, fmt, mode, words, overflow=overflow, random_bits=random_bits,
