@@ -622,14 +622,7 @@ def matmul(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest",
     """``a @ b`` (shapes as numpy.matmul) with an accumulation model."""
     a0, b0 = a, b
     a, b = _as_real(a, "a"), _as_real(b, "b")
-    if a.ndim == 0 or b.ndim == 0:
-        raise ValueError("matmul needs arrays of at least one dimension")
-    squeeze = [axis for axis, arr in ((-2, a), (-1, b)) if arr.ndim == 1]
-    a = a[None, :] if a.ndim == 1 else a
-    b = b[:, None] if b.ndim == 1 else b
-    if a.shape[-1] != b.shape[-2]:
-        raise ValueError(f"matmul: a has {a.shape[-1]} columns but b has {b.shape[-2]} rows")
-    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    a, b, squeeze, shape = tensorcore.matmul_operands(a, b)
     out = _product_reduction(a, b, a0, b0, _matmul_a, _matmul_b, a.shape[-1], shape, inputs,
                              accumulate, output, mode, order, block, rng, random_bits)
     return np.squeeze(out, axis=tuple(squeeze)) if squeeze else out

@@ -351,19 +351,26 @@ def dot(a, b, model: TensorCoreModel, c=None):
     return _accumulate(products, exponents, K, c, model, finite).reshape(lead)[()]
 
 
-def matmul(a, b, model: TensorCoreModel, c=None):
-    """``a @ b (+ c)`` on the modelled tensor core, shapes as numpy.matmul; float64 values in
-    model.result_format. Vectorised over the output; one pass per k, no m x k x n temporaries."""
-    a = _operand(a, model.inputs, "a", model.truncate_inputs)
-    b = _operand(b, model.b_format, "b", model.truncate_inputs)
+def matmul_operands(a, b):
+    """numpy.matmul's shape rules for two arrays: ``(a, b, squeeze, shape)``, with 1-D operands
+    made matrices, the result axes to squeeze away afterwards, and the result's shape."""
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError("matmul needs arrays of at least one dimension")
-    squeeze = [i for i, arr in ((-2, a), (-1, b)) if arr.ndim == 1]
+    squeeze = [axis for axis, arr in ((-2, a), (-1, b)) if arr.ndim == 1]
     a = a[None, :] if a.ndim == 1 else a
     b = b[:, None] if b.ndim == 1 else b
     if a.shape[-1] != b.shape[-2]:
         raise ValueError(f"matmul: a has {a.shape[-1]} columns but b has {b.shape[-2]} rows")
     shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    return a, b, squeeze, shape
+
+
+def matmul(a, b, model: TensorCoreModel, c=None):
+    """``a @ b (+ c)`` on the modelled tensor core, shapes as numpy.matmul; float64 values in
+    model.result_format. Vectorised over the output; one pass per k, no m x k x n temporaries."""
+    a = _operand(a, model.inputs, "a", model.truncate_inputs)
+    b = _operand(b, model.b_format, "b", model.truncate_inputs)
+    a, b, squeeze, shape = matmul_operands(a, b)
     ea, eb = _exponent(a, model.inputs), _exponent(b, model.b_format)
     aw, bw = a.astype(_work_dtype(model)), b.astype(_work_dtype(model))
     out = _accumulate(lambda k, out: np.multiply(aw[..., :, k, None], bw[..., None, k, :], out=out),

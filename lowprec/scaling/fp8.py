@@ -146,15 +146,27 @@ class DelayedScaling:
         return DelayedScalingState(self, role)
 
 
-class DelayedScalingState:
-    """One tensor's scale, scale_inv and amax history under :class:`DelayedScaling`."""
+class RecipeState:
+    """What every recipe's per-tensor handle holds: the recipe, the tensor's role and the format
+    that role casts to. Subclasses name their recipe class in ``recipe_type``."""
 
-    def __init__(self, recipe: DelayedScaling, role: str = "forward"):
-        if not isinstance(recipe, DelayedScaling):
-            raise TypeError(f"recipe must be a DelayedScaling, got {type(recipe).__name__}")
+    recipe_type: type = object
+
+    def __init__(self, recipe, role: str = "forward"):
+        if not isinstance(recipe, self.recipe_type):
+            raise TypeError(f"recipe must be of type {self.recipe_type.__name__}, got {type(recipe).__name__}")
         self.recipe = recipe
         self.role = role
         self.fmt = format_for(recipe.fp8_format, role)
+
+
+class DelayedScalingState(RecipeState):
+    """One tensor's scale, scale_inv and amax history under :class:`DelayedScaling`."""
+
+    recipe_type = DelayedScaling
+
+    def __init__(self, recipe: DelayedScaling, role: str = "forward"):
+        super().__init__(recipe, role)
         self.scale = np.float32(1.0)
         self.scale_inv = np.float32(1.0)
         self.amax_history = np.zeros(recipe.amax_history_len, np.float32)  # [0] is the current step
@@ -236,15 +248,10 @@ class CurrentScaling:
         return np.float32(scale)
 
 
-class CurrentScalingState:
+class CurrentScalingState(RecipeState):
     """Per-tensor handle for :class:`CurrentScaling` (it keeps no history)."""
 
-    def __init__(self, recipe: CurrentScaling, role: str = "forward"):
-        if not isinstance(recipe, CurrentScaling):
-            raise TypeError(f"recipe must be a CurrentScaling, got {type(recipe).__name__}")
-        self.recipe = recipe
-        self.role = role
-        self.fmt = format_for(recipe.fp8_format, role)
+    recipe_type = CurrentScaling
 
     def quantize(self, x, *, axis=None):
         """Cast ``x`` with the scale computed from ``x`` itself (``axis`` is ignored)."""

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..formats import E2M1, E2M3, E3M2, E4M3, E5M2, FloatFormat, as_format
-from .fp8 import (ROLES, CastRecord, amax_of, as_float32_array, cast_statistics, format_for,
-                  satfinite_cast)
+from .fp8 import (ROLES, CastRecord, RecipeState, amax_of, as_float32_array, cast_statistics,
+                  format_for, satfinite_cast)
 
 __all__ = ["MX_RULES", "MX_ELEMENTS", "MXBlockScaling", "MXState", "mx_quantize", "mx_scale_exponents"]
 
@@ -161,15 +161,10 @@ class MXBlockScaling:
         return MXState(self, role)
 
 
-class MXState:
+class MXState(RecipeState):
     """Per-tensor handle for :class:`MXBlockScaling` (it keeps no history)."""
 
-    def __init__(self, recipe: MXBlockScaling, role: str = "forward"):
-        if not isinstance(recipe, MXBlockScaling):
-            raise TypeError(f"recipe must be an MXBlockScaling, got {type(recipe).__name__}")
-        self.recipe = recipe
-        self.role = role
-        self.fmt = format_for(recipe.fp8_format, role)
+    recipe_type = MXBlockScaling
 
     def quantize(self, x, *, axis=None):
         """Block-scale ``x`` along ``axis`` (default: the recipe's)."""
