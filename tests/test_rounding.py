@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 from exact import round_exact
-from versions import ML_DTYPES_E8M0_SUBNORMAL_QUIRK, ML_DTYPES_ROUNDS_FLOAT64_TWICE
+from versions import ML_DTYPES_E8M0_SUBNORMAL_QUIRK, ML_DTYPES_E8M0_TIES, ML_DTYPES_ROUNDS_FLOAT64_TWICE
 
 import lowprec
 from lowprec import _fastpaths, rounding
@@ -113,23 +113,26 @@ def test_float64_input_of_float32_values_equals_twin(name):
 
 
 def test_e8m0_against_ml_dtypes():
-    """ml_dtypes rounds E8M0 ties up (our nearest_away); ours ties to the even code, as gfloat.
+    """ml_dtypes >= 0.5.1 rounds E8M0 ties up (our nearest_away), 0.5.0 to the even code (our
+    nearest, as gfloat); lowprec's nearest ties to the even code.
 
-    One more difference before ml_dtypes 0.7: for float32 subnormal inputs in
-    (2**-127, 1.5 * 2**-127) it returned 2**-126 although 2**-127 is nearer; 0.7 gives 2**-127.
+    One more difference before ml_dtypes 0.7: float32 subnormal inputs in (2**-127, 1.5 * 2**-127]
+    went to 2**-126 although 2**-127 is nearer (or, at the tie, has the even code); 0.7 gives
+    2**-127 below the tie.
     """
     x = structured_float32(lowprec.E8M0)
     x = x[~np.isnan(x)]
     subnormals = (np.arange(0x00380000, 0x00680000, 997, dtype=np.uint32)).view(np.float32)  # near 2**-127
     x = np.concatenate([x, subnormals])
     theirs = twin_cast(x, ml_dtypes.float8_e8m0fnu)
-    away = lowprec.round(x, "e8m0", "nearest_away")
-    quirk = (x > 2.0**-127) & (x < 1.5 * 2.0**-127)
-    assert quirk.sum() > 100 and np.all(away[quirk] == 2.0**-127)
+    ours = lowprec.round(x, "e8m0", ML_DTYPES_E8M0_TIES)
+    below_tie = (x > 2.0**-127) & (x < 1.5 * 2.0**-127)
+    assert below_tie.sum() > 100 and np.all(ours[below_tie] == 2.0**-127)
     if ML_DTYPES_E8M0_SUBNORMAL_QUIRK:  # ml_dtypes < 0.7
+        quirk = (x > 2.0**-127) & (x <= 1.5 * 2.0**-127)
         assert np.all(theirs[quirk] == 2.0**-126)
-        x, away, theirs = x[~quirk], away[~quirk], theirs[~quirk]
-    assert_same(away, theirs, x)
+        x, ours, theirs = x[~quirk], ours[~quirk], theirs[~quirk]
+    assert_same(ours, theirs, x)
     even = lowprec.round(np.array([3.0, 6.0, 12.0, 0.75, 1.5]), "e8m0")
     np.testing.assert_array_equal(even, [2.0, 8.0, 8.0, 0.5, 2.0])  # the exponent field even
     gfloat = pytest.importorskip("gfloat")

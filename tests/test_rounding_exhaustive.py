@@ -2,7 +2,7 @@
 
 * lowprec.round equals ml_dtypes (and NumPy's float16) on every float32 input, given as float32
   and as float64 (the nearest-even fast paths of both dtypes);
-* E8M0 equals ml_dtypes' ties-up rounding (our nearest_away), except a quirk of ml_dtypes < 0.7;
+* E8M0 equals ml_dtypes' rounding (ties: see versions.py), except a quirk of ml_dtypes < 0.7;
 * each fast path equals the general path, the specification, bit for bit: nearest for TF32
   (no outside twin), and the other modes for a format per fast path, dtype and special-value
   style; stochastic rounding with both paths fed the same random words.
@@ -19,7 +19,7 @@ from multiprocessing import get_context
 import ml_dtypes
 import numpy as np
 import pytest
-from versions import ML_DTYPES_E8M0_SUBNORMAL_QUIRK
+from versions import ML_DTYPES_E8M0_SUBNORMAL_QUIRK, ML_DTYPES_E8M0_TIES
 
 import lowprec
 from lowprec import _fastpaths, rounding
@@ -62,10 +62,10 @@ def check_twin(name, x):
         x = x[~np.isnan(x)]  # lowprec refuses NaN there (tested in test_rounding)
     with np.errstate(all="ignore"):
         theirs = x.astype(TWINS[name]).astype(np.float32)
-    mode = "nearest_away" if name == "e8m0" else "nearest"
+    mode = ML_DTYPES_E8M0_TIES if name == "e8m0" else "nearest"
     if name == "e8m0" and ML_DTYPES_E8M0_SUBNORMAL_QUIRK:
-        # ml_dtypes < 0.7: float32 subnormals in (2**-127, 1.5 * 2**-127) go to 2**-126
-        quirk = (x > 2.0**-127) & (x < 1.5 * 2.0**-127)
+        # ml_dtypes < 0.7: float32 subnormals in (2**-127, 1.5 * 2**-127] go to 2**-126
+        quirk = (x > 2.0**-127) & (x <= 1.5 * 2.0**-127)
         assert np.all(theirs[quirk] == 2.0**-126)
         x, theirs = x[~quirk], theirs[~quirk]
     count32, examples32 = mismatches(lowprec.round(x, fmt, mode), theirs, x)

@@ -20,6 +20,12 @@ ML_DTYPES = version_tuple(ml_dtypes.__version__)
 # (measured with ml_dtypes 0.5.0, 0.6.0 and 0.7.0).
 ML_DTYPES_ROUNDS_FLOAT64_TWICE = ML_DTYPES < (0, 7)
 
-# ml_dtypes before 0.7 send float32 subnormals in (2**-127, 1.5 * 2**-127) to 2**-126 in
-# float8_e8m0fnu, although 2**-127 is nearer; 0.7.0 gives 2**-127.
+# ml_dtypes before 0.7 send float32 subnormals in (2**-127, 1.5 * 2**-127] to 2**-126 in
+# float8_e8m0fnu, although 2**-127 is nearer (or, at the tie, has the even code); 0.7.0 gives
+# 2**-127 below the tie.
 ML_DTYPES_E8M0_SUBNORMAL_QUIRK = ML_DTYPES < (0, 7)
+
+# How ml_dtypes' float8_e8m0fnu cast breaks a tie between two powers of two (3.0: 2 or 4?), in
+# lowprec's words: 0.5.0 ties to the even exponent field (2.0, as lowprec's "nearest" and
+# gfloat); 0.5.1 and later round ties up (4.0, lowprec's "nearest_away").
+ML_DTYPES_E8M0_TIES = "nearest" if ML_DTYPES < (0, 5, 1) else "nearest_away"
