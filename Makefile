@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # One BLAS thread: on a 2-core machine the test modules and benchmarks run faster and steadier.
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: demo test test-exhaustive test-torch figures bench clean
+.PHONY: demo test test-exhaustive test-torch test-oldest figures bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The demo's figures go to build/figures (ignored by git): the committed figures/ stay as they
+# are, whatever matplotlib draws on this machine. `make figures` rewrites the committed ones.
 demo: $(VENV)/.installed
-	$(PY) -m lowprec demo
+	$(PY) -m lowprec demo --out build/figures
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
@@ -24,16 +26,31 @@ test: $(VENV)/.installed
 test-exhaustive: $(VENV)/.installed
 	$(PY) -m pytest -q -m exhaustive
 
+# The fast suite on the oldest releases pyproject.toml allows (numpy, ml_dtypes, matplotlib:
+# .ci/oldest-constraints.txt), in a venv of their own; Python 3.10 where `python3.10` runs.
+OLDEST_VENV := .venv-oldest
+OLDEST_PYTHON ?= $(shell python3.10 -c '' 2>/dev/null && echo python3.10 || echo $(PYTHON))
+$(OLDEST_VENV)/.installed: pyproject.toml .ci/oldest-constraints.txt
+	rm -rf $(OLDEST_VENV)
+	$(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -c .ci/oldest-constraints.txt -e '.[test]'
+	touch $@
+
+test-oldest: $(OLDEST_VENV)/.installed
+	$(OLDEST_VENV)/bin/python -m pip list 2>/dev/null | grep -iE '^(numpy|ml.dtypes|matplotlib) '
+	$(OLDEST_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
 # Optional cross-checks against PyTorch's CPU build.
 test-torch: $(VENV)/.installed
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pytest -q -m torch
 
 figures: $(VENV)/.installed
-	$(PY) -m lowprec figures
+	$(PY) -m lowprec figures --out figures
 
 bench: $(VENV)/.installed
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(OLDEST_VENV) build *.egg-info
