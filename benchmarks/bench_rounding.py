@@ -4,7 +4,7 @@
 
 The array: float32, uniform significands, exponents -30..+20, both signs (so every target sees
 normal, subnormal, underflowing and overflowing values). Prints elements per second of each
-side, the ratio, the goal from the design issue, and the peak memory of one lowprec.round call
+side, the ratio, the project's goal for it, and the peak memory of one lowprec.round call
 in units of the input's size (tracemalloc; the output itself counts as one).
 """
 from __future__ import annotations
@@ -93,7 +93,7 @@ def main(argv=None):
         ("e4m3 down", ours("e4m3", "down"), "gfloat TowardNegative", gfloat_round("e4m3", "TowardNegative"), 20.0),
         ("fp16 stochastic", ours("fp16", "stochastic"), "gfloat Stochastic (16 bits)", gfloat_round("fp16", "Stochastic"),
          20.0),
-        # The same values as float64: the issue sets its goals on the float32 array; these
+        # The same values as float64: the goals are set on the float32 array; these
         # rows are for users who round float64 data (no goal, no verdict).
         ("fp16 nearest, float64 in", ours("fp16"), "gfloat round_ndarray, float64 in", gfloat_round("fp16"), None),
         ("fp16 toward_zero, float64 in", ours("fp16", "toward_zero"), "gfloat TowardZero, float64 in",

@@ -117,7 +117,7 @@ def test_probe_report_names_the_model_a_stand_in_device_runs():
 
 def test_published_probe_results_in_the_models():
     """1*1 - (1 - 2^-24): 2^-23 on V100, 2^-24 on A100 and H100, 2^-13 on H100 FP8
-    (Fasi et al. 2021; MMA-Sim, shared/reference/tensor-cores.md)."""
+    (Fasi et al. 2021, sec. 4; MMA-Sim, arXiv:2511.10909, mmasim/simulator/nv_ptx.py)."""
     from lowprec.gpu.probe import SimulatedBackend, presets_for, probe_instruction
 
     expected = {("f16.f32", "V100_FP16"): 2.0**-23, ("f16.f32", "A100_FP16"): 2.0**-24,

@@ -8,7 +8,7 @@ def test_public_names():
 
 
 def test_double_rounding_trap_bf16():
-    # ml_dtypes goes through float32 and gets 1.0 (shared/reference/formats-and-rounding.md (d))
+    # float32 turns it into an exact bf16 tie (1 + 2**-8); rounded once it is 1 + 2**-7
     x = 1 + 2.0**-8 + 2.0**-30
     assert lowprec.round(x, "bf16") == 1.0078125
 

@@ -93,7 +93,7 @@ def format_report(report: dict) -> str:
             lines.append(f"  {name:9s} K={result['k']:3d}  self-check {check}; best: {result['best_match']}; {shares}")
         if name.startswith(("e4m3", "e5m2")):
             lines.append("            note: on sm_90 FP8 mma.sync is emulated (FP16 HMMAs plus an FADD of C, "
-                         "shared/reference/tensor-cores.md);\n            the FP8 presets model wgmma, so "
+                         "MMA-Sim, arXiv:2511.10909, mmasim/simulator/nv_ptx.py);\n            the FP8 presets model wgmma, so "
                          "they need not match mma.sync there")
     if report.get("cublas"):
         lines += ["", f"cuBLAS against {report['cublas']['model']} (share bit-identical):"]

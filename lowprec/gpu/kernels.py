@@ -4,8 +4,7 @@ Each kernel runs one warp per tile and computes ``D = A @ B + C`` for a 16 x K b
 with a chain of ``mma.sync`` instructions (K / k_instr of them), the accumulator staying in
 registers between instructions, so both a single instruction (K = k_instr) and chained
 accumulation can be probed. Inputs travel as raw bits (uint16 / uint8 / uint32), so no CUDA
-half/bfloat16/fp8 headers are needed (header pitfalls: cupy #8146, #8466, #9962 in
-shared/reference/tensor-cores.md).
+half/bfloat16/fp8 headers are needed (header pitfalls: CuPy issues #8146, #8466, #9962).
 
 Fragment layout (PTX ISA, "Matrix Fragments for mma.m16n8k8 / m16n8k16 / m16n8k32"): with
 ``g = lane >> 2`` and ``t = lane & 3``, and ``w`` elements per 32-bit register (1 for tf32, 2

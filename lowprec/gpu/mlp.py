@@ -4,7 +4,8 @@ A :class:`DeviceCaster` replaces the training step's :class:`~lowprec.nn.cast.Ca
 roundings use the GPU's own conversions where one exists (``float32 -> float16`` is
 ``cvt.rn.f16.f32``, round to nearest even) and its matrix products run on tensor cores through
 cuBLAS ``gemmEx`` with 16-bit inputs, FP32 output and ``CUBLAS_COMPUTE_32F``
-(shared/reference/tensor-cores.md, "CuPy"). Everything else is the same model code, run on
+(CuPy's ``cupy/_core/_routines_linalg.pyx``: 2-D float16 matmul calls ``cublasGemmEx`` with
+``CUBLAS_COMPUTE_32F``). Everything else is the same model code, run on
 CuPy arrays.
 
 :func:`compare_training` runs the simulator and the device in lock step: before each step the

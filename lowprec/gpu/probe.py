@@ -65,8 +65,9 @@ def probe_set(instr: MmaInstruction, chained: int = 1, random_tiles: int = 64, s
         exact.append(a @ b + c)  # integers far below 2**24: float64 is exact
 
     eps = 2.0 ** -24
-    # Probe vectors after Fasi, Higham, Mikaitis & Pranesh (2021) and the MMA-Sim probes quoted
-    # in shared/reference/tensor-cores.md (values chosen representable in every input format).
+    # Probe vectors after Fasi, Higham, Mikaitis & Pranesh, "Numerical behavior of NVIDIA tensor
+    # cores", PeerJ CS 7:e330 (2021), sec. 4, and MMA-Sim (Xie et al., arXiv:2511.10909)
+    # (values chosen representable in every input format).
     probes = {
         # 1*1 - (1 - 2^-24): 2^-23 with no extra alignment bit (V100), 2^-24 with one (A100, H100)
         "d1_extra_bit": ({0: (1.0, 1.0)}, -(1 - eps)),
