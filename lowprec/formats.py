@@ -8,6 +8,7 @@ and subnormals. The derived quantities are properties named like ``numpy.finfo``
 Special-value styles (``specials``):
 
 * ``"ieee"``   all-ones exponent holds inf (mantissa 0) and NaN (anything else): FP32, FP16, E5M2.
+               Without mantissa bits (E5M0) that is inf alone: no NaN.
 * ``"fn"``     finite, NaN only: all-ones exponent *and* all-ones mantissa is NaN, no inf
                (OCP E4M3 = ml_dtypes ``float8_e4m3fn``: ``0x7F  # S.1111.111 = NaN``).
 * ``"fnuz"``   finite, NaN at the negative-zero code ``0x80``, no -0 (``float8_e4m3fnuz``).
@@ -81,7 +82,8 @@ class FloatFormat:
 
     @property
     def has_nan(self) -> bool:
-        return self.specials != "finite"
+        # IEEE tells NaN from inf by a nonzero mantissa: without mantissa bits there is no NaN
+        return self.specials != "finite" and not (self.specials == "ieee" and self.mantissa_bits == 0)
 
     @property
     def has_negative_zero(self) -> bool:
