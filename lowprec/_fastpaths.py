@@ -18,7 +18,8 @@ something (the flagged indices, or None). The last section holds the exact stoch
 rule (U < f, or a k-bit adder), which the general path uses as well. The general path in
 rounding.py is the specification: tests check each fast path equal to it, and to ml_dtypes, on
 every float32 input (tests marked ``exhaustive``). Formats without mantissa bits, unsigned
-formats and formats without zero (E8M0) always take the general path.
+formats and formats without zero (E8M0) always take the general path, and the pattern paths
+skip formats whose smallest normal is 4 or more (emin > 1, no preset).
 
 Speed notes (measured, benchmarks/bench_rounding.py): NumPy's masked operations (``where=``,
 ``np.where``, ``np.putmask``) on a random mask cost 40x a plain pass, np.maximum/np.minimum with

@@ -24,8 +24,9 @@ import numpy as np
 SPECIALS = ("ieee", "fn", "fnuz", "finite")
 
 # The overflow policy a format uses unless the caller asks for another. IEEE-like formats go to
-# infinity; fn/fnuz formats to NaN, as ml_dtypes does (shared/reference/formats-and-rounding.md,
-# (b)1); the MX element formats saturate (OCP MX v1.0, sec. 5.3, and ml_dtypes' fp4/fp6 types).
+# infinity; fn/fnuz formats to NaN, as ml_dtypes does (its converter, ConvertImpl in
+# ml_dtypes/include/float8.h, sends overflow to infinity(), which in e4m3fn is the NaN 0x7F);
+# the MX element formats saturate (OCP MX v1.0, sec. 5.3, and ml_dtypes' fp4/fp6 types).
 _DEFAULT_OVERFLOW = {"ieee": "inf", "fn": "nan", "fnuz": "nan", "finite": "saturate"}
 
 

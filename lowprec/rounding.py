@@ -2,8 +2,8 @@
 
 One function, :func:`round`, does it. It works on the exact binary value of each input: a
 float64 input is rounded straight to the target (never through float32 first, which is where
-ml_dtypes double-rounds; shared/reference/formats-and-rounding.md (b)2), and a float32 input is
-taken exactly as it is.
+ml_dtypes before 0.7 double-rounds: its array casts go through float32, ml_dtypes/_src/floats.cc),
+and a float32 input is taken exactly as it is.
 
 How the general path works, for one magnitude ``|x| = sig * 2**lb`` (``sig`` the float64
 significand as an integer, ``lb`` the weight of its lowest bit):
