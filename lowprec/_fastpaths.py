@@ -18,7 +18,8 @@ something (the flagged indices, or None). The last section holds the exact stoch
 rule (U < f, or a k-bit adder), which the general path uses as well. The general path in
 rounding.py is the specification: tests check each fast path equal to it, and to ml_dtypes, on
 every float32 input (tests marked ``exhaustive``). Formats without mantissa bits, unsigned
-formats and formats without zero (E8M0) always take the general path.
+formats and formats without zero (E8M0) always take the general path, and the pattern paths
+skip formats whose smallest normal is 4 or more (emin > 1, no preset).
 
 Speed notes (measured, benchmarks/bench_rounding.py): NumPy's masked operations (``where=``,
 ``np.where``, ``np.putmask``) on a random mask cost 40x a plain pass, np.maximum/np.minimum with
@@ -97,12 +98,13 @@ def _same_range(fmt: FloatFormat) -> bool:
 
 def _pattern_applies(dtype, fmt: FloatFormat, random_bits) -> bool:
     # The format's values are the dtype's, and its emin at or above the dtype's: scaling by
-    # 2**(1 - bias - emin) <= 1 puts its subnormals onto the dtype's (see stochastic_by_pattern).
+    # 2**(1 - bias - emin) <= 1 puts its subnormals onto the dtype's (see stochastic_by_pattern);
+    # emin <= 1 keeps the way back, 2**(bias + emin - 1), finite.
     # A k-bit adder takes this path where R's top min(k, p - m) bits are among the 16 drawn,
     # and, where x is scaled, f's first k bits are among the p - m the pattern keeps.
     _, p, bias = _LAYOUT[dtype]
     m = fmt.mantissa_bits
-    fits = m <= p and fmt.emin >= 1 - bias and fmt.emax <= bias
+    fits = m <= p and 1 - bias <= fmt.emin <= 1 and fmt.emax <= bias
     if random_bits is None:
         return fits
     unscaled = fmt.emin == 1 - bias
@@ -427,7 +429,7 @@ def _overflow_scale(fmt: FloatFormat, dtype):
     """A constant c of ``dtype`` with ``max * c`` finite and ``(max + ulp(max)) * c`` infinite
     (the multiplication rounding to nearest), or None where no constant separates them safely."""
     _, p, bias = _LAYOUT[np.dtype(dtype)]
-    if fmt.mantissa_bits > p - 4:
+    if fmt.mantissa_bits > p - 4 or fmt.emax < 0:  # max < 1: c would exceed the dtype's range
         return None
     top = fmt.max + 2.0 ** (fmt.emax - fmt.mantissa_bits)  # the first value past max
     with np.errstate(all="ignore"):

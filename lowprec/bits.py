@@ -7,9 +7,13 @@ fn: ``0x7F  # S.1111.111`` in E4M3; fnuz: ``0x80``; E8M0: ``0xFF``), as ml_dtype
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
+from . import formats
 from .formats import FloatFormat, as_format
+from .rounding import _as_float_array
 from .rounding import round as _round
 
 __all__ = ["encode", "decode", "code_dtype", "to_ml_dtypes", "from_ml_dtypes", "all_values",
@@ -19,21 +23,25 @@ CLASSES = ("zero", "subnormal", "normal", "inf", "nan")
 
 
 def code_dtype(fmt) -> np.dtype:
-    """The smallest unsigned integer dtype that holds the format's codes."""
+    """The smallest unsigned integer dtype that holds the format's codes (up to 64 bits)."""
     bits = as_format(fmt).bits
-    return np.dtype(np.uint8 if bits <= 8 else np.uint16 if bits <= 16 else np.uint32)
+    return next(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64) if 8 * np.dtype(t).itemsize >= bits)
+
+
+def _sign_bit(fmt: FloatFormat, negative):
+    """The sign bit of each code (uint64: in a 64-bit format it is bit 63)."""
+    return negative.astype(np.uint64) << np.uint64(fmt.exponent_bits + fmt.mantissa_bits)
 
 
 def _nan_code(fmt: FloatFormat, negative):
     e, m = fmt.exponent_bits, fmt.mantissa_bits
     if fmt.specials == "fnuz":
-        return np.full(negative.shape, 1 << (fmt.bits - 1), np.int64)
+        return np.full(negative.shape, 1 << (fmt.bits - 1), np.uint64)
     if fmt.specials == "fn":
         body = (1 << (e + m)) - 1
-    else:  # ieee: quiet NaN
+    else:  # ieee: quiet NaN (has_nan needs a mantissa bit)
         body = (((1 << e) - 1) << m) | (1 << (m - 1))
-    sign = negative.astype(np.int64) << (e + m) if fmt.signed else 0
-    return body | sign
+    return np.uint64(body) | _sign_bit(fmt, negative) if fmt.signed else np.full(negative.shape, body, np.uint64)
 
 
 def encode(x, fmt, **round_kwargs) -> np.ndarray:
@@ -51,12 +59,13 @@ def encode(x, fmt, **round_kwargs) -> np.ndarray:
     quantum = np.ldexp(1.0, unbiased - m)
     fraction = np.where(np.isfinite(a), a / quantum, 0).astype(np.int64)  # exact: a is on the grid
     mantissa = np.where(subnormal & fmt.has_zero, fraction, fraction - (1 << m))
-    code = (field.astype(np.int64) << m) | mantissa
+    code = (field.astype(np.int64) << m) | mantissa  # below 2**63: exponent and mantissa fields
     code = np.where(a == 0, 0, code)
     if fmt.has_inf:
         code = np.where(np.isinf(a), ((1 << e) - 1) << m, code)
+    code = code.astype(np.uint64)
     if fmt.signed:
-        code = code | (negative.astype(np.int64) << (e + m))
+        code |= _sign_bit(fmt, negative)
     if fmt.has_nan:
         code = np.where(np.isnan(v), _nan_code(fmt, negative), code)
     return code.astype(code_dtype(fmt))[()]
@@ -68,13 +77,13 @@ def decode(codes, fmt) -> np.ndarray:
     c = np.asarray(codes)
     if c.dtype.kind not in "iu":
         raise TypeError(f"decode expects integer codes, got dtype {c.dtype}")
-    if c.size and (c.min() < 0 or c.max() >= 1 << fmt.bits):
+    if c.size and (int(c.min()) < 0 or int(c.max()) >= 1 << fmt.bits):  # (Python ints: 64-bit formats)
         raise ValueError(f"codes out of range for {fmt.name}: must be in 0..{(1 << fmt.bits) - 1}")
-    c = c.astype(np.int64)
+    c = c.astype(np.uint64)
     e, m = fmt.exponent_bits, fmt.mantissa_bits
-    field = (c >> m) & ((1 << e) - 1)
-    mantissa = c & ((1 << m) - 1)
-    negative = ((c >> (e + m)) & 1).astype(bool) if fmt.signed else np.zeros(c.shape, bool)
+    field = ((c >> np.uint64(m)) & np.uint64((1 << e) - 1)).astype(np.int64)
+    mantissa = (c & np.uint64((1 << m) - 1)).astype(np.int64)
+    negative = (c >> np.uint64(e + m)).astype(bool) if fmt.signed else np.zeros(c.shape, bool)
     if fmt.has_zero:
         subnormal = field == 0
         significand = np.where(subnormal, mantissa, mantissa + (1 << m)).astype(np.float64)
@@ -82,7 +91,8 @@ def decode(codes, fmt) -> np.ndarray:
     else:
         significand = (mantissa + (1 << m)).astype(np.float64)
         exponent = field - fmt.bias - m
-    value = np.ldexp(significand, exponent)
+    with np.errstate(over="ignore"):  # the all-ones field of an 11-bit exponent; replaced below
+        value = np.ldexp(significand, exponent)
     top = field == (1 << e) - 1
     if fmt.specials == "ieee":
         value = np.where(top, np.where(mantissa == 0, np.inf, np.nan), value)
@@ -94,17 +104,21 @@ def decode(codes, fmt) -> np.ndarray:
 
 
 def _ml_dtype(fmt: FloatFormat):
+    """The dtype whose values and codes are exactly fmt's: chosen by the defining fields, not the
+    name (FloatFormat("e4m3", 4, 3) is IEEE-style, max 240 and inf, not float8_e4m3fn)."""
     import ml_dtypes
 
-    names = {"fp32": np.float32, "fp16": np.float16, "bf16": ml_dtypes.bfloat16,
-             "e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2,
-             "e4m3fnuz": ml_dtypes.float8_e4m3fnuz, "e5m2fnuz": ml_dtypes.float8_e5m2fnuz,
-             "e3m2": ml_dtypes.float6_e3m2fn, "e2m3": ml_dtypes.float6_e2m3fn,
-             "e2m1": ml_dtypes.float4_e2m1fn, "e8m0": ml_dtypes.float8_e8m0fnu}
-    if fmt.name not in names:
-        raise ValueError(f"format {fmt.name} has no NumPy/ml_dtypes dtype; dtypes exist for "
-                         f"{', '.join(names)}")
-    return np.dtype(names[fmt.name])
+    twins = {formats.FP32: np.float32, formats.FP16: np.float16, formats.BF16: ml_dtypes.bfloat16,
+             formats.E4M3: ml_dtypes.float8_e4m3fn, formats.E5M2: ml_dtypes.float8_e5m2,
+             formats.E4M3FNUZ: ml_dtypes.float8_e4m3fnuz, formats.E5M2FNUZ: ml_dtypes.float8_e5m2fnuz,
+             formats.E3M2: ml_dtypes.float6_e3m2fn, formats.E2M3: ml_dtypes.float6_e2m3fn,
+             formats.E2M1: ml_dtypes.float4_e2m1fn, formats.E8M0: ml_dtypes.float8_e8m0fnu}
+    fields = dataclasses.replace(fmt, name="")
+    for preset, dtype in twins.items():
+        if dataclasses.replace(preset, name="") == fields:
+            return np.dtype(dtype)
+    raise ValueError(f"format {fmt.name} has no NumPy/ml_dtypes dtype: none has its defining fields "
+                     f"({fmt!r}); dtypes exist for the formats {', '.join(p.name for p in twins)}")
 
 
 def to_ml_dtypes(x, fmt, **round_kwargs) -> np.ndarray:
@@ -125,6 +139,8 @@ def from_ml_dtypes(arr) -> np.ndarray:
     """The exact float64 values of an ml_dtypes / float16 / float32 array."""
     arr = np.asarray(arr)
     fmt = as_format(arr.dtype)
+    if not arr.dtype.isnative:  # big-endian float32/float16: the codes are the native bytes
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     codes = arr.view(f"u{arr.dtype.itemsize}")
     return decode(codes, fmt)
 
@@ -144,7 +160,7 @@ def ulp(x, fmt) -> np.ndarray:
     ``np.spacing`` except at ``max``, where NumPy gives inf (the distance to the next value up).
     """
     fmt = as_format(fmt)
-    a = np.abs(np.asarray(x, np.float64))
+    a = np.abs(_as_float_array(x).astype(np.float64, copy=False))
     _, exp = np.frexp(a)
     q = np.ldexp(1.0, np.maximum(exp - 1, fmt.emin) - fmt.mantissa_bits)
     q = np.where(a == 0, fmt.smallest_subnormal, q)
@@ -153,7 +169,7 @@ def ulp(x, fmt) -> np.ndarray:
 
 def _step(x, fmt: FloatFormat, up: bool):
     """The neighbour of each value in the direction ``up`` (see next_up)."""
-    x = np.asarray(x, np.float64)
+    x = _as_float_array(x).astype(np.float64, copy=False)
     v = np.asarray(_round(x, fmt, "up" if up else "down"), np.float64)
     moved = v != x  # x was not representable: the directed rounding already is the neighbour
     a = np.abs(v)

@@ -8,6 +8,7 @@ and subnormals. The derived quantities are properties named like ``numpy.finfo``
 Special-value styles (``specials``):
 
 * ``"ieee"``   all-ones exponent holds inf (mantissa 0) and NaN (anything else): FP32, FP16, E5M2.
+               Without mantissa bits (E5M0) that is inf alone: no NaN.
 * ``"fn"``     finite, NaN only: all-ones exponent *and* all-ones mantissa is NaN, no inf
                (OCP E4M3 = ml_dtypes ``float8_e4m3fn``: ``0x7F  # S.1111.111 = NaN``).
 * ``"fnuz"``   finite, NaN at the negative-zero code ``0x80``, no -0 (``float8_e4m3fnuz``).
@@ -23,8 +24,9 @@ import numpy as np
 SPECIALS = ("ieee", "fn", "fnuz", "finite")
 
 # The overflow policy a format uses unless the caller asks for another. IEEE-like formats go to
-# infinity; fn/fnuz formats to NaN, as ml_dtypes does (shared/reference/formats-and-rounding.md,
-# (b)1); the MX element formats saturate (OCP MX v1.0, sec. 5.3, and ml_dtypes' fp4/fp6 types).
+# infinity; fn/fnuz formats to NaN, as ml_dtypes does (its converter, ConvertImpl in
+# ml_dtypes/include/float8.h, sends overflow to infinity(), which in e4m3fn is the NaN 0x7F);
+# the MX element formats saturate (OCP MX v1.0, sec. 5.3, and ml_dtypes' fp4/fp6 types).
 _DEFAULT_OVERFLOW = {"ieee": "inf", "fn": "nan", "fnuz": "nan", "finite": "saturate"}
 
 
@@ -81,7 +83,8 @@ class FloatFormat:
 
     @property
     def has_nan(self) -> bool:
-        return self.specials != "finite"
+        # IEEE tells NaN from inf by a nonzero mantissa: without mantissa bits there is no NaN
+        return self.specials != "finite" and not (self.specials == "ieee" and self.mantissa_bits == 0)
 
     @property
     def has_negative_zero(self) -> bool:

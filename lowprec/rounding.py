@@ -2,8 +2,8 @@
 
 One function, :func:`round`, does it. It works on the exact binary value of each input: a
 float64 input is rounded straight to the target (never through float32 first, which is where
-ml_dtypes double-rounds; shared/reference/formats-and-rounding.md (b)2), and a float32 input is
-taken exactly as it is.
+ml_dtypes before 0.7 double-rounds: its array casts go through float32, ml_dtypes/_src/floats.cc),
+and a float32 input is taken exactly as it is.
 
 How the general path works, for one magnitude ``|x| = sig * 2**lb`` (``sig`` the float64
 significand as an integer, ``lb`` the weight of its lowest bit):
@@ -79,11 +79,19 @@ def _overflow_policy(fmt: FloatFormat, overflow) -> str:
 
 
 def _as_float_array(x):
-    """The input as a float32 or float64 array (never a copy we later write into the input)."""
+    """The input's values, exactly, as a native float32 or float64 array (never a copy we later
+    write into the input)."""
     arr = np.asarray(x)
     kind = arr.dtype.kind
-    if kind == "f" and arr.dtype in (np.float32, np.float64):
-        return arr
+    if kind == "f":
+        nmant = np.finfo(arr.dtype).nmant
+        if nmant > 52:  # x86 80-bit or double-double longdouble
+            raise TypeError(f"cannot round dtype {arr.dtype} exactly: its {nmant + 1}-bit significands "
+                            "are wider than float64's, from which lowprec rounds; pass x.astype(np.float64) "
+                            "to round through float64 first")
+        # float32 stays float32 in either byte order; float16 (and a float64-sized longdouble)
+        # widen exactly
+        return arr.astype(np.float32 if nmant == 23 else np.float64, copy=False)
     if kind == "c":
         raise TypeError(f"cannot round complex input (dtype {arr.dtype}); round .real and .imag separately")
     if kind == "b":
@@ -107,6 +115,8 @@ def _is_float_format_dtype(dtype) -> bool:
 
 
 def _check_random_args(mode: RoundingMode, rng, random_bits):
+    """Validate ``rng`` and ``random_bits``; return random_bits as a Python int (or None), so that
+    a NumPy integer does not overflow the 64-bit mask arithmetic."""
     if mode is RoundingMode.STOCHASTIC:
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"mode='stochastic' needs rng=np.random.Generator, got {type(rng).__name__}")
@@ -115,11 +125,13 @@ def _check_random_args(mode: RoundingMode, rng, random_bits):
             or not 1 <= random_bits <= 64
         ):
             raise ValueError(f"random_bits must be an int in 1..64 or None, got {random_bits!r}")
+        return None if random_bits is None else int(random_bits)
     else:
         if random_bits is not None:
             raise ValueError(f"random_bits only applies to mode='stochastic', not {mode.value!r}")
         if rng is not None and not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a np.random.Generator, got {type(rng).__name__}")
+        return None
 
 
 def round(x, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
@@ -128,9 +140,10 @@ def round(x, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, r
     Parameters
     ----------
     x : array_like of real numbers. float32 in gives float32 out (when every value of the
-        format is a float32), float64 in gives float64 out; anything else (Python numbers,
-        lists, integers, float16 and ml_dtypes arrays) is converted to float64 first (exactly,
-        or a ValueError). ``x`` itself is never modified.
+        format is a float32), float64 in gives float64 out, in native byte order; anything else
+        (Python numbers, lists, integers, float16 and ml_dtypes arrays) is converted to float64
+        first (exactly, or a ValueError). A longdouble wider than float64 (x86 Linux) is a
+        TypeError: it cannot be taken exactly. ``x`` itself is never modified.
     fmt : FloatFormat or a name such as ``"fp16"``, ``"bf16"``, ``"float8_e4m3fn"``.
     mode : one of :class:`RoundingMode` (or its string value).
     overflow : ``"inf"``, ``"nan"`` or ``"saturate"``; ``None`` takes ``fmt.default_overflow``.
@@ -151,7 +164,7 @@ def round(x, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, r
     policy = _overflow_policy(fmt, overflow)
     if not isinstance(subnormals, (bool, np.bool_)):
         raise TypeError(f"subnormals must be True or False, got {subnormals!r}")
-    _check_random_args(mode, rng, random_bits)
+    random_bits = _check_random_args(mode, rng, random_bits)
 
     arr = _as_float_array(x)
     out_dtype = np.float32 if arr.dtype == np.float32 and fmt.fits_float32 else np.float64

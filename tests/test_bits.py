@@ -15,7 +15,9 @@ TWINS = {
     "e2m3": ml_dtypes.float6_e2m3fn, "e2m1": ml_dtypes.float4_e2m1fn, "e8m0": ml_dtypes.float8_e8m0fnu,
 }
 SMALL = [f for f in PRESETS if f.bits <= 16] + [FloatFormat("e3m4", 3, 4), FloatFormat("e5m7fn", 5, 7, specials="fn"),
-                                                 FloatFormat("e4m3b11", 4, 3, bias=11, specials="fnuz")]
+                                                 FloatFormat("e4m3b11", 4, 3, bias=11, specials="fnuz"),
+                                                 FloatFormat("e5m0", 5, 0), FloatFormat("g", 4, 3, bias=-1),
+                                                 FloatFormat("h", 4, 3, bias=16, specials="fn")]
 
 
 @np.errstate(invalid="ignore")
@@ -77,6 +79,31 @@ def test_encode_specials():
 def test_code_dtypes():
     assert [code_dtype(f) for f in ("e2m1", "e4m3", "fp16", "tf32", "fp32")] == \
         [np.uint8, np.uint8, np.uint16, np.uint32, np.uint32]
+    assert code_dtype(FloatFormat("e8m24", 8, 24)) == code_dtype(FloatFormat("e11m52", 11, 52)) == np.uint64
+
+
+def test_codes_wider_than_32_bits():
+    e8m30 = FloatFormat("e8m30", 8, 30)
+    assert encode(1.0, e8m30) == 0x1FC0000000  # 0.01111111.000... (30 zeros)
+    assert encode(-1.0, FloatFormat("e8m24", 8, 24)) == 0x17F000000  # 1.01111111.000... (24 zeros)
+    assert decode(np.uint64(0x1FC0000000), e8m30) == 1.0
+    # IEEE binary64 itself: our codes are NumPy's float64 bit patterns, sign bit 63 included
+    fp64 = FloatFormat("e11m52", 11, 52)
+    x = np.array([1.0, -1.0, 0.1, -2.0**-1074, -0.0, np.inf, -np.inf, -1.5e308, np.nan])
+    np.testing.assert_array_equal(encode(x, fp64), x.view(np.uint64))
+    assert same(decode(x.view(np.uint64), fp64), x)
+
+
+@pytest.mark.parametrize("exponent_bits", [2, 8, 11])
+def test_codes_of_every_width(exponent_bits):
+    """-(1 + 2**-m) * 2**(1 - bias) (the smallest normal binade) is 1.00..01.00..01 in every width."""
+    for m in range(1, 53):
+        fmt = FloatFormat(f"e{exponent_bits}m{m}", exponent_bits, m)
+        x = -(1 + 2.0**-m) * fmt.tiny
+        code = (1 << (exponent_bits + m)) | (1 << m) | 1
+        assert encode(x, fmt) == code, fmt
+        assert encode(x, fmt).dtype == code_dtype(fmt) and np.dtype(code_dtype(fmt)).itemsize * 8 >= fmt.bits
+        assert decode(code, fmt) == x and decode(np.array([code], np.uint64), fmt)[0] == x
 
 
 @pytest.mark.parametrize("name", sorted(TWINS))
@@ -103,6 +130,34 @@ def test_to_ml_dtypes_rounds_float64_once():
 def test_to_ml_dtypes_without_a_twin():
     with pytest.raises(ValueError, match="tf32 has no NumPy/ml_dtypes dtype"):
         to_ml_dtypes([1.0], "tf32")
+    # named like E4M3 but IEEE-style: max 240 and an infinity, which float8_e4m3fn does not have
+    with pytest.raises(ValueError, match="e4m3 has no NumPy/ml_dtypes dtype"):
+        to_ml_dtypes([np.inf], FloatFormat("e4m3", 4, 3))
+
+
+def test_to_ml_dtypes_picks_the_twin_by_its_fields():
+    arr = to_ml_dtypes([1.0, 65504.0], FloatFormat("half", 5, 10, description="mine"))
+    assert arr.dtype == np.float16 and arr.tolist() == [1.0, 65504.0]
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">f2"])
+def test_big_endian_input(dtype):
+    x = np.array([1.5, 0.1, -3e-5, np.inf], dtype)
+    native = x.astype(x.dtype.newbyteorder("="))
+    np.testing.assert_array_equal(encode(x, "fp16"), native.astype(np.float16).view(np.uint16))
+    if dtype != ">f8":  # (no preset is float64)
+        assert same(from_ml_dtypes(x), native.astype(np.float64))
+    assert same(ulp(x, "bf16"), ulp(native, "bf16")) and same(next_up(x, "fp16"), next_up(native, "fp16"))
+
+
+def test_longdouble_input_is_exact_or_refused():
+    x = np.longdouble(1) + np.longdouble(2) ** -11 + np.longdouble(2) ** -60
+    if np.finfo(np.longdouble).nmant > 52:  # x86 80-bit, double-double: more than float64 holds
+        for f in (ulp, next_up, next_down, encode):
+            with pytest.raises(TypeError, match=f"{np.dtype(np.longdouble)}.*astype"):
+                f(x, "fp16")
+    else:  # longdouble is float64 (x == 1 + 2**-11): a tie, to even
+        assert encode(x, "fp16") == 0x3C00 and next_down(x, "fp16") == 1.0
 
 
 def test_all_values_and_decode_errors():
@@ -193,3 +248,18 @@ def test_classify_rounds_first():
     np.testing.assert_array_equal(classify([1e-9, 1e-6, 1.0, 1e6, np.nan], "fp16"),
                                   ["zero", "subnormal", "normal", "inf", "nan"])
     assert classify(1e6, "e4m3", overflow="saturate") == "normal"
+
+
+def test_ieee_format_without_mantissa_bits_has_inf_and_no_nan():
+    # the all-ones exponent with mantissa 0 is inf; no mantissa bits are left to tell a NaN apart
+    fmt = FloatFormat("e5m0", 5, 0)
+    assert fmt.has_inf and not fmt.has_nan
+    assert encode(1.0, fmt) == 0x0F and encode(-np.inf, fmt) == 0x3F  # 0.01111 = 2**0; 1.11111 = -inf
+    values = all_values(fmt)
+    assert not np.isnan(values).any() and values[0x1F] == np.inf and values[0x0F] == 1.0
+    # max is 0.11110 = 2**15; 2**16 overflows
+    np.testing.assert_array_equal(classify([2.0**-14, 2.0**15, 2.0**16], fmt), ["normal", "normal", "inf"])
+    with pytest.raises(ValueError, match="format e5m0 has no NaN encoding"):
+        encode([np.nan], fmt)
+    with pytest.raises(ValueError, match="overflow='nan' is impossible"):
+        encode([1.0], fmt, overflow="nan")

@@ -30,6 +30,11 @@ DETERMINISTIC = ["nearest", "nearest_away", "toward_zero", "up", "down", "odd"]
 CUSTOM = [FloatFormat("e3m4", 3, 4), FloatFormat("e6m9", 6, 9), FloatFormat("e5m7fn", 5, 7, specials="fn"),
           FloatFormat("e4m3b11", 4, 3, bias=11, specials="fnuz"), FloatFormat("e2m0", 2, 0),
           FloatFormat("e3m3", 3, 3, specials="finite"), FloatFormat("e9m4", 9, 4), FloatFormat("e11m40", 11, 40)]
+# Exponent ranges at the edges of the fast paths' scalings: emin above 1 (g; w beyond float32),
+# max below 1 with NaN on overflow (h, h2).
+RANGE_EDGES = [FloatFormat("g", 4, 3, bias=-1), FloatFormat("w", 9, 20, bias=-200),
+               FloatFormat("h", 4, 3, bias=16, specials="fn"), FloatFormat("h2", 5, 2, bias=40, specials="fnuz")]
+CUSTOM += RANGE_EDGES
 
 
 @np.errstate(invalid="ignore")  # (signalling NaNs among the float32 inputs)
@@ -323,7 +328,7 @@ def exact_stochastic(x, fmt, words, random_bits=None, overflow=None):
                         random_int=int(w) >> (64 - random_bits)) for t, w in zip(x, words)]
 
 
-@pytest.mark.parametrize("fmt", [f for f in PRESETS if f.signed] + CUSTOM[:4], ids=str)
+@pytest.mark.parametrize("fmt", [f for f in PRESETS if f.signed] + CUSTOM[:4] + RANGE_EDGES, ids=str)
 @pytest.mark.parametrize("random_bits", [None, 1, 3, 8, 13, 16, 17, 30, 64])
 def test_stochastic_equals_exact_reference_given_the_words(fmt, random_bits):
     """Element i rounds away iff U < f, U = R_i / 2**64 (or, k bits: the carry of a k-bit adder)."""
@@ -550,6 +555,48 @@ def test_signed_zero_and_nan_survive(mode, dtype):
         assert_same(r[4], -as_format(name).smallest_subnormal if moved else -0.0)
     r = lowprec.round(x, "e4m3fnuz", mode, rng=rng)
     assert_same(r[:2], [0.0, 0.0]) and np.isnan(r[2])  # fnuz: -0 -> +0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_emin_above_one(dtype):
+    g = RANGE_EDGES[0]  # tiny = 4, quantum 0.5 in [4, 8), max 61440
+    x = np.array([5, 12, 0.3, 5.25, 1e5, -7.9], dtype)
+    for mode in DETERMINISTIC:
+        assert_same(lowprec.round(x, g, mode), exact_array(x, g, mode), x)
+    assert lowprec.next_up(5.0, g) == 5.5 and lowprec.next_down(4.0, g) == 3.5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_below_one_overflows_to_nan(dtype):
+    h = RANGE_EDGES[2]  # max 0.875
+    x = np.array([0.5, 0.875, 0.9, 1.0, -3.0], dtype)
+    assert_same(lowprec.round(x, h), [0.5, 0.875, 0.875, np.nan, np.nan])  # 0.9375 ties to even 0.875
+
+
+@pytest.mark.parametrize("random_bits", [np.int64(3), np.uint8(3), np.int32(64)])
+def test_random_bits_takes_numpy_integers(random_bits):
+    x = np.linspace(1, 2, 1001)
+    ours = lowprec.round(x, "fp16", "stochastic", rng=np.random.default_rng(1), random_bits=random_bits)
+    plain = lowprec.round(x, "fp16", "stochastic", rng=np.random.default_rng(1), random_bits=int(random_bits))
+    assert_same(ours, plain)
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">f2"])
+def test_big_endian_input_is_rounded_like_native(dtype):
+    x = np.array([1.5, 0.1, -3e-5, 1 + 2.0**-11 + 2.0**-20], dtype)
+    native = x.astype(x.dtype.newbyteorder("="))
+    ours = lowprec.round(x, "fp16", "up")
+    assert ours.dtype == (native.dtype if native.dtype != np.float16 else np.float64)
+    assert_same(ours, lowprec.round(native, "fp16", "up"))
+
+
+def test_longdouble_input_is_exact_or_refused():
+    x = np.longdouble(1) + np.longdouble(2) ** -11 + np.longdouble(2) ** -60  # just above a tie
+    if np.finfo(np.longdouble).nmant > 52:  # x86 80-bit, double-double: more than float64 holds
+        with pytest.raises(TypeError, match=f"dtype {np.dtype(np.longdouble)}.*astype"):
+            lowprec.round(np.array([x, 1.0]), "fp16")
+    else:  # longdouble is float64, so x is 1 + 2**-11: a tie, to even
+        assert lowprec.round(x, "fp16") == 1.0
 
 
 def test_nan_into_a_format_without_nan():
