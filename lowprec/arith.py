@@ -81,10 +81,10 @@ def _two_product(a, b):
 
 
 def _odd_neighbour(x, side):
-    """Round to odd, given ``x = RN(y)`` and a float whose sign says on which side of x the
-    value y lies (0: y == x): y is strictly between x and that neighbour, so RO(y) is whichever
-    of the two has an odd last bit."""
-    even = (x.view(np.int64) & 1) == 0
+    """Round to odd, given a float64 ``x = RN(y)`` and a float whose sign says on which side of x
+    the value y lies (0: y == x): y is strictly between x and that neighbour, so RO(y) is
+    whichever of the two has an odd last bit (read through the float64's own 64-bit word)."""
+    even = (np.asarray(x, np.float64).view(np.uint64) & np.uint64(1)) == 0
     return np.where((side != 0) & even, np.nextafter(x, np.copysign(np.inf, side)), x)
 
 
@@ -515,11 +515,17 @@ add_ = add  # the public add, under a name the reductions' own `add` helpers do 
 
 @np.errstate(invalid="ignore")
 def _sum_to_odd(x, y, mode):
-    """RO(x + y), which lowprec.round then rounds correctly in every deterministic mode, for
-    addends far from float64's overflow (partial sums and exact products of formats below
-    2**500): TwoSum is exact, subnormals included, and RO's grid is then at least 4 times finer
-    than any supported format's. A quicker route than add() for the accumulation loop."""
-    s, err = _two_sum(x, y)
+    """RO(x + y) at 53 bits, which lowprec.round then rounds correctly in every deterministic
+    mode, for addends far from float64's overflow (partial sums and exact products of formats
+    below 2**500). A quicker route than add() for the accumulation loop.
+
+    It runs in float64 whatever the addends' dtype (pairwise order adds two float32 products or
+    addends directly): TwoSum is then exact, subnormals included, and rounding to odd at p = 53
+    bits, then once more to q <= 41 significant bits (40 mantissa bits at most), equals rounding
+    once, as p >= q + 2 and RO's subnormal quantum, 2**-1074, is far below every supported
+    format's (Boldo & Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms
+    using rounding to odd", IEEE TC 57(4), 2008). In float32 p = 24, too few for FP32's q = 24."""
+    s, err = _two_sum(np.asarray(x, np.float64), np.asarray(y, np.float64))
     odd = _odd_neighbour(s, np.where(np.isfinite(s), err, 0.0))  # inf and NaN stay as they are
     if mode is RoundingMode.DOWN:  # an exact zero sum is -0 when rounding down
         odd = np.where(odd == 0, _zero_of_sum(x, y, mode), odd)
