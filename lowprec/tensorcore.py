@@ -31,6 +31,7 @@ of C, shared/reference/tensor-cores.md), block-scaled MX instructions, and AMD's
 from __future__ import annotations
 
 import builtins
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -325,14 +326,15 @@ def _rows(a, b, c, model: TensorCoreModel):
     a, b = np.broadcast_arrays(a, b)
     if a.ndim == 0:
         raise ValueError("a and b need at least one dimension (the products' axis)")
-    lead = a.shape[:-1]
-    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, a.shape[-1])
+    lead, n = a.shape[:-1], a.shape[-1]
+    rows = math.prod(lead)  # not -1: with n = 0 (an empty sum, +0) the row count is ambiguous
+    a, b = a.reshape(rows, n), b.reshape(rows, n)
     work = _work_dtype(model)
     ea, eb = _exponent(a, model.inputs), _exponent(b, model.b_format)
     aw, bw = a.astype(work), b.astype(work)
     products = lambda k, out: np.multiply(aw[:, k], bw[:, k], out=out)  # noqa: E731
     exponents = lambda k, out: np.add(ea[:, k], eb[:, k], out=out)  # noqa: E731
-    return products, exponents, a.shape[-1], _accumulator(c, lead, model).reshape(-1), lead, \
+    return products, exponents, n, _accumulator(c, lead, model).reshape(-1), lead, \
         _all_finite(a, b), work
 
 

@@ -442,6 +442,24 @@ def test_dot_and_matmul_in_every_order_match_exact_reference(acc):
             np.testing.assert_array_equal(arith.matmul(a[:, 0], b.T, **options), got)
 
 
+@pytest.mark.parametrize("acc", ACCUMULATORS + list(tensorcore.PRESETS.values()),
+                         ids=lambda acc: acc.name)
+def test_empty_reductions_are_positive_zero(acc):
+    # an empty sum is +0, as in NumPy, whatever the accumulator and the rounding mode
+    kinds = [{}] if isinstance(acc, tensorcore.TensorCoreModel) else [
+        {"order": order, "block": block, "mode": mode}
+        for (order, block), mode in itertools.product(REDUCTIONS, ("nearest", "down"))]
+    for options in kinds:
+        results = [
+            (arith.sum(np.zeros((2, 0)), "fp16", axis=1, accumulate=acc, **options), (2,)),
+            (arith.sum(np.zeros(0, np.float32), "bf16", accumulate=acc, **options), ()),
+            (arith.dot(np.zeros((3, 0)), np.zeros(0), accumulate=acc, **options), (3,)),
+            (arith.matmul(np.zeros((2, 0)), np.zeros((0, 3)), accumulate=acc, **options), (2, 3)),
+        ]
+        for got, shape in results:
+            assert np.shape(got) == shape and np.all(got == 0) and not np.any(np.signbit(got))
+
+
 def test_pairwise_sum_of_two_float32_products():
     # 448**2 + 2**-18 in FP32: the sum is 2**-18 above 200704, whose ulp is 2**-6: RN gives
     # 200704 (the two float32 products once met a float32 TwoSum and an int64 view of them)
