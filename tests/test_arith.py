@@ -1,8 +1,10 @@
 """lowprec.arith against exact rational arithmetic, NumPy/ml_dtypes loops and published numbers."""
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import re
 from fractions import Fraction
 
 import ml_dtypes
@@ -509,6 +511,56 @@ def test_bad_input_gets_clear_errors():
         arith.matmul(np.ones((2, 2)), np.ones((2, 2)), accumulate=tensorcore.H100_FP16, block=4)
     with pytest.raises(ValueError, match="not exact"):
         arith.dot(np.ones(3) / 3, np.ones(3) / 3, order="pairwise")
+
+
+NO_NAN = [f for f in PRESETS if not f.has_nan]  # the MX element formats (no NaN, no infinity)
+
+
+@pytest.mark.parametrize("fmt", NO_NAN, ids=lambda f: f.name)
+def test_invalid_results_in_formats_without_nan(fmt):
+    # The operands hold no NaN; the exact result would (IEEE 754 sec. 7.2), and fmt cannot.
+    stochastic = {"mode": "stochastic", "rng": np.random.default_rng(0)}
+    elementwise = [(arith.add, (np.inf, -np.inf), "inf - inf"),
+                   (arith.sub, (np.inf, np.inf), "inf - inf"),
+                   (arith.mul, (0.0, np.inf), "0 * inf"), (arith.div, (0.0, 0.0), "0/0"),
+                   (arith.div, (np.inf, -np.inf), "inf/inf"),
+                   (arith.fma, (0.0, np.inf, 1.0), "0 * inf"),
+                   (arith.fma, (1.0, np.inf, -np.inf), "inf - inf"),
+                   (arith.sqrt, (-1.0,), "square root of a negative number")]
+    calls = [(functools.partial(op, *args, fmt, **options), "the result", what)
+             for (op, args, what), options in itertools.product(elementwise, ({}, stochastic))]
+    inf_minus_inf = np.array([np.inf, -np.inf])
+    calls += [  # NaN made inside a reduction, kept in fmt as accumulator or result
+        (lambda: arith.sum(inf_minus_inf, fmt, order="pairwise"), "a partial sum", "inf - inf"),
+        (lambda: arith.sum(inf_minus_inf, fmt, order="pairwise", **stochastic), "a partial sum",
+         "inf - inf"),
+        (lambda: arith.sum(inf_minus_inf, fmt, accumulate="fp32"), "the result", "inf - inf"),
+        (lambda: arith.sum(inf_minus_inf, fmt, accumulate=tensorcore.H100_FP16), "the result",
+         "inf - inf"),
+        (lambda: arith.dot([0.0, 1.0], [np.inf, 1.0], accumulate=fmt), "a partial sum",
+         "0 * inf"),
+        (lambda: arith.dot([0.1, 0.0], [1.0, np.inf], accumulate=fmt), "a partial sum",
+         "0 * inf"),  # products not exact in float64: fused
+        (lambda: arith.matmul(np.array([[np.inf, 1.0]]), np.array([[1.0], [-np.inf]]),
+                              accumulate="fp32", output=fmt), "the result", "inf - inf"),
+    ]
+    for call, where, what in calls:
+        message = (rf"^{where} is NaN \(invalid operation: [^)]*{re.escape(what)}[^)]*\), but "
+                   rf"format {fmt.name} has no NaN encoding$")
+        with np.errstate(invalid="ignore"), pytest.raises(ValueError, match=message):
+            call()  # (errstate: NumPy's own warning of inf - inf on the way is expected)
+    # a NaN operand still gets its own message, naming the operand
+    nan_operands = [
+        (lambda: arith.add([1.0, 2.0], [np.nan, 1.0], fmt), "b"),
+        (lambda: arith.sqrt(np.nan, fmt, **stochastic), "a"),
+        (lambda: arith.sum(np.array([1.0, np.nan]), fmt, order="pairwise"), "x"),
+        (lambda: arith.sum(np.array([1.0, np.nan]), fmt, accumulate=tensorcore.H100_FP16), "x"),
+        (lambda: arith.dot([1.0, 2.0], [1.0, np.nan], accumulate="fp32", output=fmt), "b"),
+    ]
+    for call, name in nan_operands:
+        with pytest.raises(ValueError, match=f"^{name} holds NaN, but format {fmt.name} has no "
+                                             "NaN encoding$"):
+            call()
 
 
 def test_inputs_are_not_modified_and_dtypes_follow_round():

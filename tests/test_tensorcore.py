@@ -1,6 +1,6 @@
-"""The tensor-core block-FMA model: published probe results (Fasi et al. 2021; MMA-Sim's table in
-shared/reference/tensor-cores.md; DeepSeek-V3 sec. 3.3.2), and the vectorised model against the
-scalar reference written one term at a time."""
+"""The tensor-core block-FMA model: published probe results (Fasi et al., PeerJ CS 2021; MMA-Sim,
+arXiv:2511.10909, and its per-instruction parameters in mmasim/simulator/nv.py; DeepSeek-V3
+sec. 3.3.2), and the vectorised model against the scalar reference written one term at a time."""
 from __future__ import annotations
 
 import dataclasses
