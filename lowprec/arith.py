@@ -81,10 +81,10 @@ def _two_product(a, b):
 
 
 def _odd_neighbour(x, side):
-    """Round to odd, given ``x = RN(y)`` and a float whose sign says on which side of x the
-    value y lies (0: y == x): y is strictly between x and that neighbour, so RO(y) is whichever
-    of the two has an odd last bit."""
-    even = (x.view(np.int64) & 1) == 0
+    """Round to odd, given a float64 ``x = RN(y)`` and a float whose sign says on which side of x
+    the value y lies (0: y == x): y is strictly between x and that neighbour, so RO(y) is
+    whichever of the two has an odd last bit (read through the float64's own 64-bit word)."""
+    even = (np.asarray(x, np.float64).view(np.uint64) & np.uint64(1)) == 0
     return np.where((side != 0) & even, np.nextafter(x, np.copysign(np.inf, side)), x)
 
 
@@ -336,17 +336,40 @@ def _as_real(x, name="x"):
     return as64
 
 
-def _elementwise(make_exact, operands, fmt, mode, overflow, subnormals, rng, random_bits):
+# Formats without NaN (the MX element formats) cannot store a NaN: a NaN operand and a NaN made
+# by an invalid operation (IEEE 754 sec. 7.2) get different errors; round() alone would blame
+# "the input" for both.
+def _reject_nan_operands(operands, formats):
+    """operands: (name, array) pairs whose NaNs would reach each of formats (None: skipped)."""
+    no_nan = [f for f in formats if f is not None and not f.has_nan]
+    for name, arr in operands if no_nan else ():
+        if np.isnan(arr).any():
+            raise ValueError(f"{name} holds NaN, but format {no_nan[0].name} has no NaN encoding")
+
+
+def _reject_invalid(values, fmt, invalid, what="the result"):
+    """values: results (of NaN-free operands) that are about to be stored in fmt."""
+    if not fmt.has_nan and np.isnan(values).any():
+        raise ValueError(f"{what} is NaN (invalid operation: {invalid}), but format {fmt.name} "
+                         "has no NaN encoding")
+
+
+def _elementwise(make_exact, invalid, operands, fmt, mode, overflow, subnormals, rng,
+                 random_bits):
+    """invalid: the operations whose result is NaN, for the error a format without NaN gives."""
     fmt = _arith_format(fmt)
     mode = as_mode(mode)
     # round() checks the options and raises its own clear errors
     _round(np.empty(0), fmt, mode, overflow=overflow, subnormals=subnormals, rng=rng,
            random_bits=random_bits)
     arrays = [_as_real(x, name) for name, x in operands]
+    _reject_nan_operands(zip((name for name, _ in operands), arrays), [fmt])
     shape = np.broadcast_shapes(*(arr.shape for arr in arrays))
     flat = [np.array(np.broadcast_to(arr, shape), np.float64).reshape(-1) for arr in arrays]
     with np.errstate(all="ignore"):
         exact = make_exact(*flat, mode)
+    if not fmt.has_nan:
+        _reject_invalid(exact.value[exact.special], fmt, invalid)
     out = _finish(exact, fmt, mode, overflow, subnormals, rng, random_bits).reshape(shape)
     if fmt.fits_float32 and all(arr.dtype == np.float32 for arr in arrays):
         out = out.astype(np.float32)  # exact: every value of fmt is a float32
@@ -356,31 +379,32 @@ def _elementwise(make_exact, operands, fmt, mode, overflow, subnormals, rng, ran
 _ROUND_DOC = """
     Rounded once to ``fmt`` with ``mode``; ``overflow``, ``subnormals``, ``rng`` and
     ``random_bits`` as for :func:`lowprec.round`. Float32 inputs give float32 results when every
-    value of ``fmt`` is a float32; otherwise float64."""
+    value of ``fmt`` is a float32; otherwise float64. A format without NaN (the MX element
+    formats) raises ValueError for a NaN operand and for an invalid operation (a NaN result)."""
 
 
 def add(a, b, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
     """a + b, exactly, rounded once. An exact zero sum is +0 (-0 when rounding down)."""
-    return _elementwise(_add_exact, [("a", a), ("b", b)], fmt, mode, overflow, subnormals, rng,
-                        random_bits)
+    return _elementwise(_add_exact, "inf - inf", [("a", a), ("b", b)], fmt, mode, overflow,
+                        subnormals, rng, random_bits)
 
 
 def sub(a, b, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
     """a - b, exactly, rounded once (x - x is +0, -0 when rounding down)."""
-    return _elementwise(lambda x, y, md: _add_exact(x, -y, md), [("a", a), ("b", b)], fmt, mode,
-                        overflow, subnormals, rng, random_bits)
+    return _elementwise(lambda x, y, md: _add_exact(x, -y, md), "inf - inf", [("a", a), ("b", b)],
+                        fmt, mode, overflow, subnormals, rng, random_bits)
 
 
 def mul(a, b, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
     """a * b, exactly, rounded once."""
-    return _elementwise(_mul_exact, [("a", a), ("b", b)], fmt, mode, overflow, subnormals, rng,
-                        random_bits)
+    return _elementwise(_mul_exact, "0 * inf", [("a", a), ("b", b)], fmt, mode, overflow,
+                        subnormals, rng, random_bits)
 
 
 def div(a, b, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
     """a / b, exactly, rounded once (x/0 is a signed infinity, 0/0 NaN)."""
-    return _elementwise(_div_exact, [("a", a), ("b", b)], fmt, mode, overflow, subnormals, rng,
-                        random_bits)
+    return _elementwise(_div_exact, "0/0 or inf/inf", [("a", a), ("b", b)], fmt, mode, overflow,
+                        subnormals, rng, random_bits)
 
 
 def fma(a, b, c, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None,
@@ -389,15 +413,16 @@ def fma(a, b, c, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=Non
 
     Stochastic mode computes each element's random threshold in Python integers (exact, about
     10 microseconds an element); the other modes are vectorised."""
-    return _elementwise(_fma_exact, [("a", a), ("b", b), ("c", c)], fmt, mode, overflow,
-                        subnormals, rng, random_bits)
+    return _elementwise(_fma_exact, "0 * inf or inf - inf", [("a", a), ("b", b), ("c", c)], fmt,
+                        mode, overflow, subnormals, rng, random_bits)
 
 
 def sqrt(a, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
     """The square root of a, exactly, rounded once (sqrt(-0) is -0, negative a gives NaN).
 
     Stochastic mode is exact but runs per element in Python integers, as for :func:`fma`."""
-    return _elementwise(_sqrt_exact, [("a", a)], fmt, mode, overflow, subnormals, rng, random_bits)
+    return _elementwise(_sqrt_exact, "square root of a negative number", [("a", a)], fmt, mode,
+                        overflow, subnormals, rng, random_bits)
 
 
 def neg(x, fmt, mode="nearest", **round_options):
@@ -473,10 +498,11 @@ def _reduce(terms, add, order, zero):
     return add(zero(), result) if count == 1 else result
 
 
-def _accumulate(term, K, shape, acc_fmt, mode, order, block, rng, random_bits, fast, work=None):
+def _accumulate(term, K, shape, acc_fmt, mode, order, block, rng, random_bits, fast, invalid,
+                work=None):
     """Sum term(k, out) for k < K (arrays of `shape`; out: None or a buffer to write into) in
     acc_fmt. fast: FP32, nearest, sequential, and every addend has at most 24 significant bits
-    (work: the addends' dtype)."""
+    (work: the addends' dtype). invalid: what can make a NaN partial sum, for the error."""
     buffer = None
     if fast:
         # each addend is used up before the next is made: one buffer serves them all (a fresh
@@ -497,6 +523,10 @@ def _accumulate(term, K, shape, acc_fmt, mode, order, block, rng, random_bits, f
         mode = as_mode(mode)
 
         def add(acc, t):
+            if not acc_fmt.has_nan:  # the operands hold no NaN: a NaN here is an invalid sum
+                with np.errstate(invalid="ignore"):
+                    _reject_invalid(acc + (t[0] * t[1] if isinstance(t, tuple) else t), acc_fmt,
+                                    invalid, "a partial sum")
             if isinstance(t, tuple):  # a product that float64 cannot hold: fused, acc + a*b
                 return fma(t[0], t[1], acc, acc_fmt, mode, rng=rng, random_bits=random_bits)
             if mode is RoundingMode.STOCHASTIC:
@@ -515,11 +545,17 @@ add_ = add  # the public add, under a name the reductions' own `add` helpers do 
 
 @np.errstate(invalid="ignore")
 def _sum_to_odd(x, y, mode):
-    """RO(x + y), which lowprec.round then rounds correctly in every deterministic mode, for
-    addends far from float64's overflow (partial sums and exact products of formats below
-    2**500): TwoSum is exact, subnormals included, and RO's grid is then at least 4 times finer
-    than any supported format's. A quicker route than add() for the accumulation loop."""
-    s, err = _two_sum(x, y)
+    """RO(x + y) at 53 bits, which lowprec.round then rounds correctly in every deterministic
+    mode, for addends far from float64's overflow (partial sums and exact products of formats
+    below 2**500). A quicker route than add() for the accumulation loop.
+
+    It runs in float64 whatever the addends' dtype (pairwise order adds two float32 products or
+    addends directly): TwoSum is then exact, subnormals included, and rounding to odd at p = 53
+    bits, then once more to q <= 41 significant bits (40 mantissa bits at most), equals rounding
+    once, as p >= q + 2 and RO's subnormal quantum, 2**-1074, is far below every supported
+    format's (Boldo & Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms
+    using rounding to odd", IEEE TC 57(4), 2008). In float32 p = 24, too few for FP32's q = 24."""
+    s, err = _two_sum(np.asarray(x, np.float64), np.asarray(y, np.float64))
     odd = _odd_neighbour(s, np.where(np.isfinite(s), err, 0.0))  # inf and NaN stay as they are
     if mode is RoundingMode.DOWN:  # an exact zero sum is -0 when rounding down
         odd = np.where(odd == 0, _zero_of_sum(x, y, mode), odd)
@@ -533,15 +569,20 @@ def _product_reduction(a, b, a_orig, b_orig, a_term, b_term, K, shape, inputs, a
     fa, fb = inputs if isinstance(inputs, tuple) else (inputs, inputs)
     fa = None if fa is None else as_format(fa)
     fb = None if fb is None else as_format(fb)
+    tensor_core = isinstance(accumulate, TensorCoreModel)
+    acc_fmt = None if tensor_core else _arith_format(accumulate)
+    out_fmt = None if output is None else _arith_format(output)
+    for name, arr, fmt in (("a", a, fa), ("b", b, fb)):
+        _reject_nan_operands([(name, arr)], [fmt, acc_fmt, out_fmt])
+    invalid = "inf - inf or 0 * inf"
     if fa is not None:
         a = _round(a, fa)
     if fb is not None:
         b = _round(b, fb)
     out32 = a.dtype == b.dtype == np.float32
-    if isinstance(accumulate, TensorCoreModel):
+    if tensor_core:
         result = (tensorcore.matmul if a_term is _matmul_a else tensorcore.dot)(a, b, accumulate)
     else:
-        acc_fmt = _arith_format(accumulate)
         fa, fb = _known_format(a, a_orig, fa), _known_format(b, b_orig, fb)
         if _exact_in(fa, fb, 24, 2.0**-149, 2.0**127):
             work = np.float32  # products exact in float32 (FP16, FP8 inputs)
@@ -561,13 +602,13 @@ def _product_reduction(a, b, a_orig, b_orig, a_term, b_term, K, shape, inputs, a
             def term(k, out):
                 return np.multiply(a_term(aw, k), b_term(bw, k), out=out)
         result = _accumulate(term, K, shape, acc_fmt, mode, order, block, rng, random_bits, fast,
-                             work)
+                             invalid, work)
     result = np.asarray(result, np.float64)
-    if output is not None:
-        result = _round(result, _arith_format(output), mode, rng=rng, random_bits=random_bits)
-    result_fmt = output if output is not None else (
-        accumulate.result_format if isinstance(accumulate, TensorCoreModel) else accumulate)
-    if out32 and as_format(result_fmt).fits_float32:
+    if out_fmt is not None:
+        _reject_invalid(result, out_fmt, invalid)
+        result = _round(result, out_fmt, mode, rng=rng, random_bits=random_bits)
+    result_fmt = out_fmt or (accumulate.result_format if tensor_core else acc_fmt)
+    if out32 and result_fmt.fits_float32:
         result = result.astype(np.float32)
     return result[()] if result.ndim == 0 else result
 
@@ -594,6 +635,8 @@ _ACCUMULATION_DOC = """
     output : the format the result is stored in (rounded with ``mode``); None keeps the
         accumulator's values.
     mode, rng, random_bits : rounding of every accumulation step and of the output.
+        An accumulator or output format without NaN raises ValueError for a NaN operand and for
+        a NaN made on the way (inf - inf, 0 * inf); an empty sum (K = 0) is +0.
     order : ``"sequential"`` or ``"pairwise"`` (see :func:`sum`); block : sum each block of
         ``block`` consecutive products sequentially, then combine the block sums in ``order``.
 
@@ -637,24 +680,29 @@ def sum(x, fmt, axis=None, *, accumulate=None, order="sequential", block=None, m
     ``((0 + x0) + x1) + ...``; pairwise adds adjacent pairs level by level, an odd last one
     passing up unchanged (a balanced tree when the count is a power of two); ``block=b`` sums
     each run of b terms sequentially, then combines the block sums in ``order``. The x values
-    are taken exactly as given (round them first to model low-precision addends).
+    are taken exactly as given (round them first to model low-precision addends). An empty sum
+    is +0. An accumulator or fmt without NaN raises ValueError for a NaN in x or an inf - inf.
     """
     _check_reduction(order, block, accumulate)
     x0 = x
     x = _as_real(x, "x")
     x = x.reshape(-1) if axis is None else np.moveaxis(x, axis, -1)
-    if isinstance(accumulate, TensorCoreModel):
+    fmt = _arith_format(fmt)
+    tensor_core = isinstance(accumulate, TensorCoreModel)
+    acc_fmt = None if tensor_core else _arith_format(fmt if accumulate is None else accumulate)
+    _reject_nan_operands([("x", x)], [fmt, acc_fmt])
+    if tensor_core:
         return dot(x, np.ones(x.shape[-1], x.dtype), accumulate=accumulate, output=fmt, mode=mode,
                    rng=rng, random_bits=random_bits)
-    fmt = _arith_format(fmt)
-    acc_fmt = _arith_format(fmt if accumulate is None else accumulate)
     known = _known_format(x, x0, None)
     fast = (acc_fmt == FP32 and as_mode(mode) is RoundingMode.NEAREST and order == "sequential"
             and known is not None and known.mantissa_bits <= 23)
     xs = x.astype(np.float32) if fast and known.fits_float32 else x
-    total = _accumulate(lambda k, out: xs[..., k], x.shape[-1], x.shape[:-1], acc_fmt, mode, order,
-                        block, rng, random_bits, fast)
-    result = _round(np.asarray(total, np.float64), fmt, mode, rng=rng, random_bits=random_bits)
+    total = np.asarray(_accumulate(lambda k, out: xs[..., k], x.shape[-1], x.shape[:-1], acc_fmt,
+                                   mode, order, block, rng, random_bits, fast, "inf - inf"),
+                       np.float64)
+    _reject_invalid(total, fmt, "inf - inf")
+    result = _round(total, fmt, mode, rng=rng, random_bits=random_bits)
     if x.dtype == np.float32 and fmt.fits_float32:
         result = result.astype(np.float32)
     return result[()] if result.ndim == 0 else result

@@ -25,12 +25,14 @@ slices whose results are added in FP32.
 :func:`block_fma_scalar` is the same model written one term at a time in Python integers, to
 read next to the papers; the tests check the vectorised model against it.
 
-Not modelled: the emulated FP8 ``mma.sync`` on sm_90 (two interleaved FP16 HMMAs plus an FADD
-of C, shared/reference/tensor-cores.md), block-scaled MX instructions, and AMD's matrix cores.
+Not modelled: FP8 ``mma.sync`` on sm_90, which has no FP8 MMA of its own: the SASS that ptxas
+emits for it (``cuobjdump -sass``) converts to FP16 and runs two interleaved HMMA.16816 plus an
+FADD of C; block-scaled MX instructions; AMD's matrix cores.
 """
 from __future__ import annotations
 
 import builtins
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -105,8 +107,9 @@ class TensorCoreModel:
 
 
 # Presets. Block sizes and F: Fasi et al. 2021 (V100 n=4 with no extra bit, A100 one extra bit);
-# Khattak & Mikaitis 2025 and MMA-Sim's per-instruction table (shared/reference/tensor-cores.md):
-# A100 m16n8k16 runs as 2 x 8 (so n=8), TF32 as 2 x 4; H100 fuses a whole instruction, F=25.
+# Khattak & Mikaitis 2025 and MMA-Sim (microsoft/MMA-Sim, mmasim/simulator/nv.py: is_split_k and
+# arch_accum_fractional_bits): A100 m16n8k16 runs as 2 x 8 (so n=8), TF32 m16n8k8 as 2 x 4;
+# H100 fuses a whole instruction, F=25.
 V100_FP16 = TensorCoreModel("V100_FP16", FP16, block=4, fraction_bits=23)  # Fasi et al. 2021
 A100_FP16 = TensorCoreModel("A100_FP16", FP16, block=8, fraction_bits=24)  # Fasi et al.; MMA-Sim
 A100_BF16 = TensorCoreModel("A100_BF16", BF16, block=8, fraction_bits=24)  # MMA-Sim (Ampere)
@@ -325,14 +328,15 @@ def _rows(a, b, c, model: TensorCoreModel):
     a, b = np.broadcast_arrays(a, b)
     if a.ndim == 0:
         raise ValueError("a and b need at least one dimension (the products' axis)")
-    lead = a.shape[:-1]
-    a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, a.shape[-1])
+    lead, n = a.shape[:-1], a.shape[-1]
+    rows = math.prod(lead)  # not -1: with n = 0 (an empty sum, +0) the row count is ambiguous
+    a, b = a.reshape(rows, n), b.reshape(rows, n)
     work = _work_dtype(model)
     ea, eb = _exponent(a, model.inputs), _exponent(b, model.b_format)
     aw, bw = a.astype(work), b.astype(work)
     products = lambda k, out: np.multiply(aw[:, k], bw[:, k], out=out)  # noqa: E731
     exponents = lambda k, out: np.add(ea[:, k], eb[:, k], out=out)  # noqa: E731
-    return products, exponents, a.shape[-1], _accumulator(c, lead, model).reshape(-1), lead, \
+    return products, exponents, n, _accumulator(c, lead, model).reshape(-1), lead, \
         _all_finite(a, b), work
 
 

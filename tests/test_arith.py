@@ -1,7 +1,10 @@
 """lowprec.arith against exact rational arithmetic, NumPy/ml_dtypes loops and published numbers."""
 from __future__ import annotations
 
+import functools
+import itertools
 import math
+import re
 from fractions import Fraction
 
 import ml_dtypes
@@ -276,21 +279,30 @@ def test_fp16_one_plus_half_ulp():
     assert arith.add(1.0, 2.0**-10, "fp16") == 1 + 2.0**-10
 
 
-def reference_sum(terms, fmt, mode="nearest", order="sequential"):
-    """Exact rational reference: every addition rounded by tests/exact.py."""
-    rnd = lambda v: Fraction(round_exact(v, fmt, mode))  # noqa: E731
-    values = [Fraction(t) for t in terms]
-    if order == "sequential":
-        acc = Fraction(0)
-        for v in values:
-            acc = rnd(acc + v)
-        return float(acc)
-    if len(values) == 1:
-        return float(rnd(values[0]))
-    while len(values) > 1:  # adjacent pairs, level by level; an odd last one passes up
-        values = [rnd(values[i] + values[i + 1]) for i in range(0, len(values) - 1, 2)] + (
-            [values[-1]] if len(values) % 2 else [])
-    return float(values[0])
+def reference_sum(terms, fmt, mode="nearest", order="sequential", block=None):
+    """Exact rational reference of arith's reductions, every addition rounded by tests/exact.py.
+    sequential: ((0 + t0) + t1) + ...; pairwise: adjacent pairs level by level, an odd last one
+    passing up unrounded (a lone term is rounded on its own); block: runs of `block` terms summed
+    sequentially, the run sums combined in `order`. An infinite or NaN partial sum stays a float."""
+    def rnd(v):
+        r = round_exact(v, fmt, mode)
+        return Fraction(r) if math.isfinite(r) else r
+
+    def reduce(values, order):
+        if order == "sequential" or len(values) <= 1:
+            acc = Fraction(0)
+            for v in values:
+                acc = rnd(acc + v)
+            return acc
+        while len(values) > 1:
+            values = [rnd(values[i] + values[i + 1]) for i in range(0, len(values) - 1, 2)] + (
+                [values[-1]] if len(values) % 2 else [])
+        return values[0]
+
+    values = [Fraction(float(t)) for t in terms]
+    if block is not None:
+        values = [reduce(values[s:s + block], "sequential") for s in range(0, len(values), block)]
+    return float(reduce(values, order))
 
 
 @pytest.mark.parametrize("order", ["sequential", "pairwise"])
@@ -303,8 +315,7 @@ def test_sum_matches_exact_reference(acc, order):
         want = [reference_sum(row, lowprec.as_format(acc), mode, order) for row in x]
         assert [float(g) for g in got] == want
     blocked = arith.sum(x[0], "fp32", accumulate="bf16", block=8)
-    sums = [reference_sum(x[0][s:s + 8], lowprec.BF16) for s in range(0, 37, 8)]
-    assert blocked == reference_sum(sums, lowprec.BF16)
+    assert blocked == reference_sum(x[0], lowprec.BF16, block=8)
 
 
 def test_sum_zero_signs():
@@ -379,8 +390,85 @@ def test_pairwise_and_blocked_products():
         assert got == reference_sum(row, lowprec.BF16, order="pairwise")
     got = arith.dot(a, b, accumulate="bf16", block=4)
     for row, value in zip(products, got):
-        sums = [reference_sum(row[s:s + 4], lowprec.BF16) for s in range(0, 19, 4)]
-        assert value == reference_sum(sums, lowprec.BF16)
+        assert value == reference_sum(row, lowprec.BF16, block=4)
+
+
+# Every format a sum can start in (E8M0 has no zero).
+ACCUMULATORS = [f for f in PRESETS if f.has_zero]
+REDUCTIONS = [("sequential", None), ("pairwise", None), ("sequential", 4), ("pairwise", 4)]
+LENGTHS = (1, 2, 3, 5, 128)
+
+
+def spread(rng, shape, scale):
+    """Normal values times 2**-8 .. 2**8 times scale: cancellation, gaps, and some overflow."""
+    return rng.standard_normal(shape) * np.exp2(rng.integers(-8, 9, shape)) * scale
+
+
+@pytest.mark.parametrize("acc", ACCUMULATORS, ids=lambda f: f.name)
+def test_sum_in_every_order_matches_exact_reference(acc):
+    # float32 addends are added pairwise without meeting the float64 zero: the exact sum must
+    # still be formed in float64 (at 24 bits, round-to-odd then to FP32 rounds twice).
+    rng = np.random.default_rng([9, acc.bits, acc.mantissa_bits])
+    scale = 2.0 ** min(acc.emax - 6, 20)
+    for dtype in (np.float32, np.float64):
+        for K in LENGTHS:
+            x = spread(rng, (2, K, 3), scale).astype(dtype)  # summed over axis 1
+            rows = np.moveaxis(x, 1, -1).reshape(-1, K)
+            for (order, block), mode in itertools.product(REDUCTIONS, ("nearest", "up")):
+                got = arith.sum(x, acc, axis=1, order=order, block=block, mode=mode)
+                assert got.shape == (2, 3) and got.dtype == x.dtype
+                want = [reference_sum(row, acc, mode, order, block) for row in rows]
+                np.testing.assert_array_equal(got.reshape(-1), want,
+                                              err_msg=f"{dtype} K={K} {order} {block} {mode}")
+
+
+@pytest.mark.parametrize("acc", ACCUMULATORS, ids=lambda f: f.name)
+def test_dot_and_matmul_in_every_order_match_exact_reference(acc):
+    # FP16 products are exact in float32 and summed from there; BF16 products need float64
+    rng = np.random.default_rng([10, acc.bits, acc.mantissa_bits])
+    scale = 2.0 ** (min(acc.emax - 6, 8) / 2)  # operands stay below FP16's max
+    for inputs, dtype, K in itertools.product(("fp16", "bf16"), (np.float32, np.float64),
+                                              LENGTHS):
+        a = spread(rng, (2, 1, K), scale).astype(dtype)
+        b = spread(rng, (3, K), scale).astype(dtype)
+        ra, rb = np.broadcast_arrays(lowprec.round(a, inputs), lowprec.round(b, inputs))
+        products = [[Fraction(float(x)) * Fraction(float(y)) for x, y in zip(row_a, row_b)]
+                    for row_a, row_b in zip(ra.reshape(-1, K), rb.reshape(-1, K))]
+        for order, block in REDUCTIONS:
+            options = dict(inputs=inputs, accumulate=acc, order=order, block=block)
+            got = arith.dot(a, b, **options)
+            assert got.shape == (2, 3) and got.dtype == dtype
+            want = [reference_sum(row, acc, "nearest", order, block) for row in products]
+            np.testing.assert_array_equal(got.reshape(-1), want,
+                                          err_msg=f"{inputs} {dtype} K={K} {order} {block}")
+            np.testing.assert_array_equal(arith.matmul(a[:, 0], b.T, **options), got)
+
+
+@pytest.mark.parametrize("acc", ACCUMULATORS + list(tensorcore.PRESETS.values()),
+                         ids=lambda acc: acc.name)
+def test_empty_reductions_are_positive_zero(acc):
+    # an empty sum is +0, as in NumPy, whatever the accumulator and the rounding mode
+    kinds = [{}] if isinstance(acc, tensorcore.TensorCoreModel) else [
+        {"order": order, "block": block, "mode": mode}
+        for (order, block), mode in itertools.product(REDUCTIONS, ("nearest", "down"))]
+    for options in kinds:
+        results = [
+            (arith.sum(np.zeros((2, 0)), "fp16", axis=1, accumulate=acc, **options), (2,)),
+            (arith.sum(np.zeros(0, np.float32), "bf16", accumulate=acc, **options), ()),
+            (arith.dot(np.zeros((3, 0)), np.zeros(0), accumulate=acc, **options), (3,)),
+            (arith.matmul(np.zeros((2, 0)), np.zeros((0, 3)), accumulate=acc, **options), (2, 3)),
+        ]
+        for got, shape in results:
+            assert np.shape(got) == shape and np.all(got == 0) and not np.any(np.signbit(got))
+
+
+def test_pairwise_sum_of_two_float32_products():
+    # 448**2 + 2**-18 in FP32: the sum is 2**-18 above 200704, whose ulp is 2**-6: RN gives
+    # 200704 (the two float32 products once met a float32 TwoSum and an int64 view of them)
+    a = np.array([[448, 2.0**-9], [448, 2.0**-9]])
+    got = arith.dot(a, a, inputs="e4m3", accumulate="fp32", order="pairwise")
+    assert got.tolist() == [200704.0, 200704.0]
+    assert arith.sum(np.float32([448.0**2, 2.0**-18]), "fp32", order="pairwise") == 200704.0
 
 
 def test_matmul_shapes_like_numpy():
@@ -423,6 +511,56 @@ def test_bad_input_gets_clear_errors():
         arith.matmul(np.ones((2, 2)), np.ones((2, 2)), accumulate=tensorcore.H100_FP16, block=4)
     with pytest.raises(ValueError, match="not exact"):
         arith.dot(np.ones(3) / 3, np.ones(3) / 3, order="pairwise")
+
+
+NO_NAN = [f for f in PRESETS if not f.has_nan]  # the MX element formats (no NaN, no infinity)
+
+
+@pytest.mark.parametrize("fmt", NO_NAN, ids=lambda f: f.name)
+def test_invalid_results_in_formats_without_nan(fmt):
+    # The operands hold no NaN; the exact result would (IEEE 754 sec. 7.2), and fmt cannot.
+    stochastic = {"mode": "stochastic", "rng": np.random.default_rng(0)}
+    elementwise = [(arith.add, (np.inf, -np.inf), "inf - inf"),
+                   (arith.sub, (np.inf, np.inf), "inf - inf"),
+                   (arith.mul, (0.0, np.inf), "0 * inf"), (arith.div, (0.0, 0.0), "0/0"),
+                   (arith.div, (np.inf, -np.inf), "inf/inf"),
+                   (arith.fma, (0.0, np.inf, 1.0), "0 * inf"),
+                   (arith.fma, (1.0, np.inf, -np.inf), "inf - inf"),
+                   (arith.sqrt, (-1.0,), "square root of a negative number")]
+    calls = [(functools.partial(op, *args, fmt, **options), "the result", what)
+             for (op, args, what), options in itertools.product(elementwise, ({}, stochastic))]
+    inf_minus_inf = np.array([np.inf, -np.inf])
+    calls += [  # NaN made inside a reduction, kept in fmt as accumulator or result
+        (lambda: arith.sum(inf_minus_inf, fmt, order="pairwise"), "a partial sum", "inf - inf"),
+        (lambda: arith.sum(inf_minus_inf, fmt, order="pairwise", **stochastic), "a partial sum",
+         "inf - inf"),
+        (lambda: arith.sum(inf_minus_inf, fmt, accumulate="fp32"), "the result", "inf - inf"),
+        (lambda: arith.sum(inf_minus_inf, fmt, accumulate=tensorcore.H100_FP16), "the result",
+         "inf - inf"),
+        (lambda: arith.dot([0.0, 1.0], [np.inf, 1.0], accumulate=fmt), "a partial sum",
+         "0 * inf"),
+        (lambda: arith.dot([0.1, 0.0], [1.0, np.inf], accumulate=fmt), "a partial sum",
+         "0 * inf"),  # products not exact in float64: fused
+        (lambda: arith.matmul(np.array([[np.inf, 1.0]]), np.array([[1.0], [-np.inf]]),
+                              accumulate="fp32", output=fmt), "the result", "inf - inf"),
+    ]
+    for call, where, what in calls:
+        message = (rf"^{where} is NaN \(invalid operation: [^)]*{re.escape(what)}[^)]*\), but "
+                   rf"format {fmt.name} has no NaN encoding$")
+        with np.errstate(invalid="ignore"), pytest.raises(ValueError, match=message):
+            call()  # (errstate: NumPy's own warning of inf - inf on the way is expected)
+    # a NaN operand still gets its own message, naming the operand
+    nan_operands = [
+        (lambda: arith.add([1.0, 2.0], [np.nan, 1.0], fmt), "b"),
+        (lambda: arith.sqrt(np.nan, fmt, **stochastic), "a"),
+        (lambda: arith.sum(np.array([1.0, np.nan]), fmt, order="pairwise"), "x"),
+        (lambda: arith.sum(np.array([1.0, np.nan]), fmt, accumulate=tensorcore.H100_FP16), "x"),
+        (lambda: arith.dot([1.0, 2.0], [1.0, np.nan], accumulate="fp32", output=fmt), "b"),
+    ]
+    for call, name in nan_operands:
+        with pytest.raises(ValueError, match=f"^{name} holds NaN, but format {fmt.name} has no "
+                                             "NaN encoding$"):
+            call()
 
 
 def test_inputs_are_not_modified_and_dtypes_follow_round():

@@ -1,6 +1,6 @@
-"""The tensor-core block-FMA model: published probe results (Fasi et al. 2021; MMA-Sim's table in
-shared/reference/tensor-cores.md; DeepSeek-V3 sec. 3.3.2), and the vectorised model against the
-scalar reference written one term at a time."""
+"""The tensor-core block-FMA model: published probe results (Fasi et al., PeerJ CS 2021; MMA-Sim,
+arXiv:2511.10909, and its per-instruction parameters in mmasim/simulator/nv.py; DeepSeek-V3
+sec. 3.3.2), and the vectorised model against the scalar reference written one term at a time."""
 from __future__ import annotations
 
 import dataclasses
@@ -81,6 +81,19 @@ def test_zero_results_are_positive():
     r = tc.block_fma([2.0**-80], [-(2.0**-80)], 0.0, tc.A100_BF16)
     assert r == 0 and math.copysign(1, r) == 1
     assert math.copysign(1, tc.block_fma_scalar([2.0**-80], [-(2.0**-80)], -0.0, tc.A100_BF16)) == 1
+
+
+@pytest.mark.parametrize("model", ALL + [FP16_OUT, dataclasses.replace(
+    tc.H100_FP16, name="H100_FP16_split2", split_k=2)], ids=lambda m: m.name)
+def test_empty_products_are_positive_zero(model):
+    # K = 0: an empty sum is +0, as numpy.dot and numpy.matmul give
+    for lead in [(), (3,), (2, 0), (0,)]:
+        a = np.zeros(lead + (0,))
+        for got in (tc.dot(a, a, model), tc.block_fma(a, a, None, model)):
+            assert np.shape(got) == lead
+            assert np.all(got == 0) and not np.any(np.signbit(got))
+    got = tc.matmul(np.zeros((2, 0)), np.zeros((0, 3)), model)
+    assert got.shape == (2, 3) and np.all(got == 0) and not np.any(np.signbit(got))
 
 
 def test_overflow_is_infinite_even_when_truncating():
