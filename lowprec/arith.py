@@ -45,7 +45,7 @@ import numpy as np
 
 from . import tensorcore
 from .formats import FP32, FloatFormat, as_format
-from .rounding import RoundingMode, as_mode, round as _round
+from .rounding import RoundingMode, _as_float_array, as_mode, round as _round
 from .tensorcore import TensorCoreModel
 
 __all__ = ["add", "sub", "mul", "div", "fma", "sqrt", "neg", "abs", "sum", "dot", "matmul",
@@ -321,8 +321,8 @@ def _as_real(x, name="x"):
     """x as a float32 or float64 array (a new array where converted; never written to)."""
     arr = np.asarray(x)
     kind = arr.dtype.kind
-    if arr.dtype in (np.float32, np.float64):
-        return arr
+    if kind == "f":  # native float32/float64 (either byte order); a longdouble wider than float64 is refused
+        return _as_float_array(arr)
     if kind == "V":
         try:
             as_format(arr.dtype)

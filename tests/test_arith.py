@@ -573,3 +573,18 @@ def test_inputs_are_not_modified_and_dtypes_follow_round():
     assert isinstance(arith.add(1.0, 2.0, "fp16"), np.float64)
     assert arith.neg(np.float32(1.5), "e5m2") == -1.5
     assert arith.abs(-3.3, "fp16") == lowprec.round(3.3, "fp16")
+
+
+def test_operands_are_taken_exactly_or_refused():
+    """Big-endian float32 is float32 (float32 out); a longdouble wider than float64 cannot be
+    taken exactly and is refused, as lowprec.round refuses it."""
+    a = np.array([1.5, 2**-20], dtype=">f4")
+    out = arith.add(a, np.float32(1), "fp16")
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [2.5, 1.0])
+    if np.finfo(np.longdouble).nmant > 52:
+        x = np.longdouble(1) + np.longdouble(2) ** -60
+        with pytest.raises(TypeError, match="longdouble|float128|float96"):
+            arith.add(x, 0.0, "fp16")
+        with pytest.raises(TypeError):
+            arith.sum(np.array([x, x]), "fp32")

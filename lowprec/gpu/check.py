@@ -92,8 +92,8 @@ def format_report(report: dict) -> str:
             check = "ok" if result["selfcheck_ok"] else "FAILED (layout or kernel error: verdicts void)"
             lines.append(f"  {name:9s} K={result['k']:3d}  self-check {check}; best: {result['best_match']}; {shares}")
         if name.startswith(("e4m3", "e5m2")):
-            lines.append("            note: on sm_90 FP8 mma.sync is emulated (FP16 HMMAs plus an FADD of C, "
-                         "MMA-Sim, arXiv:2511.10909, mmasim/simulator/nv_ptx.py);\n            the FP8 presets model wgmma, so "
+            lines.append("            note: sm_90 has no FP8 mma.sync of its own (ptxas lowers it to FP16 HMMAs "
+                         "plus an FADD of C:\n            see cuobjdump -sass); the FP8 presets model wgmma, so "
                          "they need not match mma.sync there")
     if report.get("cublas"):
         lines += ["", f"cuBLAS against {report['cublas']['model']} (share bit-identical):"]
