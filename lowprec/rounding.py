@@ -172,6 +172,9 @@ def round(x, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, r
     if not fmt.has_nan and flat.size and np.isnan(np.min(flat)):  # min propagates NaN
         raise ValueError(f"input holds {int(np.isnan(flat).sum())} NaN value(s), "
                          f"but format {fmt.name} has no NaN encoding")
+    if not fmt.signed and not fmt.has_nan and flat.size and np.min(flat) < 0:
+        raise ValueError(f"input holds {int((flat < 0).sum())} negative value(s), but format {fmt.name} "
+                         f"is unsigned and has no NaN encoding for them")
     out = np.empty(flat.shape, out_dtype)
     path = _fastpaths.choose(out_dtype, fmt, mode.value, random_bits)
     unsettled = []  # (indices, their top16) a fast path left to the exact rule
@@ -284,8 +287,9 @@ def _round_float64(x, fmt: FloatFormat, mode: RoundingMode, policy, words=None, 
     mag = np.where(np.isinf(x), np.inf if fmt.has_inf else policy_value, mag)
     mag = np.where(np.isnan(x), np.nan, mag)
     result = np.where(negative, -mag, mag)
-    if not fmt.signed:  # no negative numbers and no zero at all: NaN, as ml_dtypes
-        result = np.where(negative | (x == 0), np.nan, result)
+    if not fmt.signed:  # no negative numbers (NaN, as ml_dtypes' E8M0); -0 is 0 where there is a zero
+        nothing = (negative & (x != 0)) | ((x == 0) & (not fmt.has_zero))
+        result = np.where(nothing, np.nan, np.abs(result))
     if fmt.specials == "fnuz":
         result[result == 0] = 0  # no -0 in fnuz formats
     return result

@@ -45,8 +45,10 @@ def round_exact(value, fmt, mode="nearest", *, negative=None, overflow=None, sub
     if negative is None:
         negative = q < 0
     a = abs(q)
-    if not fmt.signed and (negative or a == 0):
-        return math.nan
+    if not fmt.signed:  # no negative numbers (NaN); zero only where the format has one, unsigned
+        if (negative and a != 0) or (a == 0 and not fmt.has_zero):
+            return math.nan
+        negative = False
     policy = overflow or fmt.default_overflow
     m = fmt.mantissa_bits
     if a == 0:

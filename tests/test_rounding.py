@@ -724,3 +724,21 @@ def test_properties(fmt, data, width):
     assert np.all((np.abs(near.astype(np.float64) - x) <= ulp / 2)[inside])  # within half an ulp
     sr = lowprec.round(x, fmt, "stochastic", rng=np.random.default_rng(0), **kw)
     assert np.all((sr == down) | (sr == up))
+
+
+@pytest.mark.parametrize("specials", ["finite", "fn"])
+def test_unsigned_formats_with_a_zero(specials):
+    """An unsigned format with a zero holds 0 (and -0 is 0); negative numbers have no code:
+    NaN where the format has one, a ValueError where it has none. (E8M0 has no zero at all.)"""
+    fmt = FloatFormat("u3m2", 3, 2, specials=specials, signed=False)
+    for dtype in (np.float32, np.float64):
+        x = np.array([0.0, -0.0, 1.0, 0.3, 2.0**-6], dtype)
+        got = lowprec.round(x, fmt)
+        assert_same(got, [round_exact(float(v), fmt) for v in np.abs(x)])
+        assert not np.signbit(got).any()
+        assert lowprec.encode(0.0, fmt) == 0 and lowprec.decode(0, fmt) == 0.0
+        if specials == "fn":
+            assert np.isnan(lowprec.round(np.array([-1.0, -1e-9], dtype), fmt)).all()
+        else:
+            with pytest.raises(ValueError, match="2 negative value.*unsigned"):
+                lowprec.round(np.array([-1.0, -1e-9, 1.0], dtype), fmt)
