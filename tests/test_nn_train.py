@@ -95,7 +95,7 @@ def test_lowprec_dynamic_scaler_halves_after_overflow(spirals):
     trainer = Trainer(PRESETS["fp16_mixed"].replace(loss_scale="dynamic"), SMALL)
     x = spirals.x_train[:8] * np.float32(1e5)
     trainer.step(x, spirals.y_train[:8])
-    assert trainer.scaler.scale == 32768.0  # GradScaler: backoff 0.5 (training-frameworks.md)
+    assert trainer.scaler.scale == 32768.0  # GradScaler: backoff_factor 0.5 (torch/amp/grad_scaler.py)
 
 
 def test_progress_bar_only_on_a_terminal(spirals, capsys):

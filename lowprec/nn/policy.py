@@ -266,7 +266,7 @@ def _as_accumulate(acc):
         except ValueError:
             pass
         try:
-            from ..tensorcore import PRESETS as TC_PRESETS  # optional module of the arithmetic issue
+            from ..tensorcore import PRESETS as TC_PRESETS  # imported only when a name is not a format
         except ImportError:
             TC_PRESETS = {}
         if acc in TC_PRESETS:
