@@ -220,16 +220,17 @@ def test_fp8_hybrid_needs_its_scales():
 
 
 # --- FP8 GEMMs under an accumulation model --------------------------------------------------------
-# What the GPU computes for an FP8 GEMM (cuBLASLt, as Transformer Engine calls it, with the
-# operands' scale_inv as its A/B scale factors): the FP8 elements A = x * scale rounded, B
+# What the GPU computes for an FP8 GEMM (cuBLASLt, as Transformer Engine calls it in
+# transformer_engine/common/gemm/cublaslt_gemm.cu, the operands' scale_inv as its A/B scales): the FP8 elements A = x * scale rounded, B
 # likewise, go through the accumulator, then D = scale_inv_a * scale_inv_b * acc in FP32. The
 # reference is the exact product P = sum_k a_k b_k of the dequantized operands the model holds,
 # a_k = fl32(A_k sa), b_k = fl32(B_k sb) (sa, sb the decode scales, u = 2**-24). Per element:
 #   * the accumulation of the elements errs by at most E(K) * sum_k mu_k, where
 #     mu_k = max(|A_k|, tiny_A) * max(|B_k|, tiny_B) >= |A_k B_k|:
-#     - FP32, sequential, to nearest: gamma_{K-1} sum |A_k B_k| <= K u sum mu_k (Higham,
-#       "Accuracy and Stability of Numerical Algorithms", 2002, eq. (4.4));
-#     - block FMA of n products (MMA-Sim's model): a block truncates c and each of its n products
+#     - FP32, sequential, to nearest, exact products: gamma_{K-1} sum |A_k B_k| <= K u sum mu_k
+#       for K < 4096 (recursive summation: Higham, "Accuracy and Stability of Numerical
+#       Algorithms", 2nd ed., 2002, sec. 4.2);
+#     - block FMA of n products (MMA-Sim, arXiv:2511.10909): a block truncates c and each of its n products
 #       to a multiple of 2**(emax - F) (error below 2**(emax - F) each, where
 #       2**emax <= max(|c|, mu_k): an exponent field reads a subnormal at emin), then rounds the
 #       sum toward zero to F = 13 fraction bits (below 2**-F |sum|); over ceil(K/n) blocks
