@@ -221,10 +221,11 @@ def test_fp8_hybrid_needs_its_scales():
 
 # --- FP8 GEMMs under an accumulation model --------------------------------------------------------
 # What the GPU computes for an FP8 GEMM (cuBLASLt, as Transformer Engine calls it in
-# transformer_engine/common/gemm/cublaslt_gemm.cu, the operands' scale_inv as its A/B scales): the FP8 elements A = x * scale rounded, B
-# likewise, go through the accumulator, then D = scale_inv_a * scale_inv_b * acc in FP32. The
-# reference is the exact product P = sum_k a_k b_k of the dequantized operands the model holds,
-# a_k = fl32(A_k sa), b_k = fl32(B_k sb) (sa, sb the decode scales, u = 2**-24). Per element:
+# transformer_engine/common/gemm/cublaslt_gemm.cu, the operands' scale_inv as its A/B scales):
+# the FP8 elements A = x * scale rounded, B likewise, go through the accumulator, then
+# D = scale_inv_a * scale_inv_b * acc in FP32. The reference is the exact product
+# P = sum_k a_k b_k of the dequantized operands the model holds, a_k = fl32(A_k sa),
+# b_k = fl32(B_k sb) (sa, sb the decode scales, u = 2**-24). Per element:
 #   * the accumulation of the elements errs by at most E(K) * sum_k mu_k, where
 #     mu_k = max(|A_k|, tiny_A) * max(|B_k|, tiny_B) >= |A_k B_k|:
 #     - FP32, sequential, to nearest, exact products: gamma_{K-1} sum |A_k B_k| <= K u sum mu_k
