@@ -22,6 +22,7 @@ Observation off (no Observer) costs nothing; on, it costs a few passes over each
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
@@ -358,13 +359,23 @@ class History:
         return history
 
     def save(self, path):
-        """Write every field to ``path`` (.npz, compressed)."""
-        np.savez_compressed(path, **self.to_arrays())
+        """Write every field to ``path`` (.npz, compressed; the suffix is added if missing)."""
+        np.savez_compressed(_npz_path(path), **self.to_arrays())
 
     @classmethod
     def load(cls, path) -> "History":
-        with np.load(path, allow_pickle=False) as data:
+        """The History saved at ``path`` (with or without the .npz suffix, as in :meth:`save`)."""
+        with np.load(_npz_path(path), allow_pickle=False) as data:
             return cls.from_arrays({k: data[k] for k in data.files})
+
+
+def _npz_path(path):
+    """``path`` (a str or os.PathLike) ending in .npz, as numpy.savez writes it; file objects
+    pass unchanged."""
+    if hasattr(path, "read") or hasattr(path, "write"):
+        return path
+    path = os.fspath(path)
+    return path if path.endswith(".npz") else path + ".npz"
 
 
 def summarize(histories: dict, layer: int = 0) -> str:

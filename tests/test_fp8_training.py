@@ -217,3 +217,152 @@ def test_fp8_hybrid_needs_its_scales():
     assert final["fp8_hybrid_unscaled"] >= 2.5 * final["bf16_mixed"]
     assert runs["fp8_hybrid_unscaled"].pooled("zeros", "grad_output")[0] >= 0.9
     assert runs["fp8_hybrid"].pooled("zeros", "grad_output")[0] <= 0.7  # ReLU's zeros: about half
+
+
+# --- FP8 GEMMs under an accumulation model --------------------------------------------------------
+# What the GPU computes for an FP8 GEMM (cuBLASLt, as Transformer Engine calls it in
+# transformer_engine/common/gemm/cublaslt_gemm.cu, the operands' scale_inv as its A/B scales):
+# the FP8 elements A = x * scale rounded, B likewise, go through the accumulator, then
+# D = scale_inv_a * scale_inv_b * acc in FP32. The reference is the exact product
+# P = sum_k a_k b_k of the dequantized operands the model holds, a_k = fl32(A_k sa),
+# b_k = fl32(B_k sb) (sa, sb the decode scales, u = 2**-24). Per element:
+#   * the accumulation of the elements errs by at most E(K) * sum_k mu_k, where
+#     mu_k = max(|A_k|, tiny_A) * max(|B_k|, tiny_B) >= |A_k B_k|:
+#     - FP32, sequential, to nearest, exact products: gamma_{K-1} sum |A_k B_k| <= K u sum mu_k
+#       for K < 4096 (recursive summation: Higham, "Accuracy and Stability of Numerical
+#       Algorithms", 2nd ed., 2002, sec. 4.2);
+#     - block FMA of n products (MMA-Sim, arXiv:2511.10909): a block truncates c and each of its n products
+#       to a multiple of 2**(emax - F) (error below 2**(emax - F) each, where
+#       2**emax <= max(|c|, mu_k): an exponent field reads a subnormal at emin), then rounds the
+#       sum toward zero to F = 13 fraction bits (below 2**-F |sum|); over ceil(K/n) blocks
+#       E(K) = (K + 2 ceil(K/n)) 2**-F; promotion adds one FP32 rounding per N_C products;
+#   * P differs from sa sb sum A_k B_k by two FP32 roundings per product (<= (2u + u**2) rel.);
+#   * D = fl(fl(sa sb) acc) adds two more.
+# So |D - P| <= (E(K) + 5u) sum_k (|a_k| + sa tiny_A)(|b_k| + sb tiny_B), times (1 + 2**-20) for
+# the second-order terms (|A_k| sa <= |a_k| (1 + 2u) and the like).
+def _block_fma_error(n, F, promote_every=None):
+    def error(K):
+        blocks = -(-K // n)
+        return (K + 2 * blocks) * 2.0**-F + (-(-K // promote_every) * 2.0**-24 if promote_every else 0)
+    return error
+
+
+FP8_GEMM_ERROR = {  # accumulate -> E(K) of the bound above
+    "fp32": lambda K: K * 2.0**-24,
+    "H100_FP8": _block_fma_error(32, 13),  # wgmma FP8: k32 fused, 13 fraction bits (MMA-Sim)
+    "H100_FP8_PROMOTED": _block_fma_error(32, 13, promote_every=128),  # DeepSeek-V3 sec. 3.3.2
+}
+
+
+def _exact(m):
+    return np.vectorize(lambda v: Fraction(float(v)), otypes=[object])(np.asarray(m))
+
+
+def _assert_fp8_gemm_bound(a, b, out, decode_a, decode_b, tiny_a, tiny_b, error):
+    """|out - a @ b| (exact) within the bound above, for every element."""
+    exact = _exact(a) @ _exact(b)  # object arrays: exact rational sums of exact products
+    mu = ((np.abs(a.astype(np.float64)) + decode_a * tiny_a)
+          @ (np.abs(b.astype(np.float64)) + decode_b * tiny_b))
+    bound = (error(a.shape[1]) + 5 * 2.0**-24) * (1 + 2.0**-20) * mu
+    gap = np.abs(_exact(out) - exact).astype(np.float64)  # rounded once, far below the bound's slack
+    assert np.all(gap <= bound), (float((gap / np.where(bound > 0, bound, 1)).max()), a.shape, b.shape)
+
+
+@pytest.mark.parametrize("recipe, steps", [("delayed", 2), ("current", 1)])
+@pytest.mark.parametrize("value", [1e-3, 1e-5])
+def test_fp8_gemm_with_fp32_accumulation_accumulates_the_fp8_elements(recipe, steps, value):
+    """x = W = value, (1, 4) @ (4, 1), once the scale is 448 / value (delayed scaling's second
+    step, current scaling's first): the FP8 elements are 448, their products add up exactly in
+    FP32, and the decode scales bring the sum back to 4 value**2. (Rounding the dequantized
+    operands to E4M3 instead gives 4 * 2**-18 = 1.53e-5 for 1e-3, and 0 for 1e-5.)"""
+    cast = Caster(PRESETS["fp8_hybrid"].replace(accumulate="fp32", fp8_recipe=recipe))
+    x = np.full((1, 4), value, np.float32)
+    for _ in range(steps):
+        cast.begin_step()
+        x8, W8 = cast(x, "input", 0), cast(x.T.copy(), "weight", 0)
+        out = cast.matmul(x8, W8)
+        cast.end_step()
+    scale = round_exact(Fraction(448) / Fraction(float(np.float32(value))), FP32)
+    decode = round_exact(1 / Fraction(scale), FP32)
+    assert np.all(x8 == round_exact(448 * Fraction(decode), FP32))  # held: 448 * scale_inv
+    _assert_fp8_gemm_bound(x8, W8, out, decode, decode, TINY["e4m3"], TINY["e4m3"], FP8_GEMM_ERROR["fp32"])
+    assert abs(float(out[0, 0]) / (4 * value**2) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("accumulate", sorted(FP8_GEMM_ERROR))
+def test_fp8_hybrid_trains_with_an_accumulation_model(spirals, accumulate):
+    """FP8 training with an exact accumulation model runs (the operands fed to the model are the
+    FP8 elements, of the formats the model reads) and stays close to the BLAS run."""
+    config = TrainConfig(steps=4, batch_size=32, eval_every=2)
+    h = train(PRESETS["fp8_hybrid"].replace(accumulate=accumulate), spirals, SMALL, config)
+    blas = train("fp8_hybrid", spirals, SMALL, config)
+    assert np.all(np.isfinite(h.loss)) and np.all(np.isfinite(h.test_loss))
+    np.testing.assert_allclose(h.loss, blas.loss, rtol=1e-3 if accumulate == "fp32" else 2e-2)
+
+
+class _GemmRecorder(Caster):
+    """A Caster that keeps every GEMM's operands and result, and every scaled cast's decode scale."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gemms, self.decode = [], {}
+
+    def scaled_cast(self, x, layer, point, axis=-1):
+        values, record = super().scaled_cast(x, layer, point, axis)
+        self.decode[id(values)] = (values, record.scale_inv, TINY[record.fmt])  # keeps values alive
+        return values, record
+
+    def matmul(self, a, b):
+        out = super().matmul(a, b)
+        self.gemms.append((a, b, out))
+        return out
+
+    def decode_of(self, m):
+        _, scale_inv, tiny = self.decode[id(m if m.base is None else m.base)]  # m or its transpose
+        return scale_inv, tiny
+
+
+@pytest.mark.parametrize("recipe", ["delayed", "current"])
+@pytest.mark.parametrize("accumulate", sorted(FP8_GEMM_ERROR))
+def test_each_fp8_gemm_of_a_step_is_the_exact_product_within_the_bound(spirals, accumulate, recipe):
+    """Every GEMM of three training steps (fprop, dgrad, wgrad; E4M3 x E4M3, E5M2 x E4M3,
+    E4M3 x E5M2) against the exact product of its dequantized operands (bound above)."""
+    policy = PRESETS["fp8_hybrid"].replace(accumulate=accumulate, fp8_recipe=recipe)
+    trainer = Trainer(policy, MLPConfig(sizes=(2, 8, 8, 3)), seed=0)
+    trainer.caster = recorder = _GemmRecorder(trainer.policy, rng=trainer.rounding_rng)
+    for step in range(3):
+        idx = batch_indices(len(spirals.x_train), 16, 0, step)
+        trainer.step(spirals.x_train[idx], spirals.y_train[idx])
+    assert len(recorder.gemms) == 3 * 8  # per step: 3 fprop, 3 wgrad, 2 dgrad
+    for a, b, out in recorder.gemms:
+        (da, ta), (db, tb) = recorder.decode_of(a), recorder.decode_of(b)
+        _assert_fp8_gemm_bound(a, b, out, da, db, ta, tb, FP8_GEMM_ERROR[accumulate])
+
+
+def _sequential_fp32_exact(a, b):
+    """c[i, j] = (((0 + a[i,0] b[0,j]) + a[i,1] b[1,j]) + ...), each sum rounded to FP32 exactly."""
+    fa, fb = _exact(a), _exact(b)
+    out = np.zeros((a.shape[0], b.shape[1]), np.float32)
+    for i in range(a.shape[0]):
+        for j in range(b.shape[1]):
+            s = Fraction(0)
+            for k in range(a.shape[1]):
+                s = Fraction(round_exact(s + fa[i, k] * fb[k, j], FP32))
+            out[i, j] = float(s)
+    return out
+
+
+def test_mx_gemm_with_fp32_accumulation_sums_the_block_scaled_values():
+    """Under MX each block has its own power-of-two scale, so the values are not E4M3 numbers:
+    a format accumulator sums their exact products (an FFMA GEMM of the dequantized tensors),
+    and a tensor-core model, which has no block-scaled MMA, is refused when the policy is made."""
+    rng = np.random.default_rng(5)
+    policy = PRESETS["fp8_hybrid"].replace(fp8_recipe="mx", accumulate="fp32")
+    x = (rng.standard_normal((3, 64)) * np.exp(rng.uniform(-8, 8, (1, 64)))).astype(np.float32)
+    W = (rng.standard_normal((64, 2)) * np.exp(rng.uniform(-8, 8, (64, 1)))).astype(np.float32)
+    cast = Caster(policy)
+    cast.begin_step()
+    x8, W8 = cast(x, "input", 0), cast(W, "weight", 0)
+    assert np.array_equal(cast.matmul(x8, W8), _sequential_fp32_exact(x8, W8))
+    with pytest.raises(ValueError, match="block-scaled"):
+        policy.replace(accumulate="H100_FP8")

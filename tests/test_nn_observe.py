@@ -1,5 +1,7 @@
 """Cast-point statistics against independent references (NumPy's float16 cast, frexp), and
 the History's .npz round trip."""
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -100,3 +102,17 @@ def test_history_round_trip_and_helpers(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(2))
     with pytest.raises(ValueError, match="not a lowprec History"):
         History.load(tmp_path / "other.npz")
+
+
+@pytest.mark.parametrize("as_path", [str, pathlib.Path])
+def test_history_save_and_load_take_a_path_with_or_without_the_npz_suffix(tmp_path, as_path):
+    """save adds .npz to a path without it, as numpy.savez does, and load reads the same file:
+    "run" and "run.npz" name one History either way."""
+    spirals = data.spirals(np.random.default_rng(0), points_per_class=20)
+    h = train("fp32", spirals, MLPConfig(sizes=(2, 4, 3)), TrainConfig(steps=3, batch_size=8))
+    for saved, loaded in [("run", "run"), ("run", "run.npz"), ("b.npz", "b"), ("b.npz", "b.npz")]:
+        h.save(as_path(tmp_path / saved))
+        back = History.load(as_path(tmp_path / loaded))
+        for name, value in h.to_arrays().items():
+            assert np.array_equal(value, back.to_arrays()[name], equal_nan=name != "meta"), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.npz", "run.npz"]

@@ -1,9 +1,12 @@
 """The training loop: determinism, loss-scaler protocol, skipped steps and the culprit layer."""
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
 from lowprec import data
-from lowprec.nn import CAST_POINTS, PRESETS, MLPConfig, TrainConfig, Trainer, train
+from lowprec.nn import CAST_POINTS, PRESETS, SGD, MLPConfig, TrainConfig, Trainer, train
+from lowprec.observe import History
 
 SMALL = MLPConfig(sizes=(2, 16, 16, 3))
 SHORT = TrainConfig(steps=30, batch_size=32, eval_every=10, observe_every=5)
@@ -92,7 +95,7 @@ def test_lowprec_dynamic_scaler_halves_after_overflow(spirals):
     trainer = Trainer(PRESETS["fp16_mixed"].replace(loss_scale="dynamic"), SMALL)
     x = spirals.x_train[:8] * np.float32(1e5)
     trainer.step(x, spirals.y_train[:8])
-    assert trainer.scaler.scale == 32768.0  # GradScaler: backoff 0.5 (training-frameworks.md)
+    assert trainer.scaler.scale == 32768.0  # GradScaler: backoff_factor 0.5 (torch/amp/grad_scaler.py)
 
 
 def test_progress_bar_only_on_a_terminal(spirals, capsys):
@@ -113,6 +116,32 @@ def test_bad_arguments_get_clear_errors(spirals):
         TrainConfig(optimizer="sgd")
     with pytest.raises(ValueError, match="activation"):
         MLPConfig(activation="swish")
+
+
+def test_numpy_scalars_in_the_configs_are_recorded_as_their_exact_values(spirals, tmp_path):
+    """NumPy scalars in TrainConfig, SGD and MLPConfig reach the run's record (the History's meta,
+    the checkpoint's fingerprint) as Python numbers of exactly their value: np.float32(0.1) as
+    13421773 / 2**27. A run with the same values in Python numbers is the same run."""
+    lr32 = np.float32(0.1)
+    config = TrainConfig(steps=np.int64(4), batch_size=np.int32(16), eval_every=np.int64(2),
+                         seed=np.uint8(0), checkpoint_every=np.int64(2),
+                         optimizer=SGD(lr=lr32, momentum=np.float64(0.9)))
+    model = MLPConfig(sizes=(2, 8, 3), init_gain=np.float32(0.75))
+    path = tmp_path / "run.npz"
+    h = train("fp32", spirals, model, config, checkpoint=path, stop_after=2)
+    recorded = h.meta["train"]
+    assert recorded["optimizer"] == ["SGD", {"lr": 13421773 / 2**27, "momentum": 0.9}]
+    assert Fraction(recorded["optimizer"][1]["lr"]) == Fraction(float(lr32))
+    assert recorded["steps"] == 4 and h.meta["model"]["init_gain"] == 0.75
+    for value in (*recorded.values(), *recorded["optimizer"][1].values(), h.meta["model"]["init_gain"]):
+        assert type(value) in (int, float, list), value
+    h.save(tmp_path / "h.npz")
+    assert History.load(tmp_path / "h.npz").meta == h.meta
+    plain = TrainConfig(steps=4, batch_size=16, eval_every=2, seed=0, checkpoint_every=2,
+                        optimizer=SGD(lr=13421773 / 2**27, momentum=0.9))
+    resumed = train("fp32", spirals, MLPConfig(sizes=(2, 8, 3), init_gain=0.75), plain, resume=path)
+    whole = train("fp32", spirals, model, config)
+    assert np.array_equal(resumed.loss, whole.loss) and resumed.meta == whole.meta
 
 
 def test_inputs_are_not_modified(spirals):

@@ -2,9 +2,9 @@
 culprit layer in the History, DeepSpeed's stop, checkpoints, and the demonstrations that
 FP16 needs its loss scale. Each demonstration prints its numbers (run with ``-s``).
 
-References: the scalers' rules as the frameworks state them (shared/reference/
-training-frameworks.md: GradScaler backs off by 0.5 and skips the step on inf/NaN; DeepSpeed
-raises at its minimum scale), FP32 training as the yardstick for the demonstrations, and
+References: the scalers' rules as the frameworks' sources state them (torch/amp/grad_scaler.py:
+GradScaler backs off by 0.5 and skips the step on inf/NaN; deepspeed/runtime/fp16/loss_scaler.py:
+DeepSpeed raises at its minimum scale), FP32 training as the yardstick for the demonstrations, and
 PyTorch itself in tests/test_torch_scaling_training.py.
 """
 import numpy as np

@@ -13,14 +13,24 @@ cast goes through :meth:`Caster.scaled_cast` instead: it scales, casts and unsca
 tensor with that (layer, point)'s own recipe state (delayed scaling keeps an amax history per
 tensor, as Transformer Engine does) and records the cast's amax, scale and clipped/flushed
 counts for the History.
+
+The model holds a scaled cast's result dequantized (FP8 element times scale_inv, in FP32), as
+Transformer Engine's dequantize gives it. With the BLAS accumulator a GEMM multiplies those
+values. With an accumulation model (a format or a tensor-core model) :meth:`Caster.matmul`
+computes what the GPU does instead: the FP8 elements go through the accumulator and the
+decode scales are applied to the sum in FP32 (cuBLASLt's FP8 matmul,
+``D = scale_a * scale_b * (A @ B)``, with Transformer Engine passing each operand's scale_inv
+as its scale; transformer_engine/common/gemm/cublaslt_gemm.cu).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 
-from ..formats import FloatFormat
+from ..formats import E4M3, E5M2, FloatFormat, as_format
 from ..rounding import round as round_to_format
 from .policy import BLAS, CAST_POINTS, FORWARD_POINTS, Cast, PrecisionPolicy
 
@@ -31,6 +41,15 @@ from .policy import BLAS, CAST_POINTS, FORWARD_POINTS, Cast, PrecisionPolicy
 #   weight W (d_in, d_out):       fprop sums over d_in (0);         dgrad g @ W.T over d_out (1)
 #   grad_output g (batch, d_out): dgrad sums over d_out (1);        wgrad over the batch (0)
 GEMM_AXES = {"input": (1, 0), "weight": (0, 1), "grad_output": (1, 0)}
+
+
+class _FP8Operand(NamedTuple):
+    """What an FP8 GEMM reads for the result ``values`` of a per-tensor scaled cast."""
+
+    values: object  # the dequantized tensor the model holds (kept alive, so its address stays its own)
+    elements: np.ndarray  # the FP8 elements, values' scaled and rounded source (numbers of fmt)
+    scale_inv: np.float32  # decode scale: values = float32(elements * scale_inv)
+    fmt: FloatFormat
 
 
 class Caster:
@@ -48,7 +67,9 @@ class Caster:
         self.observer = observer  # lowprec.observe.Observer or None (observation off: no cost)
         self.xp = xp
         self.trace: list = []  # (layer, point, tensor) in execution order, for the culprit search
-        self._formats: dict = {}  # data address -> format held there, this step (exact matmuls)
+        # data address -> format held there, or an _FP8Operand, this step (for exact matmuls)
+        self._formats: dict = {}
+        self._blas = isinstance(policy.accumulate, str) and policy.accumulate == BLAS
         self._index = {p: i for i, p in enumerate(CAST_POINTS)}
         self.fp8_states = {} if fp8_states is None else fp8_states  # (layer, point) -> recipe state
         self.frozen = frozen
@@ -83,10 +104,8 @@ class Caster:
         if self.observer is not None:
             self.observer.record(layer, self._index[point], x, y, spec, **self._scaling_of(record, x, axis))
         self.trace.append((layer, point, y))  # also keeps y alive, so its address stays its own
-        held = spec or already
-        if held is not None and not (isinstance(self.policy.accumulate, str)
-                                     and self.policy.accumulate == BLAS):
-            self._formats[_address(y)] = held.format
+        if not self._blas:
+            self._remember(y, spec or already, record)
         return y
 
     def second_use(self, y, point: str, layer: int):
@@ -98,11 +117,24 @@ class Caster:
         source = self._sources.pop((layer, point), None)
         if source is None:
             return y
-        y2, _ = self.scaled_cast(source, layer, point, GEMM_AXES[point][1])
+        y2, record = self.scaled_cast(source, layer, point, GEMM_AXES[point][1])
         self.trace.append((layer, point, y2))
-        if not (isinstance(self.policy.accumulate, str) and self.policy.accumulate == BLAS):
-            self._formats[_address(y2)] = self.policy.cast(point).format
+        if not self._blas:
+            self._remember(y2, None, record)
         return y2
+
+    def _remember(self, y, held: Cast | None, record):
+        """Note for :meth:`matmul` what ``y`` holds: values of ``held``'s format, or for a scaled
+        cast (``record``) its FP8 elements and decode scale. Block-scaled (MX) values lie in no
+        format (each block has its own power-of-two scale): they are left unknown, so a format
+        accumulator takes their exact products."""
+        if record is not None and record.elements is not None:
+            self._formats[_address(y)] = _FP8Operand(y, record.elements, np.float32(record.scale_inv),
+                                                    as_format(record.fmt))
+        elif record is None and held is not None:
+            self._formats[_address(y)] = held.format
+        else:
+            self._formats.pop(_address(y), None)
 
     def apply(self, x, spec: Cast | None, layer: int, point: str):
         """``x`` rounded by ``spec`` (which may differ from the policy's): not observed, traced
@@ -192,21 +224,40 @@ class Caster:
         """``a @ b`` with the policy's accumulation (the inputs are already rounded).
 
         BLAS: products of 16-bit (or narrower) inputs are exact in float32, and the FP32 sums
-        run in the library's own order, as cuBLAS does on a GPU. Anything else goes to
-        ``lowprec.arith.matmul``, which rounds every partial sum as the model says.
+        run in the library's own order, as cuBLAS does on a GPU; scaled FP8 operands enter
+        dequantized. Anything else goes to ``lowprec.arith.matmul``, which rounds every partial
+        sum as the model says; scaled FP8 operands enter as their FP8 elements, and the product
+        of their decode scales multiplies the result in FP32 (cuBLASLt's ``scale_a * scale_b``;
+        the order of its two FP32 products is not documented: this forms the scalar first).
         """
         acc = self.policy.accumulate
-        if isinstance(acc, str) and acc == BLAS:
+        if self._blas:
             return a @ b
         from .. import arith  # the exact accumulation models; imported only when asked for
+        (a8, fa, decode_a), (b8, fb, decode_b) = self._gemm_operand(a), self._gemm_operand(b)
         # Telling arith the operands' formats lets it use exact float32 products (fast path).
-        fa, fb = (self._formats.get(_address(m)) for m in (a, b))  # transposes share the address
         inputs = (fa, fb) if fa is not None and fb is not None else None
         if isinstance(acc, FloatFormat):
-            out = arith.matmul(a, b, inputs=inputs, accumulate=acc, order="sequential")
+            out = arith.matmul(a8, b8, inputs=inputs, accumulate=acc, order="sequential")
         else:
-            out = arith.matmul(a, b, inputs=inputs, accumulate=acc)
+            out = arith.matmul(a8, b8, inputs=inputs, accumulate=_reading(acc, fa, fb))
+        if decode_a is not None or decode_b is not None:
+            decode = np.float32(1)
+            for scale_inv in (decode_a, decode_b):
+                decode = decode if scale_inv is None else decode * scale_inv  # float32 products
+            out = np.asarray(out, np.float32) * decode
         return self.xp.asarray(out, dtype=a.dtype)
+
+    def _gemm_operand(self, m):
+        """(array, its format or None, decode scale or None): what a GEMM reads for ``m``."""
+        held = self._formats.get(_address(m))  # a transpose shares the address of its source
+        if not isinstance(held, _FP8Operand):
+            return m, held, None
+        y = held.values
+        for view, elements in ((y, held.elements), (y.T, held.elements.T)):
+            if m.shape == view.shape and m.strides == view.strides:  # the same view of y's data
+                return elements, held.fmt, held.scale_inv
+        return m, None, None  # another view of y: its values, in no known format
 
     def begin_step(self, observer=None):
         """Start a step; ``observer`` (or None: observation off) records this step's casts."""
@@ -235,6 +286,17 @@ class Caster:
         """(layer, point) of the first cast whose result held an inf or NaN in this step."""
         source = self.culprit()
         return None if source is None else (int(source.layer), source.cast_point)
+
+
+def _reading(model, fa, fb):
+    """The tensor-core ``model`` reading operands of formats ``fa`` and ``fb``. FP8 MMA takes E4M3
+    or E5M2 for each operand on its own (PTX ISA, ``wgmma.mma_async`` .atype/.btype), with the
+    same alignment and rounding for all four pairs (MMA-Sim, mmasim/simulator/nv_ptx.py), as
+    the dgrad (E5M2 x E4M3) and wgrad (E4M3 x E5M2) GEMMs of Format.HYBRID need."""
+    fp8 = (E4M3, E5M2)
+    if not (model.inputs in fp8 and fa in fp8 and fb in fp8) or (fa, fb) == (model.inputs, model.b_format):
+        return model
+    return dataclasses.replace(model, inputs=fa, inputs_b=None if fb == fa else fb)
 
 
 def _per_value(block_scales, shape, axis: int, block_size: int):

@@ -165,8 +165,13 @@ class PrecisionPolicy:
         return self.weight
 
     def _check_recipe_points(self):
-        from ..scaling import format_for
+        from ..scaling import MXBlockScaling, format_for
         recipe = self.fp8_recipe
+        acc = self.accumulate
+        if isinstance(recipe, MXBlockScaling) and not (isinstance(acc, FloatFormat) or acc == BLAS):
+            raise ValueError(f"fp8_recipe {recipe!r} with accumulate={acc.name!r}: a block-scaled GEMM "
+                             "takes each block's scales into its products, and the tensor-core models "
+                             f"have no block-scaled MMA; use accumulate={BLAS!r} or a format such as 'fp32'")
         points = self.fp8_points
         if not points:
             raise ValueError(f"fp8_recipe {recipe!r} needs at least one FP8 cast point (a format of "
@@ -261,7 +266,7 @@ def _as_accumulate(acc):
         except ValueError:
             pass
         try:
-            from ..tensorcore import PRESETS as TC_PRESETS  # optional module of the arithmetic issue
+            from ..tensorcore import PRESETS as TC_PRESETS  # imported only when a name is not a format
         except ImportError:
             TC_PRESETS = {}
         if acc in TC_PRESETS:

@@ -232,11 +232,23 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int):
 
 
 def run_fingerprint(policy, model: MLPConfig, config: TrainConfig, data) -> dict:
-    """What a checkpoint must match to be resumed: everything that shapes the run."""
-    return {"policy": policy.fingerprint(), "model": asdict(model),
-            "train": {**asdict(config), "optimizer": [type(config.optimizer).__name__,
-                                                      asdict(config.optimizer)]},
-            "data": data.fingerprint()}
+    """What a checkpoint must match to be resumed: everything that shapes the run, as plain
+    Python values (the History's meta and the checkpoint store it as JSON)."""
+    return _plain({"policy": policy.fingerprint(), "model": asdict(model),
+                   "train": {**asdict(config), "optimizer": [type(config.optimizer).__name__,
+                                                             asdict(config.optimizer)]},
+                   "data": data.fingerprint()})
+
+
+def _plain(value):
+    """``value`` with every NumPy scalar replaced by the Python number of the same value
+    (np.int64(4) -> 4, np.float32(0.1) -> 0.10000000149011612): the configs accept NumPy
+    scalars, which json cannot store."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value.item() if isinstance(value, np.generic) else value
 
 
 class _Progress:

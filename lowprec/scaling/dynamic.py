@@ -1,6 +1,6 @@
 """Dynamic loss scalers with the rules of PyTorch, Apex and DeepSpeed, and make_loss_scaler.
 
-The rules, and where they come from (shared/reference/training-frameworks.md):
+The rules, and the sources they come from:
 
 * :class:`DynamicLossScaler` with the default :class:`DynamicScalingConfig` is
   ``torch.amp.GradScaler``: the scale lives in a float32 tensor; ``update`` is

@@ -101,6 +101,9 @@ class CastRecord:
     clipped: float  # fraction of elements whose scaled magnitude exceeded the format max (saturated)
     flushed: float  # fraction of elements, non-zero and finite, that became zero
     block_scales: np.ndarray | None = field(default=None, compare=False)  # MX: decode scale per block
+    # Per-tensor recipes: the FP8 elements, x * scale rounded (numbers of `fmt`, float32), which
+    # an FP8 GEMM multiplies before applying scale_inv; None for block recipes.
+    elements: np.ndarray | None = field(default=None, compare=False)
 
 
 def cast_statistics(x32, scaled, out, fmt: FloatFormat) -> tuple[float, float]:
@@ -117,7 +120,8 @@ def _per_tensor_cast(x32, scale: np.float32, scale_inv: np.float32, fmt, amax):
         rounded = satfinite_cast(scaled, fmt)
         values = rounded * scale_inv  # TE's dequantize: fp8 value times scale_inv, in float32
     clipped, flushed = cast_statistics(x32, scaled, rounded, fmt)
-    record = CastRecord(fmt.name, float(amax), float(scale), float(scale_inv), clipped, flushed)
+    record = CastRecord(fmt.name, float(amax), float(scale), float(scale_inv), clipped, flushed,
+                        elements=rounded)
     return values, record
 
 
