@@ -75,3 +75,10 @@ def test_contains_finds_the_obvious_cases():
     assert Cast("fp32").contains(Cast("bf16")) and Cast("tf32").contains(Cast("fp16"))
     assert not Cast("bf16").contains(Cast("fp16")) and not Cast("fp16").contains(Cast("bf16"))
     assert not Cast("fp16", subnormals=False).contains(Cast("fp16"))
+
+
+def test_a_numpy_loss_scale_is_stored_as_the_same_plain_number():
+    policy = PRESETS["fp16_mixed"].replace(loss_scale=np.float32(1024.0))
+    assert policy.fingerprint()["loss_scale"] == 1024.0 and type(policy.loss_scale) is float
+    with pytest.raises(ValueError, match="loss_scale must be"):
+        PRESETS["fp16_mixed"].replace(loss_scale=np.int64(-4))

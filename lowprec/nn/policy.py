@@ -43,6 +43,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..formats import BF16, E4M3, E5M2, FP16, FP32, FloatFormat, as_format
 from ..rounding import OVERFLOW_POLICIES, as_mode
 
@@ -141,6 +143,9 @@ class PrecisionPolicy:
             raise ValueError(f"update={self.update!r} needs a low-precision `weight` cast point")
         object.__setattr__(self, "accumulate", _as_accumulate(self.accumulate))
         spec = self.loss_scale  # names and configs are checked by make_loss_scaler when used
+        if isinstance(spec, (np.integer, np.floating)):  # a NumPy number: the same value, plain
+            spec = spec.item()
+            object.__setattr__(self, "loss_scale", spec)
         if isinstance(spec, bool) or (isinstance(spec, (int, float)) and not spec > 0):
             raise ValueError(f"loss_scale must be None, a positive number, a scaler name such as "
                              f"'dynamic' or 'deepspeed', or a scaler config; got {spec!r}")
