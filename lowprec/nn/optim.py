@@ -70,9 +70,9 @@ def fma_fp32(a, b, c):
     the final cast; inf and NaN pass through the float64 sum as IEEE fma would give them.
     """
     xp = _array_module(a, b, c)  # NumPy, or CuPy for the trainer on a GPU
-    p = xp.asarray(a, _F32).astype(np.float64) * xp.asarray(b, _F32)
-    c = xp.asarray(c, _F32).astype(np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN operands are expected
+        p = xp.asarray(a, _F32).astype(np.float64) * xp.asarray(b, _F32)
+        c = xp.asarray(c, _F32).astype(np.float64)
         s = p + c
         b_virtual = s - p
         e = (p - (s - b_virtual)) + (c - b_virtual)
@@ -80,7 +80,7 @@ def fma_fp32(a, b, c):
         # the step towards the exact sum: +1 grows |s| (e has s's sign), -1 shrinks it
         fix = (e != 0) & ((bits & 1) == 0) & xp.isfinite(s)
         bits = bits + xp.where(fix, xp.where((e > 0) == (s > 0), 1, -1), 0)
-    return bits.view(np.float64).astype(_F32)
+        return bits.view(np.float64).astype(_F32)  # beyond float32's range: inf, as IEEE says
 
 
 @dataclass(frozen=True)
