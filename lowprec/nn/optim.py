@@ -24,19 +24,20 @@ float32 tensor op to float32 before using it, and does scalar-only arithmetic (`
 * ``x.sqrt()``, ``x / s``, ``x.add_(s)``: rounded once each. torch's float32 ``sqrt`` on the CPU
   calls MKL's ``vmsSqrt``, which is *not* correctly rounded (on random inputs about 17% of
   results are 1 ulp off); this module takes the correctly rounded square root. So SGD (no
-  square root) matches torch bit for bit, and Adam and AdamW match it in the state buffers and,
-  in the weights, wherever MKL's square root of the second moment is correctly rounded.
+  square root) matches torch bit for bit; plain Adam matches it in the moments at every step
+  and in each weight whose square roots MKL rounded correctly; with weight decay (Adam's L2,
+  AdamW) the weights feed back into the step, so such a difference can spread. With a
+  correctly rounded sqrt in torch, all of them match bit for bit (tests/test_torch_optim.py).
 
 Writing the step back:
 
 * with master weights, ``new_w`` is the master copy, rounded at ``master_weights`` (exact for
   FP32) and re-rounded for compute next step (Micikevicius et al. 2018, sec. 3.1);
 * without (pure low precision), the weights' format holds ``new_w`` rounded to it: to nearest
-  (updates below half an ulp vanish: "stagnation"; torch's half-precision kernels also compute
-  in FP32 and round the result), or stochastically (unbiased: small updates survive on average;
+  (updates below half an ulp vanish: "stagnation"), or stochastically (unbiased: small updates survive on average;
   ``new_w`` is within an FP32 rounding of the exact step, far below a 16-bit ulp); or ``w - u``
   with Kahan-compensated summation, which carries the rounding error into the next step
-  (Zamirai et al., "Revisiting BFloat16 Training", arXiv:2010.06192, 2020, sec. 3).
+  (Zamirai et al., "Revisiting BFloat16 Training", arXiv:2010.06192, 2020).
 """
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def fma_fp32(a, b, c):
     towards the exact sum, i.e. truncates and sets the last bit. Rounding to odd at p bits then
     to nearest at q <= p - 2 bits equals rounding once to q bits (Boldo & Melquiond, "Emulation
     of FMA and correctly rounded sums: proved algorithms using rounding to odd", IEEE TC 57(4),
-    2008, Theorem 1): 53 >= 24 + 2, subnormal float32 results included (fewer bits). Float64 has
+    2008): 53 >= 24 + 2, subnormal float32 results included (fewer bits). Float64 has
     the range for every float32 product and sum, so TwoSum is exact and nothing overflows before
     the final cast; inf and NaN pass through the float64 sum as IEEE fma would give them.
     """
@@ -92,7 +93,7 @@ class SGD:
     momentum: float = 0.9  # 0 keeps no velocity buffer
     weight_decay: float = 0.0  # L2 penalty, added to the gradient
     dampening: float = 0.0  # scales the gradient added to the velocity (not at step 1)
-    nesterov: bool = False  # Nesterov momentum (Sutskever et al. 2013, sec. 2.1)
+    nesterov: bool = False  # Nesterov momentum, torch's form (Sutskever et al., ICML 2013)
 
     def init_state(self, param, xp) -> dict:
         return {"velocity": xp.zeros_like(param)} if self.momentum else {}
