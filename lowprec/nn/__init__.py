@@ -19,12 +19,12 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .layers import GELU, ReLU, Tanh
 from .losses import accuracy, mse, softmax_cross_entropy
 from .model import MLP, MLPConfig
-from .optim import SGD, Adam
+from .optim import SGD, Adam, AdamW
 from .policy import CAST_POINTS, PRESETS, Cast, PrecisionPolicy, get_policy
 from .train import TrainConfig, Trainer, train
 
 __all__ = [
     "Cast", "PrecisionPolicy", "PRESETS", "CAST_POINTS", "get_policy", "Caster", "MLP", "MLPConfig",
-    "ReLU", "GELU", "Tanh", "softmax_cross_entropy", "mse", "accuracy", "SGD", "Adam",
+    "ReLU", "GELU", "Tanh", "softmax_cross_entropy", "mse", "accuracy", "SGD", "Adam", "AdamW",
     "TrainConfig", "Trainer", "train", "CheckpointError", "save_checkpoint", "load_checkpoint",
 ]

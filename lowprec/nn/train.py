@@ -184,17 +184,17 @@ class Trainer:
         for l, layer_grads in enumerate(grads):
             for name, grad in layer_grads.items():
                 w = self.stored[l][name]
-                u, self.opt_state[l][name] = self.optimizer.update(
-                    grad, self.opt_state[l][name], t,
+                new, u, self.opt_state[l][name] = self.optimizer.apply(
+                    w, grad, self.opt_state[l][name], t,
                     lambda s, l=l: cast(s, "optimizer_state", l))
                 if policy.master_weights is not None:
-                    new = cast(w - u, "master_weights", l)
+                    new = cast(new, "master_weights", l)
                 elif policy.update == "kahan":
                     new, self.compensation[l][name] = kahan_update(
                         w, u, self.compensation[l][name],
                         lambda v, l=l: cast.apply(v, pure_rounding, l, "weight"))
                 else:
-                    new = cast.apply(w - u, pure_rounding, l, "weight")
+                    new = cast.apply(new, pure_rounding, l, "weight")
                 if observer is not None:
                     observer.record_update(l, w, new, u)
                 self.stored[l][name] = new
