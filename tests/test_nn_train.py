@@ -130,7 +130,8 @@ def test_numpy_scalars_in_the_configs_are_recorded_as_their_exact_values(spirals
     path = tmp_path / "run.npz"
     h = train("fp32", spirals, model, config, checkpoint=path, stop_after=2)
     recorded = h.meta["train"]
-    assert recorded["optimizer"] == ["SGD", {"lr": 13421773 / 2**27, "momentum": 0.9}]
+    assert recorded["optimizer"][0] == "SGD"
+    assert recorded["optimizer"][1]["lr"] == 13421773 / 2**27 and recorded["optimizer"][1]["momentum"] == 0.9
     assert Fraction(recorded["optimizer"][1]["lr"]) == Fraction(float(lr32))
     assert recorded["steps"] == 4 and h.meta["model"]["init_gain"] == 0.75
     for value in (*recorded.values(), *recorded["optimizer"][1].values(), h.meta["model"]["init_gain"]):
