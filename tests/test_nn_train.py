@@ -135,7 +135,7 @@ def test_numpy_scalars_in_the_configs_are_recorded_as_their_exact_values(spirals
     assert Fraction(recorded["optimizer"][1]["lr"]) == Fraction(float(lr32))
     assert recorded["steps"] == 4 and h.meta["model"]["init_gain"] == 0.75
     for value in (*recorded.values(), *recorded["optimizer"][1].values(), h.meta["model"]["init_gain"]):
-        assert type(value) in (int, float, list), value
+        assert type(value) in (int, float, bool, list), value
     h.save(tmp_path / "h.npz")
     assert History.load(tmp_path / "h.npz").meta == h.meta
     plain = TrainConfig(steps=4, batch_size=16, eval_every=2, seed=0, checkpoint_every=2,
