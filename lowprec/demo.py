@@ -107,11 +107,25 @@ def comparison_table(runs: dict, task: str) -> str:
 
 
 # --- figures -------------------------------------------------------------------------------------
-def _pooled_exp_hist(history, point: str, layer: int):
+def _pooled_exp_hist(history, point: str, layer: int | None = None) -> dict:
+    """The values at ``point`` over every observed step, of one layer or of all layers pooled:
+    ``counts`` of non-zero values per log2 bin (``bin_log2``), ``zeros`` (exactly zero), ``amax``.
+
+    The History's histograms look at a sample of each tensor (observe.HIST_SAMPLE values), so
+    each (step, layer) histogram is scaled to that tensor's count of non-zero values: pooled
+    layers then weigh by their size, and the zeros (counted exactly) sit on the same footing.
+    """
     from .observe import HIST_BINS, HIST_MIN_EXP
 
-    counts = history.exp_hist[:, layer, history.point_index(point)].sum(axis=0)
-    return counts, HIST_MIN_EXP + np.arange(HIST_BINS)
+    p = history.point_index(point)
+    layers = slice(None) if layer is None else slice(layer, layer + 1)
+    hist = history.exp_hist[:, layers, p].astype(float)  # (steps, layers, bins)
+    zeros = history.zeros[:, layers, p]
+    nonzero = history.count[:, layers, p] - zeros
+    sampled = hist.sum(axis=-1)
+    weight = np.divide(nonzero, sampled, out=np.zeros_like(sampled), where=sampled > 0)
+    return {"counts": (hist * weight[..., None]).sum(axis=(0, 1)), "bin_log2": HIST_MIN_EXP + np.arange(HIST_BINS),
+            "zeros": float(zeros.sum()), "amax": float(np.nanmax(history.amax[:, layers, p]))}
 
 
 def accumulation_errors(ks=(16, 64, 256, 1024, 4096), trials: int = 32, seed: int = 0):
@@ -180,8 +194,9 @@ def figure_runs(seed: int = 0, demo_runs: dict | None = None, log=print) -> dict
     log("  figure runs: FP8 delayed scaling")
     from .nn import Adam
     fp8_data = data.teacher(np.random.default_rng(seed), target_scale=0.1)
-    out["fp8"] = train("fp8_hybrid", fp8_data, config=TrainConfig(optimizer=Adam(lr=1e-3),
-                                                                   eval_every=0, seed=seed))
+    fp8_config = TrainConfig(optimizer=Adam(lr=1e-3), eval_every=0, observe_every=25, seed=seed)
+    out["fp8"] = train("fp8_hybrid", fp8_data, config=fp8_config)
+    out["fp8 unscaled"] = train("fp8_hybrid_unscaled", fp8_data, config=fp8_config)
     return out
 
 
@@ -198,20 +213,29 @@ def make_figures(outdir=None, seed: int = 0, demo_runs: dict | None = None, log=
     outdir.mkdir(parents=True, exist_ok=True)
     runs = figure_runs(seed, demo_runs, log)
     small = runs["small gradients"]
-    counts, bins = _pooled_exp_hist(small["fp32"], "activation_grad", 0)
+    # dL/dz (grad_output) is the gradient that holds ReLU's zeros, as in Micikevicius et al.'s Fig. 3
+    pooled = _pooled_exp_hist(small["fp32"], "grad_output")
+    layer0 = _pooled_exp_hist(small["fp32"], "grad_output", layer=0)
     figures = {
         "01_number_lines.png": plots.plot_number_lines(),
         "02_underflow_histogram.png": plots.plot_underflow_histogram(
-            counts, bins, "Layer 0 activation gradients (small-gradient regression)", scale=2.0**16),
+            **pooled, what="activation gradients dL/dz of an FP32 run, all layers "
+                           "(small-gradient regression)"),
+        "02b_underflow_histogram_layer0.png": plots.plot_underflow_histogram(
+            **layer0, what="activation gradients dL/dz of an FP32 run, layer 0 only "
+                           "(small-gradient regression)"),
         "03_underflow_by_layer.png": plots.plot_underflow_heatmaps(
             {"FP16, no loss scaling": small["fp16 no loss scaling"],
-             "FP16 + GradScaler": small["fp16 mixed + GradScaler"]}, stat="zeros"),
+             "FP16 + GradScaler": small["fp16 mixed + GradScaler"]}, stat="zeros",
+            task="small-gradient regression",
+            empty_text="(almost) no activation gradient is zero here:\nloss scaling keeps them"),
         "04_loss_scale.png": plots.plot_loss_scale(runs["loss scale"]),
         "05_master_weights.png": plots.plot_master_weights(runs["master weights"], layer=0),
         "06_accumulation_error.png": plots.plot_accumulation_error(
             *accumulation_errors(), "FP16 inputs uniform in [0, 1)"),
         "07_fp8_delayed_scaling.png": plots.plot_fp8_scaling(
-            runs["fp8"], [(0, "input"), (0, "weight"), (0, "grad_output"), (4, "grad_output")]),
+            runs["fp8"], [(0, "input"), (0, "weight"), (0, "grad_output"), (4, "grad_output")],
+            unscaled=runs["fp8 unscaled"]),
     }
     paths = []
     for name, fig in figures.items():

@@ -60,52 +60,105 @@ def plot_number_lines(formats=(FP32, BF16, FP16, E5M2, E4M3)):
     return fig
 
 
-def _shade_format(ax, fmt, xlim):
-    """Shade fmt's normal range, and mark with a dashed line where its values flush to zero."""
-    fmt = as_format(fmt)
-    color = format_color(fmt)
-    lo_sub, lo, hi = math.log2(fmt.smallest_subnormal), math.log2(fmt.tiny), math.log2(fmt.max)
-    ax.axvspan(max(lo, xlim[0]), min(hi, xlim[1]), color=color, alpha=0.08, lw=0)
-    zero_below = lo_sub - 1  # below half the smallest subnormal, round-to-nearest gives 0
-    label = f"{fmt.name.upper()}: normal range shaded; zero below 2^{zero_below:.0f}"
-    if zero_below >= xlim[0]:
-        ax.axvline(zero_below, color=color, lw=1.5, ls="--", label=label)
-    else:  # the threshold is off the axis: a legend entry only, no line at the edge
-        ax.plot([], [], color=color, lw=1.5, ls="--", label=label + " (off the axis)")
+FP16_ZERO_LOG2 = -25  # round to nearest sends |x| <= 2^-25 (half FP16's smallest subnormal) to 0
 
 
-def plot_underflow_histogram(exp_hist, bin_log2, layer_name: str, scale: float,
-                             formats=(FP16, BF16, E5M2, E4M3), xlim=(-50, 20)):
-    """Micikevicius et al. 2018, Fig. 3 style: log2|gradient| histogram with format ranges.
+def fp16_shares(counts, bin_log2, zeros: float, log2_scale: int = 0) -> dict:
+    """What FP16 makes of values scaled by 2**log2_scale, in percent of all values.
 
-    exp_hist: counts per bin, bin k holding values with floor(log2|x|) == bin_log2[k].
-    scale: the loss scale shown in the second panel (the histogram moves right by log2(scale)).
+    counts: non-zero values per bin, bin k holding floor(log2|x|) == bin_log2[k]; zeros: the
+    values that are exactly 0 already. Returns ``percent`` (per bin), ``zero`` (the zero bin),
+    ``flushed`` (non-zero values that FP16 rounds to 0: floor(log2|x|) + log2_scale <= -26; a
+    value of exactly 2^-25 also rounds to 0 but is invisible in a log2 histogram) and
+    ``overflow`` (floor(log2|x|) + log2_scale >= 16: above FP16's max 65504 or in its last binade).
     """
-    counts = np.asarray(exp_hist, float)
-    share = 100 * counts / max(counts.sum(), 1)
+    counts = np.asarray(counts, float)
+    bins = np.asarray(bin_log2) + log2_scale
+    total = max(counts.sum() + zeros, 1)
+    percent = 100 * counts / total
+    return {"percent": percent, "zero": 100 * zeros / total,
+            "flushed": float(percent[bins < FP16_ZERO_LOG2].sum()),
+            "overflow": float(percent[bins >= 16].sum())}
+
+
+def tail_scale(counts, bin_log2, amax: float) -> int:
+    """log2 of the loss scale for the second panel: the smallest power of two that lifts the
+    smallest observed value to FP16's smallest subnormal 2^-24, but no more than the largest
+    2^k with amax * 2^k <= 65504 (so nothing overflows); 0 if nothing needs lifting."""
+    lowest = int(np.asarray(bin_log2)[np.nonzero(np.asarray(counts))[0][0]])
+    lift = math.ceil(math.log2(FP16.smallest_subnormal)) - lowest
+    no_overflow = math.floor(math.log2(FP16.max / amax)) if amax > 0 else lift
+    return max(min(lift, no_overflow), 0)
+
+
+def plot_underflow_histogram(counts, bin_log2, zeros: float, amax: float, what: str,
+                             log2_scale: int | None = None):
+    """Micikevicius et al. 2018 ("Mixed Precision Training", ICLR), Fig. 3: the histogram of
+    log2|activation gradient| of an FP32 run, in percent of all values, with a separate bin for
+    the exact zeros, FP16's normal and subnormal ranges, and where FP16 rounds values to zero;
+    a second panel shows the same values multiplied by a loss scale 2^log2_scale
+    (default: :func:`tail_scale`).
+
+    counts, bin_log2: non-zero values per log2 bin (see :func:`fp16_shares`); zeros: values that
+    are exactly 0; amax: the largest magnitude; what: names the values (the figure's title).
+    """
+    if log2_scale is None:
+        log2_scale = tail_scale(counts, bin_log2, amax)
     bins = np.asarray(bin_log2, float)
-    shift = math.log2(scale)
-    fig, axes = plt.subplots(2, 1, figsize=(10, 7.5), sharex=True)
-    for ax, offset, title in ((axes[0], 0.0, "without loss scaling"),
-                              (axes[1], shift, f"loss scaled by 2^{shift:.0f}")):
-        for fmt in formats:
-            _shade_format(ax, fmt, xlim)
-        ax.bar(bins + offset + 0.5, share, width=1.0, color="#333333", label=layer_name)
-        fp16_zero = share[bins + offset < math.log2(FP16.smallest_subnormal) - 1].sum()
-        ax.set_title(f"{title}: {fp16_zero:.1f}% of the values would become zero in FP16")
-        ax.set_ylabel("% of non-zero values")
-        ax.set_ylim(0, share.max() * 1.6)
-        ax.legend(loc="upper left", fontsize=7.5)
-    axes[1].set_xlabel(r"$\log_2 |\mathrm{activation\ gradient}|$")
-    axes[1].set_xlim(*xlim)
+    seen = bins[np.nonzero(np.asarray(counts))[0]]
+    lo = min(seen.min(), FP16_ZERO_LOG2 - 2)  # every observed bin on the axis
+    hi = max(seen.max() + log2_scale, math.log2(FP16.max)) + 2
+    zero_x = lo - 4  # the zero bin sits left of everything, on its own tick
+    color = format_color(FP16)
+    fig, axes = plt.subplots(2, 1, figsize=(10, 8), sharex=True)
+    texts = (("as computed in FP32", 0),
+             (f"multiplied by the loss scale 2^{log2_scale}: the smallest power of two that lifts the "
+              f"smallest value to 2^-24,\ncapped so that max|g| * 2^{log2_scale} "
+              f"= {amax * 2.0**log2_scale:.3g} <= 65504 (FP16 max)", log2_scale))
+    for ax, (title, shift) in zip(axes, texts):
+        shares = fp16_shares(counts, bins, zeros, shift)
+        ax.axvspan(math.log2(FP16.tiny), math.log2(FP16.max), color=color, alpha=0.15, lw=0)
+        ax.axvspan(math.log2(FP16.smallest_subnormal), math.log2(FP16.tiny), facecolor=color, alpha=0.3,
+                   hatch="///", edgecolor="white", lw=0)
+        ax.axvline(FP16_ZERO_LOG2, color="#c44e52", lw=1.5, ls="--")
+        ax.bar(bins + shift + 0.5, shares["percent"], width=1.0, color="#333333")
+        ax.bar(zero_x, shares["zero"], width=1.0, color="#8172b3")
+        top = max(shares["percent"].max(), shares["zero"]) * 1.35
+        ax.set_ylim(0, top)
+        ax.text(zero_x, shares["zero"] + top * 0.02, f"{shares['zero']:.1f}%", ha="center", fontsize=8)
+        ax.text(0.01, 0.96, f"become zero in FP16: {shares['flushed']:.1f}% of all values\n"
+                f"(zero already: {shares['zero']:.1f}%; overflow: {shares['overflow']:.1f}%)",
+                transform=ax.transAxes, va="top", fontsize=9,
+                bbox={"facecolor": "white", "edgecolor": "#c44e52", "alpha": 0.9})
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("% of all values")
+        ax.grid(axis="y", alpha=0.3)
+    from matplotlib.patches import Patch
+    from matplotlib.lines import Line2D
+    axes[0].legend(handles=[
+        Patch(facecolor=color, alpha=0.15, label="FP16 normal range (2^-14 .. 65504)"),
+        Patch(facecolor=color, alpha=0.3, hatch="///", edgecolor="white",
+              label="FP16 subnormal range (2^-24 .. 2^-14)"),
+        Line2D([], [], color="#c44e52", ls="--", lw=1.5, label="FP16 rounds |x| <= 2^-25 to zero"),
+        Patch(color="#8172b3", label="exactly zero in FP32 (e.g. ReLU)")],
+        loc="upper right", fontsize=8)
+    ticks = [t for t in range(int(math.ceil(lo / 5) * 5), int(hi) + 1, 5)]
+    axes[1].set_xticks([zero_x] + ticks, ["zero"] + [str(t) for t in ticks])
+    axes[1].set_xlim(zero_x - 1.5, hi)
+    axes[1].set_xlabel(r"$\log_2 |g|$  (left: the separate bin of exact zeros)")
+    fig.suptitle(f"Micikevicius et al. 2018, Fig. 3: {what}")
     fig.tight_layout()
     return fig
 
 
-def plot_underflow_heatmaps(runs: dict, point: str = "activation_grad", stat: str = "underflow"):
-    """Per layer and observed step: share of values a cast flushed to zero, one panel per run."""
+def plot_underflow_heatmaps(runs: dict, point: str = "activation_grad", stat: str = "underflow",
+                            task: str = "", empty_text: str | None = None):
+    """Per layer and observed step: share of values a cast flushed to zero, one panel per run.
+    A panel whose shares all stay below 0.5% (black on the colour scale) says so in words
+    (``empty_text``) with its largest share, since an all-black heatmap reads like missing data."""
     fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4.2), squeeze=False,
                              layout="constrained")
+    what = "zero (flushed here or upstream)" if stat == "zeros" else "flushed to zero by this cast"
     image = None
     for ax, (label, history) in zip(axes[0], runs.items()):
         shares = np.stack([history.fraction(stat, point, layer) for layer in range(history.layers)])
@@ -113,13 +166,19 @@ def plot_underflow_heatmaps(runs: dict, point: str = "activation_grad", stat: st
         image = ax.imshow(100 * shares, aspect="auto", origin="lower", cmap="magma", vmin=0, vmax=100,
                           extent=(steps[0] - 0.5, steps[-1] + 0.5, -0.5, history.layers - 0.5),
                           interpolation="nearest")
+        peak = 100 * float(np.nanmax(shares, initial=0))
+        if peak < 0.5:  # below one step of the colour scale: the panel looks empty, say why
+            note = "every share is exactly 0%" if peak == 0 else f"largest share: {peak:.2g}%"
+            ax.text(0.5, 0.5, f"{empty_text or f'no {point} value is {what}'}\n({note})",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=9, wrap=True,
+                    bbox={"facecolor": "white", "alpha": 0.9})
         ax.set_title(label)
         ax.set_xlabel("training step")
         ax.set_ylabel("layer (0 = first)")
         ax.set_yticks(range(history.layers))
-    what = "zero (flushed here or upstream)" if stat == "zeros" else "flushed to zero by this cast"
     fig.colorbar(image, ax=axes[0].tolist(), label="% of the layer's values")
-    fig.suptitle(f"Share of {point} values that are {what}, per layer and step")
+    fig.suptitle((f"{task}: " if task else "") + f"share of {point} values that are {what}, "
+                 "per layer and step")
     return fig
 
 
@@ -141,20 +200,22 @@ def plot_loss_scale(runs: dict):
 
 
 def plot_master_weights(runs: dict, layer: int = 0):
-    """Loss curves and the share of weight updates lost to rounding, per run."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    """Loss curves and the share of weight updates lost to rounding, per run. The first run is
+    the reference: drawn last, black and dashed, so that the runs that match it cannot hide it."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     for i, (label, history) in enumerate(runs.items()):
-        style = {"lw": 3.5, "alpha": 0.5} if i == 0 else {"lw": 1.2}  # the reference, drawn wide
-        line, = left.plot(history.step, _smooth(history.loss), label=label, **style)
+        style = {"color": "black", "ls": "--", "lw": 2.2, "zorder": 10} if i == 0 else {"lw": 1.3}
+        left.plot(history.step, _smooth(history.loss), label=label, **style)
         if len(history.observed_step):
-            right.plot(history.observed_step, 100 * history.update_lost_fraction(layer), "o-",
-                       ms=3, color=line.get_color(), label=label, **style)
+            right.plot(history.observed_step, 100 * history.update_lost_fraction(layer),
+                       marker="o", ms=3, label=label, **style)
     left.set_xlabel("training step")
     left.set_ylabel("training loss (running mean of 20 steps)")
-    left.set_title("Loss: nearest rounding stalls, the others learn alike")
+    left.set_title("Loss (dashed black: FP32 master weights)")
     right.set_xlabel("training step")
-    right.set_ylabel(f"% of layer-{layer} updates lost (w + u rounds back to w)")
-    right.set_title("Lost updates")
+    right.set_ylabel(f"% of layer-{layer} weight updates lost")
+    right.set_title("Lost updates: u != 0 but w - u rounds back to w,\n"
+                    "so the weight does not move at all", fontsize=10)
     right.set_ylim(-2, 102)
     for ax in (left, right):
         ax.grid(alpha=0.3)
@@ -190,20 +251,46 @@ def plot_accumulation_error(ks, errors: dict, description: str):
     return fig
 
 
-def plot_fp8_scaling(history, tensors):
-    """Per-tensor amax and scale over the steps of an FP8 delayed-scaling run."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
+def plot_fp8_scaling(history, tensors, unscaled=None):
+    """Per-tensor amax and scale over the steps of an FP8 delayed-scaling run; with ``unscaled``
+    (the same training with scale 1, observed), a third panel compares, per tensor, the share
+    of values each cast flushed to zero or saturated, pooled over the observed steps."""
+    rows = 3 if unscaled is not None else 2
+    fig = plt.figure(figsize=(10, 3.3 * rows))
+    grid = fig.add_gridspec(rows, 1)
+    top = fig.add_subplot(grid[0])
+    middle = fig.add_subplot(grid[1], sharex=top)
     steps = history.fp8_step
     for layer, point in tensors:
         label = f"layer {layer} {point}"
         line, = top.semilogy(steps, history.fp8("amax", point, layer), label=label)
-        bottom.semilogy(steps, history.fp8("scale", point, layer), color=line.get_color(), label=label)
+        middle.semilogy(steps, history.fp8("scale", point, layer), color=line.get_color(), label=label)
     top.set_ylabel("amax of the tensor")
     top.set_title("FP8 delayed scaling: each tensor's amax, and the scale taken from the amax history")
-    bottom.set_ylabel("scale (fp8 max / history amax)")
-    bottom.set_xlabel("training step")
-    for ax in (top, bottom):
+    middle.set_ylabel("scale (fp8 max / history amax)")
+    middle.set_xlabel("training step")
+    for ax in (top, middle):
         ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, ncol=2)
+    if unscaled is not None:
+        ax = fig.add_subplot(grid[2])
+        x = np.arange(len(tensors))
+        bars = (("flushed to zero, unscaled", unscaled, "underflow", "#c44e52", None),
+                ("flushed to zero, delayed scaling", history, "underflow", "#4c72b0", None),
+                ("saturated, unscaled", unscaled, "overflow", "#c44e52", "///"),
+                ("saturated, delayed scaling", history, "overflow", "#4c72b0", "///"))
+        for i, (label, run, stat, color, hatch) in enumerate(bars):
+            values = [100 * run.pooled(stat, point)[layer] for layer, point in tensors]
+            ax.bar(x + (i - 1.5) * 0.2, values, width=0.2, color=color, hatch=hatch,
+                   edgecolor="white", alpha=1.0 if hatch is None else 0.6, label=label)
+            for xi, v in zip(x + (i - 1.5) * 0.2, values):
+                ax.text(xi, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, [f"layer {layer} {point}" for layer, point in tensors])
+        ax.set_ylabel("% of the tensor's values")
+        ax.set_title("Each FP8 cast without a scale (scale 1: fp8_hybrid_unscaled) and with delayed "
+                     "scaling (fp8_hybrid):\nshare of values flushed to zero or saturated, pooled over "
+                     "the observed steps", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     return fig

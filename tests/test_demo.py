@@ -25,7 +25,7 @@ def test_demo_runs_and_compares_six_policies(tmp_path):
     assert float(ratio["fp16 no loss scaling"].rstrip("x")) >= 2.0
     assert float(ratio["fp16 mixed + GradScaler"].rstrip("x")) <= 1.1
     assert ratio["fp16 pure"] == "-"  # diverged: the table says so instead of printing NaN
-    assert len(list(tmp_path.glob("*.png"))) == 7
+    assert len(list(tmp_path.glob("*.png"))) == 8
     assert "65536" in out  # GradScaler's scale in the small-gradient run
     print(out)
 
