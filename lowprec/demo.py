@@ -4,8 +4,9 @@ The demo trains the same MLP under six precision policies on two tasks and print
 line saying what the task is, a table (per-layer columns under a spanning header; a diverged
 run says where and gets no statistics) and a few "what to notice" sentences, each chosen by a
 condition on the runs' numbers and quoting them (:func:`what_to_notice`). Both commands then
-write every figure of the README to the folder given by ``--out`` (default: ``figures/`` in the current directory; never into an installed package). Everything
-is seeded: the same versions of NumPy and matplotlib give the same PNGs, byte for byte.
+write every figure of the README to the folder given by ``--out`` (default: ``figures/`` in the
+current directory; never into an installed package). Everything is seeded: the same versions of
+NumPy and matplotlib give the same PNGs, byte for byte.
 
 The two tasks, chosen so that each effect shows within seconds on two cores:
 
