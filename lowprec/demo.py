@@ -1,9 +1,12 @@
 """The main job (``python -m lowprec demo``) and the figure command (``python -m lowprec figures``).
 
-The demo trains the same MLP under six precision policies on two tasks and prints what
-happened; both commands then write every figure of the README to the folder given by ``--out``
-(default: ``figures/`` in the current directory; never into an installed package). Everything
-is seeded: the same versions of NumPy and matplotlib give the same PNGs, byte for byte.
+The demo trains the same MLP under six precision policies on two tasks and prints, per task, a
+line saying what the task is, a table (per-layer columns under a spanning header; a diverged
+run says where and gets no statistics) and a few "what to notice" sentences, each chosen by a
+condition on the runs' numbers and quoting them (:func:`what_to_notice`). Both commands then
+write every figure of the README to the folder given by ``--out`` (default: ``figures/`` in the
+current directory; never into an installed package). Everything is seeded: the same versions of
+NumPy and matplotlib give the same PNGs, byte for byte.
 
 The two tasks, chosen so that each effect shows within seconds on two cores:
 
@@ -82,28 +85,174 @@ def train_all(seed: int = 0, log=print) -> dict:
     return runs
 
 
-def _percent(values) -> str:
-    return " ".join("  - " if math.isnan(v) else f"{100 * v:3.0f}" for v in values)
+# What each task is and why the demo runs it: printed above its table. The optimizer, steps and
+# batch size are read from the runs themselves, so that this text cannot drift from the code.
+TASK_DESCRIPTIONS = {
+    "digits": "8x8 handwritten digits, 10 classes (cross-entropy): a real task, to see how much "
+              "FP16 flushes in the early layers and whether learning suffers",
+    "small gradients": "regression on a teacher network's outputs times 3e-3, eight hidden layers: "
+                       "gradients small enough that FP16's range matters",
+}
 
 
-def comparison_table(runs: dict, task: str) -> str:
-    """One line per policy: loss, accuracy, per-layer underflow, skipped steps, scale, lost updates."""
-    rows = [("policy", "final loss", "vs fp32", "test acc", "act-grad zero % by layer",
-             "skipped", "final scale", "updates lost % by layer")]
-    reference = runs["fp32"].summary()["final_loss"]
+def _describe(task: str, history) -> str:
+    """``task: what it is, why; optimizer, steps`` from TASK_DESCRIPTIONS and the run's meta."""
+    train = history.meta.get("train", {})
+    name, settings = train.get("optimizer", ["?", {}])
+    keep = [k for k in ("lr", "momentum") if k in settings and (k == "lr" or settings[k])]
+    optimizer = f"{name}({', '.join(f'{k}={settings[k]:g}' for k in keep)})"
+    what = TASK_DESCRIPTIONS.get(task)
+    return (f"{task}: {what + '. ' if what else ''}Optimizer {optimizer}, "
+            f"{train.get('steps', len(history))} steps of {train.get('batch_size', '?')} examples.")
+
+
+def diverged_at(history) -> int | None:
+    """The first step whose loss was inf or NaN, if the run ended non-finite (its final train
+    loss is); None for a run that ended finite (it may have skipped steps on its way)."""
+    if math.isfinite(history.summary()["final_loss"]):
+        return None
+    bad = np.flatnonzero(~np.isfinite(history.loss))
+    return int(history.step[bad[0]]) if len(bad) else len(history)
+
+
+def _cell(value, spec: str) -> str:
+    return "-" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def _render(groups, rows) -> list[str]:
+    """Text table with a two-line header. ``groups``: (title or "", [column names]) in order;
+    a titled group's title spans its columns (one per layer)."""
+    names = [n for _, cols in groups for n in cols]
+    widths = [max(len(str(r[i])) for r in [names] + rows) for i in range(len(names))]
+    top, i = [], 0
+    for title, cols in groups:
+        span = list(range(i, i + len(cols)))
+        room = sum(widths[j] for j in span) + 2 * (len(span) - 1)
+        if len(title) > room:  # widen the group's last column so that its title fits
+            widths[span[-1]] += len(title) - room
+            room = len(title)
+        top.append(title.ljust(room))
+        i += len(cols)
+    layered = {i for i, n in enumerate(names) if n[:1] == "L" and n[1:].isdigit()}
+
+    def line(cells):
+        return "  ".join(str(c).rjust(w) if i in layered else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return ["  ".join(top).rstrip(), line(names), "  ".join("-" * w for w in widths),
+            *(line(r) for r in rows)]
+
+
+def comparison_table(runs: dict, task: str, reference: str = "fp32") -> str:
+    """The demo's report on one task: a line saying what the task is, then one row per run
+    (label -> History; ``reference`` must be one) with its final train loss, that loss over the
+    reference's, test accuracy (classification only), per-layer shares of activation gradients
+    that are zero, skipped steps, final loss scale, per-layer shares of weight updates lost in
+    rounding; a diverged run says where and gets '-' elsewhere. Then :func:`what_to_notice`."""
+    ref = runs[reference].summary()
+    layers = max(h.layers for h in runs.values())
+    per_layer = [f"L{l}" for l in range(layers)]
+    classify = any(math.isfinite(h.summary()["test_accuracy"]) for h in runs.values())
+    groups = [("", ["policy", "final train loss", "vs " + reference] + ["test acc"] * classify),
+              ("act-grad zero %", per_layer), ("", ["skipped", "final scale"]),
+              ("updates lost %", per_layer)]
+    rows = []
     for label, history in runs.items():
-        s = history.summary()
-        loss = s["final_loss"]
-        rows.append((label, f"{loss:.3g}" if math.isfinite(loss) else "diverged",
-                     f"{loss / reference:.2f}x" if math.isfinite(loss) else "-",
-                     f"{s['test_accuracy']:.3f}" if math.isfinite(s["test_accuracy"]) else "-",
-                     _percent(s["act_grad_zero"]), str(s["skipped"]),
-                     f"{s['final_scale']:g}" if math.isfinite(s["final_scale"]) else "-",
-                     _percent(s["updates_lost"])))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return f"{task}:\n" + "\n".join(lines)
+        s, step = history.summary(), diverged_at(history)
+        if step is not None:  # no statistics for a run that ended in inf/NaN
+            rows.append([label, f"diverged at step {step}", "-"] + ["-"] * classify
+                        + ["-"] * layers + ["-", "-"] + ["-"] * layers)
+            continue
+
+        def percents(values):
+            values = (values or []) + [None] * (layers - len(values or []))
+            return [_cell(None if v is None else 100 * v, ".0f") for v in values]
+        rows.append([label, f"{s['final_loss']:.3g}", _cell(s["final_loss"] / ref["final_loss"], ".2f") + "x"]
+                    + [_cell(s["test_accuracy"], ".3f")] * classify + percents(s["act_grad_zero"])
+                    + [str(s["skipped"]), _cell(s["final_scale"], "g")] + percents(s["updates_lost"]))
+    notes = what_to_notice(runs, reference)
+    return "\n".join([_describe(task, runs[reference]), *_render(groups, rows)]
+                     + (["What to notice:"] + [f"  - {n}" for n in notes] if notes else []))
+
+
+def _span(shares) -> str:
+    """'41-66%' (or '41%'): the smallest and largest of per-layer shares, in whole percent."""
+    lo, hi = (f"{100 * v:.0f}" for v in (min(shares), max(shares)))
+    return f"{lo}%" if lo == hi else f"{lo}-{hi}%"
+
+
+FLUSH_MARGIN = 0.2  # a run "flushes" where some layer has 20 points more zero gradients than the reference
+
+
+def _stored_weights_format(history) -> str | None:
+    """The format a run keeps its weights in when that is not fp32 (no master copy), else None:
+    such a run also loses updates in rounding, so a worse loss has two suspects."""
+    policy = history.meta.get("policy", {})
+    weight = policy.get("weight")
+    if policy.get("master_weights") is None and weight and weight[0] != "fp32":
+        return weight[0]
+    return None
+
+
+def what_to_notice(runs: dict, reference: str = "fp32") -> list[str]:
+    """A few sentences about these runs, each chosen by a condition on their numbers and
+    quoting them (never fixed text): which runs diverged and where the first inf/NaN came
+    from; which zero many more activation gradients than the reference, and whether their loss
+    is within the range of the runs that do not (or far worse); which kept them with a loss
+    scale; which lost far more weight updates in rounding than the rest."""
+    ref = runs[reference].summary()
+    live = {label: h.summary() for label, h in runs.items() if diverged_at(h) is None}
+    notes = []
+    for label, history in runs.items():
+        step = diverged_at(history)
+        if step is None:
+            continue
+        culprit = history.summary()["first_culprit"]
+        where = (f": the first {culprit[3]} of the run came out of layer {culprit[1]}'s "
+                 f"{culprit[2]} cast at step {culprit[0]}" if culprit else "")
+        notes.append(f"{label} diverged at step {step}{where}; its statistics are left out (-).")
+    if ref["act_grad_zero"] is None:  # observation off: nothing to say about gradients
+        return notes
+
+    def ratio(label):
+        return live[label]["final_loss"] / ref["final_loss"]
+    flushed, kept = [], [reference]
+    for label, s in live.items():
+        if label != reference and s["act_grad_zero"] is not None:
+            excess = max(z - r for z, r in zip(s["act_grad_zero"], ref["act_grad_zero"]))
+            (flushed if excess >= FLUSH_MARGIN else kept).append(label)
+    kept_ratios = sorted(ratio(l) for l in kept)
+    typical = float(np.median(kept_ratios))
+    for label in flushed:
+        text = (f"{label} zeroes {_span(live[label]['act_grad_zero'])} of activation gradients "
+                f"across layers ({reference}: {_span(ref['act_grad_zero'])}); its final train loss "
+                f"is {ratio(label):.2f}x {reference}'s")
+        stored = _stored_weights_format(runs[label])
+        if ratio(label) <= kept_ratios[-1]:
+            text += (f", no worse than the runs that do not zero them (up to {kept_ratios[-1]:.2f}x): "
+                     f"the gradients it loses did not carry the learning here")
+        elif stored:
+            text += f", but it also keeps its weights in {stored}, which loses updates: two suspects"
+        elif ratio(label) >= 2 * typical:
+            text += (f", against a median of {typical:.2f}x for the runs that do not zero them: "
+                     f"the lost gradients carried the learning")
+        notes.append(text + ".")
+    scaled = [l for l in kept if l != reference and live[l]["final_scale"] > 1]  # NaN: no scaler
+    if flushed and scaled:
+        for label in scaled:
+            s = live[label]
+            notes.append(f"{label} keeps them: with its loss scale (last {s['final_scale']:g}) "
+                         f"{_span(s['act_grad_zero'])} are zero, as in {reference}; final train loss "
+                         f"{ratio(label):.2f}x {reference}'s, {s['skipped']} steps skipped.")
+    lost = {l: max(s["updates_lost"]) for l, s in live.items() if s["updates_lost"] is not None}
+    if len(lost) > 1:
+        worst = max(lost, key=lost.get)
+        others = max(v for l, v in lost.items() if l != worst)
+        if lost[worst] >= 0.1 and lost[worst] >= 1.5 * others:
+            layer = live[worst]["updates_lost"].index(lost[worst])
+            notes.append(f"{worst} loses {100 * lost[worst]:.0f}% of its weight updates at layer "
+                         f"{layer} in rounding (w - u rounds back to w); the other runs at most "
+                         f"{100 * others:.0f}%.")
+    return notes
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -252,14 +401,13 @@ def run_demo(outdir=None, seed: int = 0) -> dict:
     start = time.perf_counter()
     print("lowprec demo: the same MLP under six precision policies (seeded; about a minute)\n")
     runs = train_all(seed)
+    print("\nColumns: 'final train loss' is the mean training loss of the last 10% of steps; "
+          "'act-grad zero %' the share\nof activation gradients that are zero, per layer (L0 first), "
+          "pooled over the observed steps;\n'updates lost %' the share of non-zero weight updates "
+          "that rounding discarded (w - u == w).")
     for task, task_runs in runs.items():
         print()
         print(comparison_table(task_runs, task))
-    print("\nReading the tables: 'act-grad zero' is the share of activation gradients that are zero, "
-          "layer 0 first;\nwithout loss scaling FP16 flushes the small ones. 'updates lost' is the share "
-          "of weight updates that\nrounding discarded (w + u == w). Pure FP16 with Adam diverges at step 2: Adam's "
-          "second moment\nv = 0.001 g^2 underflows to zero in FP16, so the update m / (sqrt(v) + 1e-8) "
-          "becomes enormous.")
     print("\nwriting figures ...")
     paths = make_figures(outdir, seed, demo_runs=runs)
     for path in paths:

@@ -17,7 +17,9 @@ and at each weight update (``w_new = round(w - u)``): ``update_nonzero`` (u != 0
 ``update_lost`` (u != 0 but w_new == w: the update vanished in rounding), ``update_sq`` and
 ``weight_sq`` (sums of squares, for the update-to-weight ratio ||u|| / ||w||).
 
-Observation off (no Observer) costs nothing; on, it costs a few passes over each tensor.
+Observation off (no Observer) costs nothing; on, it costs a few passes over each tensor. It is
+off by default (``TrainConfig(observe_every=0)``): asking a History for a statistic that was not
+recorded raises :class:`NotRecordedError`, which says how to turn it on.
 """
 from __future__ import annotations
 
@@ -38,6 +40,15 @@ FP8_STATS = ("amax", "scale", "clipped", "flushed")
 FP8_FIELDS = ("fp8_step",) + tuple(f"fp8_{name}" for name in FP8_STATS)
 EVAL_FIELDS = ("eval_step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
 OBSERVED_FIELDS = ("observed_step",) + CAST_STATS + ("amax", "exp_hist") + UPDATE_STATS
+
+
+class NotRecordedError(LookupError):
+    """A History was asked for a statistic its run never recorded (observation off, or no FP8
+    recipe). Raised instead of an empty array or NaN, which would read as "nothing happened"."""
+
+
+# What __getattr__ refuses when never recorded (the index columns are not statistics)
+_STATISTICS = frozenset(OBSERVED_FIELDS[1:] + FP8_FIELDS[1:])
 
 
 def _field_to_bin():
@@ -226,7 +237,26 @@ class History:
         rows = self.__dict__.get("_rows", {})
         if name not in rows:
             raise AttributeError(f"History has no field {name!r}; fields: {', '.join(rows)}")
+        if not rows[name] and name in _STATISTICS:
+            self._require(name)
         return self._stack(name)
+
+    def _require(self, name: str):
+        """Raise NotRecordedError unless the table holding ``name`` has rows. The index
+        columns (``observed_step``, ``fp8_step``) are how to check first: they are never refused."""
+        if name in OBSERVED_FIELDS and not self._rows["observed_step"]:
+            every = self.meta.get("train", {}).get("observe_every")
+            why = ("observation was off (TrainConfig(observe_every=0), the default)" if every == 0
+                   else "no step has been observed yet")
+            raise NotRecordedError(
+                f"{name!r} was not recorded: {why}. Train with TrainConfig(observe_every=N) to "
+                f"record the cast-point and update statistics every N steps "
+                f"(history.observed_step lists the steps that were observed)")
+        if name in FP8_FIELDS and not self._rows["fp8_step"]:
+            why = ("this run's policy has no FP8 scaling recipe (policy.fp8_recipe is None)"
+                   if len(self._rows["step"]) else "no step has been recorded yet")
+            raise NotRecordedError(f"{name!r} was not recorded: {why}; FP8 statistics come from "
+                                   f"policies with a recipe, e.g. 'fp8_hybrid'")
 
     def _stack(self, name):
         rows = self._rows[name]
@@ -253,6 +283,7 @@ class History:
         if stat not in CAST_STATS[1:]:
             raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(CAST_STATS[1:])}")
         p = self.point_index(point)
+        self._require(stat)
         num, den = getattr(self, stat)[:, :, p], self.count[:, :, p]
         if layer is not None:
             num, den = num[:, layer], den[:, layer]
@@ -263,6 +294,7 @@ class History:
 
     def update_lost_fraction(self, layer: int | None = None):
         """Per observed step: share of non-zero updates that rounding discarded."""
+        self._require("update_lost")
         lost, nonzero = self.update_lost, self.update_nonzero
         if layer is None:
             lost, nonzero = lost.sum(axis=1), nonzero.sum(axis=1)
@@ -273,6 +305,7 @@ class History:
 
     def update_ratio(self, layer: int):
         """Per observed step: ||update|| / ||weights|| of one layer."""
+        self._require("update_sq")
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.sqrt(self.update_sq[:, layer] / self.weight_sq[:, layer])
 
@@ -290,14 +323,16 @@ class History:
         """Per step of an FP8-recipe run: ``stat`` (one of FP8_STATS) of the tensor at (layer, point)."""
         if stat not in FP8_STATS:
             raise ValueError(f"unknown FP8 statistic {stat!r}; valid: {', '.join(FP8_STATS)}")
+        self._require(f"fp8_{stat}")
         return getattr(self, f"fp8_{stat}")[:, layer, self.point_index(point)]
 
     def pooled(self, stat: str, point: str):
         """Per layer: ``stat`` / ``count`` at ``point`` pooled over all observed steps (NaN
-        where nothing was observed)."""
+        only for a layer whose cast point saw no values)."""
         if stat not in CAST_STATS[1:]:
             raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(CAST_STATS[1:])}")
         p = self.point_index(point)
+        self._require(stat)
         with np.errstate(invalid="ignore", divide="ignore"):
             return getattr(self, stat)[:, :, p].sum(axis=0) / self.count[:, :, p].sum(axis=0)
 
@@ -312,16 +347,23 @@ class History:
         over the observed steps (NaN when none were): ``act_grad_zero`` (share of activation
         gradients that are zero), ``act_grad_underflow`` (share flushed to zero by their own
         FP16/BF16/FP8 cast) and ``updates_lost`` (share of non-zero weight updates that rounding
-        discarded).
+        discarded). Those three are None when observation was off (``observe_every=0``): a
+        summary reports what there is, where the statistic accessors raise NotRecordedError.
         """
         n = len(self)
         tail = self.loss[n - max(n // 10, 1):] if n else np.zeros(0)
         evals = len(self.eval_step) > 0
+        observed = len(self.observed_step) > 0
 
         def last(field):
             return float(getattr(self, field)[-1]) if evals else float("nan")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            lost = self.update_lost.sum(axis=0) / self.update_nonzero.sum(axis=0)
+        if observed:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lost = (self.update_lost.sum(axis=0) / self.update_nonzero.sum(axis=0)).tolist()
+            zero = self.pooled("zeros", "activation_grad").tolist()
+            flushed = self.pooled("underflow", "activation_grad").tolist()
+        else:
+            lost = zero = flushed = None
         culprits = self.culprits()
         return {
             "final_loss": float(tail.mean()) if n else float("nan"),
@@ -330,9 +372,7 @@ class History:
             "non_finite": int(self.found_inf.sum()),
             "final_scale": float(self.new_scale[-1]) if n else float("nan"),
             "first_culprit": culprits[0] if culprits else None,
-            "act_grad_zero": self.pooled("zeros", "activation_grad").tolist(),
-            "act_grad_underflow": self.pooled("underflow", "activation_grad").tolist(),
-            "updates_lost": lost.tolist() if len(self.observed_step) else [float("nan")] * self.layers,
+            "act_grad_zero": zero, "act_grad_underflow": flushed, "updates_lost": lost,
         }
 
     # --- saving ---------------------------------------------------------------------------
@@ -388,9 +428,11 @@ def summarize(histories: dict, layer: int = 0) -> str:
     rows = [header]
 
     def number(value, spec):
-        return "-" if value != value else format(value, spec)  # NaN: not measured
+        return "-" if value is None or value != value else format(value, spec)  # not measured
     for name, h in histories.items():
         s = h.summary()
+        for key in ("act_grad_zero", "act_grad_underflow", "updates_lost"):
+            s[key] = s[key] or [None] * h.layers  # None: observation was off
         rows.append((name, number(s["test_accuracy"], ".3f"), number(s["test_loss"], ".3g"),
                      number(s["final_loss"], ".3g"), str(s["skipped"]), number(s["final_scale"], "g"),
                      number(s["act_grad_zero"][layer], ".1%"),

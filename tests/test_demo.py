@@ -1,4 +1,6 @@
 """The main job and the figure command."""
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,11 +22,14 @@ def test_demo_runs_and_compares_six_policies(tmp_path):
         assert out.count(label) >= 2, label  # one row in each task's table
     # the story the demo tells, checked on its own numbers (the "vs fp32" column)
     small = out[out.index("small gradients:"):].splitlines()
-    ratio = {label: line[len(label):].split()[1] for line in small
+    cells = {label: re.split(r"\s{2,}", line) for line in small  # columns: two spaces apart
              for label in demo.DEMO_POLICIES if line.startswith(label + "  ")}
+    ratio = {label: row[2] for label, row in cells.items()}  # policy, final train loss, vs fp32
     assert float(ratio["fp16 no loss scaling"].rstrip("x")) >= 2.0
     assert float(ratio["fp16 mixed + GradScaler"].rstrip("x")) <= 1.1
-    assert ratio["fp16 pure"] == "-"  # diverged: the table says so instead of printing NaN
+    # diverged: the table says where instead of printing NaN, and gives no statistics
+    assert cells["fp16 pure"][1].startswith("diverged at step ") and set(cells["fp16 pure"][2:]) == {"-"}
+    assert "What to notice:" in out and "Pure FP16 with Adam diverges at step 2" not in out
     assert len(list(tmp_path.glob("*.png"))) == 8
     assert "65536" in out  # GradScaler's scale in the small-gradient run
     print(out)
@@ -108,3 +113,114 @@ def test_comparison_table_reports_divergence_and_missing_accuracy():
             "fp16 pure": train("fp16_pure", spirals, config=TrainConfig(steps=30, observe_every=10))}
     table = demo.comparison_table(runs, "spirals")
     assert table.startswith("spirals:") and "fp16 pure" in table and "1.00x" in table
+
+
+@pytest.fixture(scope="module")
+def small_runs():
+    """The demo's small-gradient task, shortened: fp32, a run that diverges (pure FP16 with
+    Adam), one that flushes (no loss scaling), one that keeps them (GradScaler)."""
+    from lowprec.nn import TrainConfig, train
+
+    dataset, model, config = demo.tasks(0)["small gradients"]
+    config = TrainConfig(steps=120, optimizer=config.optimizer, observe_every=30, eval_every=0)
+    return {label: train(demo.DEMO_POLICIES[label], dataset, model, config)
+            for label in ("fp32", "fp16 pure", "fp16 no loss scaling", "fp16 mixed + GradScaler")}
+
+
+def test_comparison_table_headers_and_diverged_rows(small_runs):
+    lines = demo.comparison_table(small_runs, "small gradients").splitlines()
+    assert lines[0].startswith("small gradients: regression") and "Optimizer Adam(lr=0.0003)" in lines[0]
+    assert "120 steps of 256 examples" in lines[0]
+    group, names, rule = lines[1], lines[2], lines[3]
+    assert set(rule) <= {"-", " "}
+    layers = small_runs["fp32"].layers
+    columns = re.split(r"\s{2,}", names)
+    per_layer = [f"L{l}" for l in range(layers)]
+    assert columns == (["policy", "final train loss", "vs fp32"] + per_layer  # regression: no accuracy
+                       + ["skipped", "final scale"] + per_layer)
+    # each group title starts above its first layer column (where the rule's dashes start)
+    starts = [m.start() for m in re.finditer(r"-+", rule)]
+    assert group.index("act-grad zero %") == starts[3]
+    assert group.index("updates lost %") == starts[3 + layers + 2]
+    rows = {re.split(r"\s{2,}", line)[0]: re.split(r"\s{2,}", line) for line in lines[4:]
+            if line.split("  ")[0] in small_runs}
+    step = demo.diverged_at(small_runs["fp16 pure"])
+    loss = small_runs["fp16 pure"].loss
+    assert step == int(small_runs["fp16 pure"].step[np.flatnonzero(~np.isfinite(loss))[0]])
+    assert rows["fp16 pure"][1:] == [f"diverged at step {step}"] + ["-"] * (len(columns) - 2)
+    assert rows["fp32"][2] == "1.00x" and rows["fp16 mixed + GradScaler"][-3 - layers] == "0"
+    for label in ("fp32", "fp16 no loss scaling", "fp16 mixed + GradScaler"):
+        assert len(rows[label]) == len(columns) and demo.diverged_at(small_runs[label]) is None
+
+
+def _span(shares):
+    lo, hi = (f"{100 * v:.0f}" for v in (min(shares), max(shares)))
+    return f"{lo}%" if lo == hi else f"{lo}-{hi}%"
+
+
+def test_what_to_notice_quotes_the_runs_own_numbers(small_runs):
+    """Every sentence is one of the known kinds, and each number in it is recomputed here from
+    the Histories' raw arrays (not from summary(), which the demo uses)."""
+    from lowprec.observe import CULPRIT_KINDS
+
+    def final_loss(h):
+        n = len(h.loss)
+        return float(h.loss[n - max(n // 10, 1):].mean())
+
+    def zero_shares(h):
+        p = h.point_index("activation_grad")
+        return list(h.zeros[:, :, p].sum(axis=0) / h.count[:, :, p].sum(axis=0))
+
+    def lost_shares(h):
+        return list(h.update_lost.sum(axis=0) / h.update_nonzero.sum(axis=0))
+    reference = final_loss(small_runs["fp32"])
+    notes = demo.what_to_notice(small_runs)
+    kinds = set()
+    for note in notes:
+        if m := re.fullmatch(r"(.+) diverged at step (\d+): the first (\w+) of the run came out of "
+                             r"layer (\d+)'s (\w+) cast at step (\d+); .*", note):
+            h = small_runs[m[1]]
+            first_bad = int(h.step[np.flatnonzero(~np.isfinite(h.loss))[0]])
+            at = np.flatnonzero(h.culprit_point >= 0)[0]
+            assert (int(m[2]), m[3], int(m[4]), m[5], int(m[6])) == (
+                first_bad, CULPRIT_KINDS[h.culprit_kind[at]], h.culprit_layer[at],
+                h.points[h.culprit_point[at]], h.step[at])
+            kinds.add("diverged")
+        elif m := re.match(r"(.+) zeroes (\S+) of activation gradients across layers \(fp32: (\S+)\); "
+                           r"its final train loss is ([\d.]+)x fp32's", note):
+            h = small_runs[m[1]]
+            assert (m[2], m[3], m[4]) == (_span(zero_shares(h)), _span(zero_shares(small_runs["fp32"])),
+                                          f"{final_loss(h) / reference:.2f}")
+            assert max(np.subtract(zero_shares(h), zero_shares(small_runs["fp32"]))) >= demo.FLUSH_MARGIN
+            kinds.add("flushed")
+        elif m := re.fullmatch(r"(.+) keeps them: with its loss scale \(last (\S+)\) (\S+) are zero, as "
+                               r"in fp32; final train loss ([\d.]+)x fp32's, (\d+) steps skipped\.", note):
+            h = small_runs[m[1]]
+            assert (m[2], m[3], m[4], int(m[5])) == (f"{h.new_scale[-1]:g}", _span(zero_shares(h)),
+                                                     f"{final_loss(h) / reference:.2f}", int(h.skipped.sum()))
+            kinds.add("kept")
+        elif m := re.fullmatch(r"(.+) loses (\d+)% of its weight updates at layer (\d+) in rounding "
+                               r"\(w - u rounds back to w\); the other runs at most (\d+)%\.", note):
+            lost = {l: max(lost_shares(h)) for l, h in small_runs.items() if demo.diverged_at(h) is None}
+            assert m[1] == max(lost, key=lost.get)
+            assert (m[2], int(m[3]), m[4]) == (
+                f"{100 * lost[m[1]]:.0f}", int(np.argmax(lost_shares(small_runs[m[1]]))),
+                f"{100 * max(v for l, v in lost.items() if l != m[1]):.0f}")
+            kinds.add("lost")
+        else:
+            pytest.fail(f"a note of no known kind: {note}")
+    assert {"diverged", "flushed", "kept"} <= kinds, notes
+    table = demo.comparison_table(small_runs, "small gradients")
+    assert table.endswith("\n".join(["What to notice:"] + [f"  - {n}" for n in notes]))
+
+
+def test_what_to_notice_is_chosen_by_the_numbers(small_runs):
+    """The same runs under other names, or without the flushing run, give other sentences:
+    nothing is fixed text."""
+    renamed = {"fp32": small_runs["fp32"], "A": small_runs["fp16 no loss scaling"],
+               "B": small_runs["fp16 mixed + GradScaler"]}
+    notes = demo.what_to_notice(renamed)
+    assert notes[0].startswith("A zeroes ") and notes[1].startswith("B keeps them")
+    # with nothing flushed there is nothing to keep: no "keeps them" sentence
+    calm = demo.what_to_notice({"fp32": small_runs["fp32"], "B": small_runs["fp16 mixed + GradScaler"]})
+    assert not any("keeps them" in n or "zeroes" in n or "diverged" in n for n in calm)

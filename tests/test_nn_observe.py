@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import lowprec
-from lowprec import data
+from lowprec import data, observe
 from lowprec.nn import CAST_POINTS, Cast, MLPConfig, TrainConfig, train
 from lowprec.observe import (HIST_BINS, HIST_MIN_EXP, HIST_SAMPLE, History, Observer,
                              exponent_histogram)
@@ -116,3 +116,49 @@ def test_history_save_and_load_take_a_path_with_or_without_the_npz_suffix(tmp_pa
         for name, value in h.to_arrays().items():
             assert np.array_equal(value, back.to_arrays()[name], equal_nan=name != "meta"), name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.npz", "run.npz"]
+
+
+def test_statistics_never_recorded_raise_and_say_how_to_record_them():
+    """Observation is off by default (observe_every=0): every statistic accessor refuses with
+    the same error, naming the fix, instead of an empty array or NaN; the index columns and
+    summary() stay readable."""
+    from lowprec.observe import CAST_STATS, FP8_STATS, UPDATE_STATS, NotRecordedError
+
+    assert TrainConfig().observe_every == 0
+    spirals = data.spirals(np.random.default_rng(0), points_per_class=40)
+    h = train("fp16_mixed", spirals, MLPConfig(sizes=(2, 8, 3)),
+              TrainConfig(steps=4, batch_size=16, eval_every=0))
+    refused = {
+        "fraction": lambda: h.fraction("zeros", "activation_grad"),
+        "fraction(layer)": lambda: h.fraction("underflow", "activation_grad", layer=0),
+        "pooled": lambda: h.pooled("zeros", "activation_grad"),
+        "update_lost_fraction": lambda: h.update_lost_fraction(),
+        "update_lost_fraction(layer)": lambda: h.update_lost_fraction(0),
+        "update_ratio": lambda: h.update_ratio(0),
+        "fp8": lambda: h.fp8("amax", "input", 0),
+        **{name: (lambda name=name: getattr(h, name))
+           for name in CAST_STATS + ("amax", "exp_hist") + UPDATE_STATS},
+        **{f"fp8_{name}": (lambda name=name: getattr(h, f"fp8_{name}")) for name in FP8_STATS},
+    }
+    for what, ask in refused.items():
+        with pytest.raises(NotRecordedError) as error:
+            ask()
+        message = str(error.value)
+        if what.startswith("fp8"):
+            assert "no FP8 scaling recipe" in message, what
+        else:
+            assert "observation was off" in message and "TrainConfig(observe_every=N)" in message, what
+    assert len(h.observed_step) == 0 and len(h.fp8_step) == 0  # how to check first: never refused
+    s = h.summary()
+    assert s["act_grad_zero"] is None and s["updates_lost"] is None and s["steps"] == 4
+    assert "-" in observe.summarize({"run": h}).splitlines()[2]
+    # unknown names still get the unknown-name errors, first
+    with pytest.raises(ValueError, match="unknown statistic"):
+        h.pooled("zero", "activation_grad")
+    with pytest.raises(AttributeError, match="no field"):
+        h.zero
+    # and with observation on, the same accessors answer
+    on = train("fp16_mixed", spirals, MLPConfig(sizes=(2, 8, 3)),
+               TrainConfig(steps=4, batch_size=16, eval_every=0, observe_every=2))
+    assert on.pooled("zeros", "activation_grad").shape == (2,)
+    assert on.update_lost_fraction().shape == (2,) and on.exp_hist.shape[0] == 2

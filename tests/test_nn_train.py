@@ -1,4 +1,7 @@
 """The training loop: determinism, loss-scaler protocol, skipped steps and the culprit layer."""
+import importlib
+import sys
+import types
 from fractions import Fraction
 
 import numpy as np
@@ -98,11 +101,89 @@ def test_lowprec_dynamic_scaler_halves_after_overflow(spirals):
     assert trainer.scaler.scale == 32768.0  # GradScaler: backoff_factor 0.5 (torch/amp/grad_scaler.py)
 
 
-def test_progress_bar_only_on_a_terminal(spirals, capsys):
-    train("fp32", spirals, SMALL, TrainConfig(steps=3, batch_size=16, eval_every=0))
-    assert capsys.readouterr().err == ""  # pytest's stderr is not a terminal
+class _FakeTqdm:
+    """Stands in for tqdm.auto.tqdm: records what train() tells it."""
+    made = []
+
+    def __init__(self, total, initial=0, **kwargs):
+        self.total, self.n, self.postfix, self.closed = total, initial, None, False
+        _FakeTqdm.made.append(self)
+
+    def update(self, n):
+        self.n += n
+
+    def set_postfix_str(self, text, refresh=True):
+        self.postfix = text
+
+    def close(self):
+        self.closed = True
+
+
+def _without_tqdm(monkeypatch):
+    _FakeTqdm.made.clear()
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # `from tqdm.auto import tqdm` fails
+
+
+def _with_fake_tqdm(monkeypatch):
+    module = types.ModuleType("tqdm.auto")
+    module.tqdm = _FakeTqdm
+    monkeypatch.setitem(sys.modules, "tqdm", types.ModuleType("tqdm"))
+    monkeypatch.setitem(sys.modules, "tqdm.auto", module)
+    _FakeTqdm.made.clear()
+
+
+def test_progress_uses_tqdm_when_installed(spirals, monkeypatch, capsys):
+    _with_fake_tqdm(monkeypatch)
+    config = TrainConfig(steps=5, batch_size=16, eval_every=0)
+    h = train("fp32", spirals, SMALL, config, progress=True)
+    (bar,) = _FakeTqdm.made
+    assert (bar.total, bar.n, bar.closed) == (5, 5, True)
+    assert bar.postfix == f"loss {h.loss[-1]:.4g}"
+    assert capsys.readouterr().err == ""  # tqdm drew it, not the fallback
+    # display only: the same run without progress gives the same History, bit for bit
+    quiet = train("fp32", spirals, SMALL, config, progress=False)
+    for name, value in h.to_arrays().items():
+        assert np.array_equal(value, quiet.to_arrays()[name], equal_nan=name != "meta"), name
+
+
+def test_progress_without_tqdm_falls_back_to_a_text_bar(spirals, monkeypatch, capsys):
+    _without_tqdm(monkeypatch)
     train("fp32", spirals, SMALL, TrainConfig(steps=3, batch_size=16, eval_every=0), progress=True)
     assert "3/3" in capsys.readouterr().err
+
+
+def test_progress_false_and_the_default_under_pytest_print_nothing(spirals, monkeypatch, capsys):
+    for install in (_without_tqdm, _with_fake_tqdm):
+        install(monkeypatch)
+        train("fp32", spirals, SMALL, TrainConfig(steps=3, batch_size=16, eval_every=0), progress=False)
+        train("fp32", spirals, SMALL, TrainConfig(steps=3, batch_size=16, eval_every=0))
+        assert capsys.readouterr() == ("", "") and _FakeTqdm.made == []
+
+
+def test_progress_default_shows_only_long_runs_someone_watches(monkeypatch, capsys):
+    """progress=None: estimated from the first steps (a fake clock: 1 s per step), shown only
+    when the run looks longer than 5 s and runs in a terminal or a Jupyter kernel."""
+    train_module = importlib.import_module("lowprec.nn.train")  # the module, not the function
+
+    def run(total):
+        ticks = iter(range(1000))
+        bar = train_module._Progress(total, None, clock=lambda: float(next(ticks)))
+        for step in range(1, total + 1):
+            bar.show(step, 0.5)
+        bar.close()
+        return bar
+
+    _without_tqdm(monkeypatch)
+    monkeypatch.setattr(train_module, "_in_kernel", lambda: False)
+    assert run(100).mode is None  # pytest: stderr is not a terminal, no kernel
+    assert capsys.readouterr() == ("", "")
+    monkeypatch.setattr(train_module, "_in_kernel", lambda: True)
+    assert run(3).mode is None  # about 3 s: too short to bother
+    bar = run(100)  # Jupyter without tqdm: a printed line now and then, not a redrawn bar
+    out = capsys.readouterr().out.splitlines()
+    assert bar.mode == "notebook" and 2 <= len(out) <= 100 // 4 and out[-1].startswith("step 100/100")
+    _with_fake_tqdm(monkeypatch)
+    assert run(100).mode == "tqdm" and _FakeTqdm.made[0].n == 100
 
 
 def test_bad_arguments_get_clear_errors(spirals):

@@ -251,23 +251,80 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-class _Progress:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
+def _in_kernel() -> bool:
+    """True inside a Jupyter (IPython) kernel, where stderr is not a terminal but a person watches."""
+    ipython = sys.modules.get("IPython")  # only imported where IPython already runs
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
-    def __init__(self, total: int, enabled: bool | None):
-        self.total = total
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.last = 0.0
+
+class _Progress:
+    """Progress of a run, shown where someone watches: tqdm.auto when tqdm is installed (a widget
+    in Jupyter, a bar in a terminal), else a one-line bar on a terminal's stderr, else (Jupyter
+    without tqdm) a printed line every few seconds.
+
+    ``enabled=None`` decides after the first steps: shown only if the whole run looks to take
+    more than LONG_RUN_S and someone watches (stderr is a terminal, or a Jupyter kernel), so that
+    short runs, pytest and CI logs stay quiet. Display only: it never touches the run's numbers.
+    """
+
+    LONG_RUN_S = 5.0  # runs estimated shorter than this show nothing by default
+    DECIDE_AFTER = (3, 1.0)  # estimate once this many steps ran, or this many seconds passed
+    NOTEBOOK_LINE_S = 5.0  # the plain notebook fallback prints at most one line this often
+
+    def __init__(self, total: int, enabled: bool | None, start: int = 0, clock=time.monotonic):
+        self.total, self.start, self.clock = total, start, clock
+        self.began = clock()
+        self.last = -float("inf")
+        self.mode = None  # "tqdm", "terminal", "notebook", or None: nothing shown (yet)
+        self.decided = enabled is not None
+        self.bar = None
+        if enabled:
+            self._open()
+
+    def _open(self):
+        try:
+            from tqdm.auto import tqdm  # optional (the "lab" extra); never required
+        except ImportError:
+            self.mode = "notebook" if _in_kernel() and not sys.stderr.isatty() else "terminal"
+        else:
+            self.mode = "tqdm"
+            self.bar = tqdm(total=self.total, initial=self.start, unit="step", desc="training")
+
+    def _decide(self, step: int):
+        done, elapsed = step - self.start, self.clock() - self.began
+        if done < self.DECIDE_AFTER[0] and elapsed < self.DECIDE_AFTER[1] and step < self.total:
+            return
+        self.decided = True
+        estimate = elapsed / max(done, 1) * (self.total - self.start)
+        if estimate > self.LONG_RUN_S and (sys.stderr.isatty() or _in_kernel()):
+            self._open()
 
     def show(self, step: int, loss: float):
-        now = time.monotonic()
-        if self.enabled and (now - self.last > 0.1 or step == self.total):
+        if not self.decided:
+            self._decide(step)
+        if self.mode == "tqdm":
+            self.bar.set_postfix_str(f"loss {loss:.4g}", refresh=False)
+            self.bar.update(step - self.bar.n)
+            return
+        now = self.clock()
+        final = step == self.total
+        if self.mode == "terminal" and (now - self.last > 0.1 or final):
             done = int(30 * step / max(self.total, 1))
             sys.stderr.write(f"\r[{'#' * done}{'.' * (30 - done)}] {step}/{self.total} loss {loss:.4f}")
-            if step == self.total:
+            if final:
                 sys.stderr.write("\n")
             sys.stderr.flush()
             self.last = now
+        elif self.mode == "notebook" and (now - self.last >= self.NOTEBOOK_LINE_S or final):
+            # "\r" does not redraw a notebook cell: one short line now and then instead
+            print(f"step {step}/{self.total}  loss {loss:.4g}  ({now - self.began:.0f} s)", flush=True)
+            self.last = now
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def train(policy, data, model: MLPConfig | None = None, config: TrainConfig = TrainConfig(), *,
@@ -289,14 +346,17 @@ def train(policy, data, model: MLPConfig | None = None, config: TrainConfig = Tr
         model, config, data), or a CheckpointError says what differs.
     stop_after: stop after this many steps in total, as if interrupted (the schedule stays
         ``config.steps``).
-    progress: show a progress bar; None shows one only when stderr is a terminal.
+    progress: True shows progress, False never; None (the default) shows it when the run looks
+        to take more than about 5 s (estimated from its first steps) and someone watches: stderr
+        is a terminal or this is a Jupyter kernel. With tqdm installed (``pip install
+        lowprec[lab]``) it is a tqdm.auto bar (a widget in Jupyter); without, a text bar on a
+        terminal, or a line every few seconds in a notebook. Display only: the History is the same.
     Same arguments, same seed: the same History, bit for bit.
 
     Raises LossScaleAtMinimumError where DeepSpeed's rule stops the run; the History up to
     then is attached to the error as ``error.history``.
     """
     from . import checkpoint as ckpt  # checkpoint imports this module
-    from ..scaling import LossScaleAtMinimumError
 
     policy = get_policy(policy)
     if model is None:
@@ -311,7 +371,19 @@ def train(policy, data, model: MLPConfig | None = None, config: TrainConfig = Tr
     if resume is not None:
         history = ckpt.load_checkpoint(resume, trainer, fingerprint)
     end = config.steps if stop_after is None else min(stop_after, config.steps)
-    bar = _Progress(end, progress)
+    bar = _Progress(end, progress, start=trainer.steps_done)
+    try:
+        _loop(trainer, history, data, config, end, fingerprint, checkpoint, bar)
+    finally:
+        bar.close()  # also on an error: a tqdm widget left open would keep counting
+    return history
+
+
+def _loop(trainer, history, data, config, end, fingerprint, checkpoint, bar):
+    """train()'s steps from ``trainer.steps_done`` to ``end``, recorded into ``history``."""
+    from . import checkpoint as ckpt  # checkpoint imports this module
+    from ..scaling import LossScaleAtMinimumError
+
     x_train, y_train = data.x_train, data.y_train
     while trainer.steps_done < end:
         s = trainer.steps_done
@@ -338,5 +410,3 @@ def train(policy, data, model: MLPConfig | None = None, config: TrainConfig = Tr
                                        or step == end):
             ckpt.save_checkpoint(checkpoint, trainer, history, fingerprint)
         bar.show(step, record["loss"])
-    return history
-
