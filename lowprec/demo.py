@@ -256,27 +256,6 @@ def what_to_notice(runs: dict, reference: str = "fp32") -> list[str]:
 
 
 # --- figures -------------------------------------------------------------------------------------
-def _pooled_exp_hist(history, point: str, layer: int | None = None) -> dict:
-    """The values at ``point`` over every observed step, of one layer or of all layers pooled:
-    ``counts`` of non-zero values per log2 bin (``bin_log2``), ``zeros`` (exactly zero), ``amax``.
-
-    The History's histograms look at a sample of each tensor (observe.HIST_SAMPLE values), so
-    each (step, layer) histogram is scaled to that tensor's count of non-zero values: pooled
-    layers then weigh by their size, and the zeros (counted exactly) sit on the same footing.
-    """
-    from .observe import HIST_BINS, HIST_MIN_EXP
-
-    p = history.point_index(point)
-    layers = slice(None) if layer is None else slice(layer, layer + 1)
-    hist = history.exp_hist[:, layers, p].astype(float)  # (steps, layers, bins)
-    zeros = history.zeros[:, layers, p]
-    nonzero = history.count[:, layers, p] - zeros
-    sampled = hist.sum(axis=-1)
-    weight = np.divide(nonzero, sampled, out=np.zeros_like(sampled), where=sampled > 0)
-    return {"counts": (hist * weight[..., None]).sum(axis=(0, 1)), "bin_log2": HIST_MIN_EXP + np.arange(HIST_BINS),
-            "zeros": float(zeros.sum()), "amax": float(np.nanmax(history.amax[:, layers, p]))}
-
-
 def accumulation_errors(ks=(16, 64, 256, 1024, 4096), trials: int = 32, seed: int = 0):
     """Median relative error of FP16-input dot products of length K under each accumulation
     model, against the exact sum (math.fsum of the exact float64 products)."""
@@ -363,8 +342,8 @@ def make_figures(outdir=None, seed: int = 0, demo_runs: dict | None = None, log=
     runs = figure_runs(seed, demo_runs, log)
     small = runs["small gradients"]
     # dL/dz (grad_output) is the gradient that holds ReLU's zeros, as in Micikevicius et al.'s Fig. 3
-    pooled = _pooled_exp_hist(small["fp32"], "grad_output")
-    layer0 = _pooled_exp_hist(small["fp32"], "grad_output", layer=0)
+    pooled = small["fp32"].log2_histogram("grad_output")
+    layer0 = small["fp32"].log2_histogram("grad_output", layer=0)
     figures = {
         "01_number_lines.png": plots.plot_number_lines(),
         "02_underflow_histogram.png": plots.plot_underflow_histogram(

@@ -336,6 +336,28 @@ class History:
         with np.errstate(invalid="ignore", divide="ignore"):
             return getattr(self, stat)[:, :, p].sum(axis=0) / self.count[:, :, p].sum(axis=0)
 
+    def log2_histogram(self, point: str, layer: int | None = None) -> dict:
+        """The values at ``point`` over every observed step, of one layer or of all layers pooled:
+        ``counts`` of non-zero values per log2 bin (bin k holds floor(log2|x|) == ``bin_log2[k]``),
+        ``zeros`` (exactly zero) and ``amax``: the arguments of
+        :func:`lowprec.plots.plot_underflow_histogram`.
+
+        The histograms look at a sample of each tensor (HIST_SAMPLE values), so each (step, layer)
+        histogram is scaled to that tensor's count of non-zero values: pooled layers then weigh by
+        their size, and the zeros (counted exactly) sit on the same footing.
+        """
+        p = self.point_index(point)
+        self._require("exp_hist")
+        layers = slice(None) if layer is None else slice(layer, layer + 1)
+        hist = self.exp_hist[:, layers, p].astype(float)  # (steps, layers, bins)
+        zeros = self.zeros[:, layers, p]
+        nonzero = self.count[:, layers, p] - zeros
+        sampled = hist.sum(axis=-1)
+        weight = np.divide(nonzero, sampled, out=np.zeros_like(sampled), where=sampled > 0)
+        return {"counts": (hist * weight[..., None]).sum(axis=(0, 1)),
+                "bin_log2": HIST_MIN_EXP + np.arange(HIST_BINS),
+                "zeros": float(zeros.sum()), "amax": float(np.nanmax(self.amax[:, layers, p]))}
+
     def summary(self) -> dict:
         """The numbers a comparison of runs reports, as plain Python values:
 

@@ -51,7 +51,7 @@ def fp32_run(request):
 def test_underflow_shares_equal_numpy(fp32_run):
     history, grads = fp32_run
     g = np.concatenate([t.ravel() for t in grads]).astype(np.float32)
-    pooled = demo._pooled_exp_hist(history, "grad_output")
+    pooled = history.log2_histogram("grad_output")
     zero_fp32 = np.count_nonzero(g == 0) / g.size
     assert 0.2 < zero_fp32 < 0.8  # ReLU's zeros
     for k in (0, 8, plots.tail_scale(pooled["counts"], pooled["bin_log2"], pooled["amax"])):
@@ -73,7 +73,7 @@ def test_underflow_shares_equal_numpy(fp32_run):
 
 def test_underflow_histogram_prints_its_shares(fp32_run):
     history, _ = fp32_run
-    pooled = demo._pooled_exp_hist(history, "grad_output")
+    pooled = history.log2_histogram("grad_output")
     fig = plots.plot_underflow_histogram(**pooled, what="dL/dz, all layers")
     _labelled(fig)
     k = plots.tail_scale(pooled["counts"], pooled["bin_log2"], pooled["amax"])
@@ -93,7 +93,7 @@ def test_underflow_histogram_prints_its_shares(fp32_run):
 
 def test_layer_histogram_is_one_layer(fp32_run):
     history, grads = fp32_run
-    layer0 = demo._pooled_exp_hist(history, "grad_output", layer=0)
+    layer0 = history.log2_histogram("grad_output", layer=0)
     # the trace runs backward: layer 0's dL/dz is the last grad_output of each step
     g0 = np.concatenate([t.ravel() for t in grads[6::7]])
     assert layer0["zeros"] == np.count_nonzero(g0 == 0)
