@@ -102,7 +102,8 @@ def plot_underflow_histogram(counts, bin_log2, zeros: float, amax: float, what: 
     counts, bin_log2: non-zero values per log2 bin (see :func:`fp16_shares`); zeros: values that
     are exactly 0; amax: the largest magnitude; what: names the values (the figure's title).
     """
-    if log2_scale is None:
+    chosen = log2_scale is None
+    if chosen:
         log2_scale = tail_scale(counts, bin_log2, amax)
     bins = np.asarray(bin_log2, float)
     seen = bins[np.nonzero(np.asarray(counts))[0]]
@@ -111,10 +112,11 @@ def plot_underflow_histogram(counts, bin_log2, zeros: float, amax: float, what: 
     zero_x = lo - 4  # the zero bin sits left of everything, on its own tick
     color = format_color(FP16)
     fig, axes = plt.subplots(2, 1, figsize=(10, 8), sharex=True)
+    why = (f"the smallest power of two that lifts the smallest value to 2^-24,\ncapped so that "
+           if chosen else "\n")
     texts = (("as computed in FP32", 0),
-             (f"multiplied by the loss scale 2^{log2_scale}: the smallest power of two that lifts the "
-              f"smallest value to 2^-24,\ncapped so that max|g| * 2^{log2_scale} "
-              f"= {amax * 2.0**log2_scale:.3g} <= 65504 (FP16 max)", log2_scale))
+             (f"multiplied by the loss scale 2^{log2_scale}: {why}max|g| * 2^{log2_scale} "
+              f"= {amax * 2.0**log2_scale:.3g}" + (" <= 65504 (FP16 max)" if chosen else ""), log2_scale))
     for ax, (title, shift) in zip(axes, texts):
         shares = fp16_shares(counts, bins, zeros, shift)
         ax.axvspan(math.log2(FP16.tiny), math.log2(FP16.max), color=color, alpha=0.15, lw=0)
