@@ -83,8 +83,9 @@ def _two_product(a, b):
 def _odd_neighbour(x, side):
     """Round to odd, given a float64 ``x = RN(y)`` and a float whose sign says on which side of x
     the value y lies (0: y == x): y is strictly between x and that neighbour, so RO(y) is
-    whichever of the two has an odd last bit (read through the float64's own 64-bit word)."""
-    even = (np.asarray(x, np.float64).view(np.uint64) & np.uint64(1)) == 0
+    whichever of the two has an odd last bit (read through the float64's own 64-bit word).
+    NumPy or CuPy arrays (the optimizers' fused multiply-add runs on either)."""
+    even = (x.view(np.uint64) & np.uint64(1)) == 0
     return np.where((side != 0) & even, np.nextafter(x, np.copysign(np.inf, side)), x)
 
 
@@ -555,7 +556,7 @@ def _sum_to_odd(x, y, mode):
     once, as p >= q + 2 and RO's subnormal quantum, 2**-1074, is far below every supported
     format's (Boldo & Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms
     using rounding to odd", IEEE TC 57(4), 2008). In float32 p = 24, too few for FP32's q = 24."""
-    s, err = _two_sum(np.asarray(x, np.float64), np.asarray(y, np.float64))
+    s, err = _two_sum(x.astype(np.float64, copy=False), y.astype(np.float64, copy=False))
     odd = _odd_neighbour(s, np.where(np.isfinite(s), err, 0.0))  # inf and NaN stay as they are
     if mode is RoundingMode.DOWN:  # an exact zero sum is -0 when rounding down
         odd = np.where(odd == 0, _zero_of_sum(x, y, mode), odd)

@@ -82,6 +82,8 @@ def _as_float_array(x):
     """The input's values, exactly, as a native float32 or float64 array (never a copy we later
     write into the input)."""
     arr = np.asarray(x)
+    if arr.dtype in (np.float32, np.float64):  # the common case (native byte order only)
+        return arr
     kind = arr.dtype.kind
     if kind == "f":
         nmant = np.finfo(arr.dtype).nmant

@@ -46,6 +46,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..arith import _sum_to_odd
+from ..rounding import RoundingMode
+
 _F32 = np.float32
 
 
@@ -64,7 +67,9 @@ def fma_fp32(a, b, c):
     go wrong where ``s`` lies exactly on a float32 midpoint: midpoints are float64 numbers, so
     rounding the exact sum to nearest float64 never crosses one, and off a midpoint both sums
     round to the same float32. Those few elements (and every result below float32's smallest
-    normal, checked in full) take the exact path, :func:`_sum_to_odd`.
+    normal, checked in full) take the exact path: the sum rounded to odd at 53 bits, which
+    rounds once more to float32 correctly (``lowprec.arith._sum_to_odd``: Boldo & Melquiond,
+    IEEE TC 57(4), 2008; 53 >= 24 + 2).
     """
     xp = _array_module(a, b, c)  # NumPy, or CuPy for the trainer on a GPU
     if np.ndim(a) == 0 and a == 1:  # 1 * b + c: a float32 addition is already rounded once
@@ -81,26 +86,8 @@ def fma_fp32(a, b, c):
         suspect = ((bits & 0x1FFFFFFF) == 0x10000000) | ((exponent < (1023 - 126) << 52) & (s != 0))
         if suspect.any():  # rare: gather them
             p, c = xp.broadcast_to(p, s.shape), xp.broadcast_to(c, s.shape)
-            s[suspect] = _sum_to_odd(p[suspect], c[suspect], xp)
+            s[suspect] = _sum_to_odd(p[suspect], c[suspect], RoundingMode.NEAREST)
         return s.astype(_F32)  # beyond float32's range: inf, as IEEE says
-
-
-def _sum_to_odd(p, c, xp):
-    """``p + c`` (float64) rounded to odd: TwoSum (Knuth, TAOCP vol. 2, sec. 4.2.2) gives the
-    float64 sum ``s`` and its exact error ``e``; an inexact ``s`` with an even last bit steps one
-    float64 ulp towards the exact sum, i.e. truncates and sets the last bit. Rounding to odd at
-    p bits then to nearest at q <= p - 2 bits equals rounding once to q bits (Boldo & Melquiond,
-    "Emulation of FMA and correctly rounded sums: proved algorithms using rounding to odd", IEEE
-    TC 57(4), 2008): 53 >= 24 + 2, subnormal float32 results included (fewer bits). Float64 has
-    the range for every float32 product and sum, so TwoSum is exact; inf and NaN pass through."""
-    s = p + c
-    b_virtual = s - p
-    e = (p - (s - b_virtual)) + (c - b_virtual)
-    bits = s.view(np.int64)
-    # the step towards the exact sum: +1 grows |s| (e has s's sign), -1 shrinks it
-    fix = (e != 0) & ((bits & 1) == 0) & xp.isfinite(s)
-    bits = bits + xp.where(fix, xp.where((e > 0) == (s > 0), 1, -1), 0)
-    return bits.view(np.float64)
 
 
 @dataclass(frozen=True)
