@@ -132,7 +132,7 @@ def load_checkpoint(path, trainer, fingerprint: dict) -> History:
         trainer.scaler.load_state_dict(meta["scaler"])
     for l, point in meta["fp8_states"]:
         prefix = f"fp8.{l}.{point}."
-        state = trainer.caster.fp8_state(int(l), point)
+        state = trainer.caster.recipes.state(point, int(l))
         state.load_state_dict({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
     prefix = "history."
     return History.from_arrays({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})

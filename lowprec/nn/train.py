@@ -93,7 +93,7 @@ class Trainer:
         params = self.model.init_params(np.random.default_rng([seed, 0]))
         stored_point = "master_weights" if self.policy.master_weights is not None else "weight"
         spec = self.policy.cast(stored_point)
-        self.stored = [{k: self.caster.apply(v, spec, l, stored_point) for k, v in p.items()}
+        self.stored = [{k: self.caster.apply(v, spec, stored_point, l) for k, v in p.items()}
                        for l, p in enumerate(params)]  # master copy, or the pure weights
         self.opt_state = [{k: optimizer.init_state(v, xp) for k, v in p.items()} for p in self.stored]
         self.compensation = ([{k: xp.zeros_like(v) for k, v in p.items()} for p in self.stored]
@@ -192,9 +192,9 @@ class Trainer:
                 elif policy.update == "kahan":
                     new, self.compensation[l][name] = kahan_update(
                         w, u, self.compensation[l][name],
-                        lambda v, l=l: cast.apply(v, pure_rounding, l, "weight"))
+                        lambda v, l=l: cast.apply(v, pure_rounding, "weight", l))
                 else:
-                    new = cast.apply(new, pure_rounding, l, "weight")
+                    new = cast.apply(new, pure_rounding, "weight", l)
                 if observer is not None:
                     observer.record_update(l, w, new, u)
                 self.stored[l][name] = new

@@ -16,7 +16,7 @@ from .fp8 import (FP8_FORMATS, ROLES, CastRecord, CurrentScaling, CurrentScaling
                   scaled_cast)
 from .mx import (MX_ELEMENTS, MX_RULES, MXBlockScaling, MXState, mx_cast, mx_quantize,
                  mx_scale_exponents)
-from .tensor import ScaledTensor
+from .tensor import ScaledTensor, held_values
 
 __all__ = [
     "APEX", "PYTORCH", "DeepSpeedConfig", "DynamicLossScaler", "DynamicScalingConfig",
@@ -24,6 +24,6 @@ __all__ = [
     "non_finite_source", "StaticLossScaler", "StepRecord", "make_loss_scaler", "unscale_and_check",
     "FP8_FORMATS", "ROLES", "CastRecord", "CurrentScaling", "CurrentScalingState",
     "DelayedScaling", "DelayedScalingState", "format_for", "quantize", "satfinite_cast",
-    "scaled_cast", "ScaledTensor", "mx_cast",
+    "scaled_cast", "ScaledTensor", "held_values", "mx_cast",
     "MX_ELEMENTS", "MX_RULES", "MXBlockScaling", "MXState", "mx_quantize", "mx_scale_exponents",
 ]

@@ -130,6 +130,8 @@ class DelayedScaling:
     amax_compute_algo: str = "max"  # "max" over the window, or "most_recent"
     fp8_format: str = "hybrid"  # "hybrid" (E4M3 forward, E5M2 backward), "e4m3" or "e5m2"
 
+    block_scaled = False  # one scale per tensor
+
     def __post_init__(self):
         if isinstance(self.margin, bool) or not isinstance(self.margin, (int, np.integer)):
             raise TypeError(f"margin must be an int, got {self.margin!r}")
@@ -228,6 +230,8 @@ class CurrentScaling:
     fp8_format: str = "hybrid"  # "hybrid" (E4M3 forward, E5M2 backward), "e4m3" or "e5m2"
     amax_epsilon: float = 0.0  # amax below this is taken as this (TE default 0)
     power_2_scale: bool = False  # truncate the scale to a power of two (TE force_pow_2_scales)
+
+    block_scaled = False  # one scale per tensor
 
     def __post_init__(self):
         _check_fp8_format(self.fp8_format)

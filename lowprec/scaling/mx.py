@@ -160,6 +160,8 @@ class MXBlockScaling:
     block_size: int = 32  # elements sharing one E8M0 scale
     axis: int = -1  # default reduction axis when quantize() is given none
 
+    block_scaled = True  # one scale per block along the GEMM's reduction axis
+
     def __post_init__(self):
         if self.rule not in MX_RULES:
             raise ValueError(f"unknown MX rule {self.rule!r}; valid: {', '.join(MX_RULES)}")

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..formats import FloatFormat
 
-__all__ = ["ScaledTensor"]
+__all__ = ["ScaledTensor", "held_values"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +51,11 @@ class ScaledTensor:
     @property
     def shape(self) -> tuple:
         return self.elements.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of :meth:`dequantize`'s values."""
+        return np.dtype(np.float32)
 
     @property
     def block_scaled(self) -> bool:
@@ -89,3 +94,8 @@ class ScaledTensor:
             if not self.block_scaled:
                 return self.elements * self.scale_inv
             return self.exact_values().astype(np.float32)
+
+
+def held_values(x):
+    """The values a model reads from ``x``: a ScaledTensor dequantized, an array as it is."""
+    return x.dequantize() if isinstance(x, ScaledTensor) else x
