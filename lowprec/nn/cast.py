@@ -161,6 +161,8 @@ class Caster:
         operands come from, so that the accumulator knows the formats they hold (ScaledTensor
         operands carry their own); None: not known.
         """
+        if gemm is not None and gemm not in GEMM_OPERANDS:
+            raise ValueError(f"unknown GEMM {gemm!r}; valid: None, {', '.join(map(repr, GEMM_OPERANDS))}")
         held = tuple(self._held_format(p) for p in GEMM_OPERANDS[gemm]) if gemm else None
         out = self.policy.accumulate.matmul(a, b, held=held)
         return self.xp.asarray(out, dtype=a.dtype)
