@@ -194,7 +194,8 @@ def as_accumulator(spec, *, order: str = "sequential", block=None):
         return as_accumulator(BLAS, order=order, block=block)
     if isinstance(spec, str) and spec in tensorcore.PRESETS:
         return as_accumulator(tensorcore.PRESETS[spec], order=order, block=block)
-    if isinstance(spec, (str, FloatFormat, np.dtype)) or (isinstance(spec, type) and issubclass(spec, np.generic)):
+    dtype_like = isinstance(spec, np.dtype) or (isinstance(spec, type) and issubclass(spec, np.generic))
+    if isinstance(spec, (str, FloatFormat)) or dtype_like:
         try:
             fmt = as_format(spec)
         except ValueError:

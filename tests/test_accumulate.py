@@ -93,7 +93,8 @@ def test_tensor_core_model_is_an_accumulator_matching_its_scalar_reference():
     np.testing.assert_array_equal(as_accumulator("H100_FP16").matmul(a, b), want)
     np.testing.assert_array_equal(model.dot(a, b.T[:, None, :]), want.T)
     x = a[0]
-    np.testing.assert_array_equal(model.sum(x), tensorcore.block_fma_scalar(x.tolist(), [1.0] * 16, 0.0, model))
+    np.testing.assert_array_equal(model.sum(x),
+                                  tensorcore.block_fma_scalar(x.tolist(), [1.0] * 16, 0.0, model))
 
 
 def test_blas_is_numpys_order_and_exact_when_the_sums_are():

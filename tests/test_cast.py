@@ -168,4 +168,5 @@ def test_bad_input_gets_a_clear_error():
     mx = Caster(PRESETS["fp8_hybrid"].replace(fp8_recipe="mx", accumulate="fp32"))
     mx.begin_step()
     with pytest.raises(ValueError, match="block-scaled and a per-tensor"):
-        mx.matmul(mx(np.ones((2, 32), np.float32), "input", 0), ScaledTensor(np.ones((32, 1), np.float32), E4M3, 1.0))
+        mx.matmul(mx(np.ones((2, 32), np.float32), "input", 0),
+                  ScaledTensor(np.ones((32, 1), np.float32), E4M3, 1.0))

@@ -118,13 +118,15 @@ class DeviceCaster(TracingCaster):
 
     def matmul(self, a, b, gemm=None):
         """Tensor cores when both operands hold 16-bit values of the policy's weight format and
-        the policy's accumulator is BLAS (cuBLAS's own FP32 sums); otherwise the accumulator."""
+        the policy's accumulator is BLAS (cuBLAS's own FP32 sums); otherwise an FP32 GEMM."""
         weight = self.policy.weight
         fmt = weight.format if weight is not None else None
         if (fmt is not None and fmt.name in ("fp16", "bf16") and self.policy.accumulate is BLAS
                 and _holds(a, fmt, self.xp) and _holds(b, fmt, self.xp)):
             return self.ops.matmul16(a, b, fmt)
-        return self.policy.accumulate.matmul(a, b)  # BLAS: a @ b in FP32, as on the simulator
+        # FP32 inputs: cuBLAS's FP32 GEMM (as the simulator's BLAS order). The device has no
+        # exact accumulation models: under one, this is still cuBLAS, as before.
+        return BLAS.matmul(a, b)
 
     def frozen_copy(self, rng=None):
         """The evaluation caster: the same device operations (no FP8 states in these policies)."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..rounding import round as round_to_format
-from ..scaling import ScaledTensor
 from .policy import CAST_POINTS, Cast, PrecisionPolicy
 from .recipe_states import RecipeStates
 

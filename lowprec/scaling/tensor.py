@@ -26,10 +26,10 @@ __all__ = ["ScaledTensor", "held_values"]
 class ScaledTensor:
     """Elements of ``fmt`` and their decode scale(s): per tensor or per block, never both."""
 
-    elements: np.ndarray = field(repr=False)  # float32 numbers of fmt, unscaled (NaN where a block's scale is NaN)
+    elements: np.ndarray = field(repr=False)  # float32 numbers of fmt, unscaled (NaN: a NaN read back)
     fmt: FloatFormat  # the element format
     scale_inv: np.float32 | None = None  # per-tensor decode scale (TE's scale_inv), or None
-    block_scales: np.ndarray | None = field(default=None, repr=False)  # per-block decode scales, axis running over blocks
+    block_scales: np.ndarray | None = field(default=None, repr=False)  # per block; `axis` runs over blocks
     block_size: int | None = None  # elements per block along `axis` (MX: 32)
     axis: int | None = None  # the axis blocks run along (the GEMM's reduction axis)
 
