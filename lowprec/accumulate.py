@@ -48,7 +48,28 @@ ORDERS = ("sequential", "pairwise")
 
 
 # --- the accumulators -----------------------------------------------------------------------------
-class Blas:
+class _Protocol:
+    """The protocol's public methods, around each accumulator's ``_sum_of_products`` (the sums
+    of products, in its result format) and ``_sum_terms`` (the sums of x along its last axis).
+    TensorCoreModel (lowprec.tensorcore) defines the same three methods."""
+
+    def matmul(self, a, b, *, inputs=None, held=None, output=None, mode="nearest", rng=None,
+               random_bits=None):
+        """``a @ b``: see :func:`lowprec.matmul`."""
+        return _matmul(self, a, b, inputs, held, output, mode, rng, random_bits)
+
+    def dot(self, a, b, *, inputs=None, held=None, output=None, mode="nearest", rng=None,
+            random_bits=None):
+        """``sum_k a[..., k] * b[..., k]``: see :func:`lowprec.dot`."""
+        return _product_reduction(self, a, b, False, inputs, held, output, mode, rng, random_bits)
+
+    def sum(self, x, axis=None, *, output=None, mode="nearest", rng=None, random_bits=None):
+        """The sum of x along ``axis`` (None: all of x), stored in ``output`` (None: the
+        accumulator's own format)."""
+        return _sum(self, x, axis, output, mode, rng, random_bits)
+
+
+class Blas(_Protocol):
     """FP32 sums (the operands' dtype) in the BLAS library's order: NumPy's matmul and sum.
 
     Use the singleton :data:`BLAS`. Products of 16-bit (or narrower) inputs are exact in
@@ -71,14 +92,8 @@ class Blas:
         a, b = (m.dequantize() if isinstance(m, ScaledTensor) else m for m in (a, b))
         if inputs is None and output is None and _native_float(a) and _native_float(b):
             return a @ b  # NumPy or CuPy arrays alike, in their own dtype
-        return _product_reduction(self, a, b, True, inputs, held, output, mode, rng, random_bits)
-
-    def dot(self, a, b, *, inputs=None, held=None, output=None, mode="nearest", rng=None,
-            random_bits=None):
-        return _product_reduction(self, a, b, False, inputs, held, output, mode, rng, random_bits)
-
-    def sum(self, x, axis=None, *, output=None, mode="nearest", rng=None, random_bits=None):
-        return _sum(self, x, axis, output, mode, rng, random_bits)
+        return super().matmul(a, b, inputs=inputs, held=held, output=output, mode=mode, rng=rng,
+                              random_bits=random_bits)
 
     def _sum_of_products(self, a, b, fa, fb, gemm, mode, rng, random_bits):
         if gemm:
@@ -93,7 +108,7 @@ BLAS = Blas()  # the accumulator a policy uses unless it says otherwise
 
 
 @dataclass(frozen=True)
-class FormatAccumulation:
+class FormatAccumulation(_Protocol):
     """Every addition rounded to ``format``: ``acc = round(acc + a*b)`` with the product exact.
 
     Products of inputs of at most 26 significant bits are exact in float64; others go through
@@ -128,17 +143,6 @@ class FormatAccumulation:
     @property
     def result_format(self) -> FloatFormat:
         return self.format
-
-    def matmul(self, a, b, *, inputs=None, held=None, output=None, mode="nearest", rng=None,
-               random_bits=None):
-        return _matmul(self, a, b, inputs, held, output, mode, rng, random_bits)
-
-    def dot(self, a, b, *, inputs=None, held=None, output=None, mode="nearest", rng=None,
-            random_bits=None):
-        return _product_reduction(self, a, b, False, inputs, held, output, mode, rng, random_bits)
-
-    def sum(self, x, axis=None, *, output=None, mode="nearest", rng=None, random_bits=None):
-        return _sum(self, x, axis, output, mode, rng, random_bits)
 
     def _sum_of_products(self, a, b, fa, fb, gemm, mode, rng, random_bits):
         fa, fb = _known_format(a, fa), _known_format(b, fb)
@@ -274,8 +278,9 @@ matmul.__doc__ += _ACCUMULATION_DOC
 
 # --- what every accumulator shares ------------------------------------------------------------------
 def _native_float(m) -> bool:
-    """A NumPy or CuPy array of float32/float64 (what the model holds), not a list or a view type."""
-    return hasattr(m, "__array_priority__") and getattr(m, "dtype", None) in (np.float32, np.float64)
+    """A NumPy or CuPy array of float32/float64 with a dimension at least (what a model holds)."""
+    return (hasattr(m, "__array_priority__") and getattr(m, "ndim", 0) >= 1
+            and getattr(m, "dtype", None) in (np.float32, np.float64))
 
 
 def _pair(formats):
