@@ -165,10 +165,11 @@ class FormatAccumulation(_Protocol):
 
             def term(k, out):
                 return np.multiply(a_term(aw, k), b_term(bw, k), out=out)
-        K = a.shape[-1]
-        shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]) if gemm \
-            else a.shape[:-1]
-        return _accumulate(term, K, shape, self, mode, rng, random_bits, fast,
+        if gemm:  # (..., m, K) @ (..., K, n): one (..., m, n) addend per k
+            shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+        else:
+            shape = a.shape[:-1]
+        return _accumulate(term, a.shape[-1], shape, self, mode, rng, random_bits, fast,
                            "inf - inf or 0 * inf", work)
 
     def _sum_terms(self, x, known, mode, rng, random_bits):
