@@ -32,7 +32,7 @@ from enum import Enum
 import numpy as np
 
 from . import _fastpaths
-from ._fastpaths import RandomSource, random_uint64, significand, stochastic_away
+from ._bitwords import RandomSource, random_uint64, significand, stochastic_away
 from .formats import FloatFormat, as_format
 
 __all__ = ["round", "RoundingMode", "as_mode", "OVERFLOW_POLICIES"]

@@ -13,10 +13,10 @@ from exact import round_exact
 from versions import ML_DTYPES_E8M0_SUBNORMAL_QUIRK, ML_DTYPES_E8M0_TIES, ML_DTYPES_ROUNDS_FLOAT64_TWICE
 
 import lowprec
-from lowprec import _fastpaths, rounding
+from lowprec import _bitwords, _fastpaths, rounding
 from lowprec.formats import FloatFormat, as_format
 from lowprec.formats import PRESETS as _PRESETS
-from lowprec._fastpaths import RandomSource
+from lowprec._bitwords import RandomSource
 from lowprec.rounding import RoundingMode
 
 TWINS = {
@@ -348,7 +348,7 @@ def test_stochastic_equals_exact_reference_given_the_words(fmt, random_bits):
 def test_random_words_are_the_generators_integers(bit_generator):
     """The raw output lowprec reads for speed is the stream rng.integers gives (MT19937's raw
     output is 32 bits wide, so lowprec asks it for integers)."""
-    ours = _fastpaths.random_uint64(np.random.Generator(bit_generator(5)), 1001)
+    ours = _bitwords.random_uint64(np.random.Generator(bit_generator(5)), 1001)
     theirs = np.random.Generator(bit_generator(5)).integers(0, 2**64 - 1, 1001, np.uint64, endpoint=True)
     np.testing.assert_array_equal(ours, theirs)
 
