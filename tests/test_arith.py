@@ -15,7 +15,7 @@ import lowprec
 from lowprec import arith, tensorcore
 from lowprec.formats import PRESETS, FloatFormat
 
-from exact import round_exact
+from lowprec.reference import round_exact
 
 DETERMINISTIC = ["nearest", "nearest_away", "toward_zero", "up", "down", "odd"]
 ALL64 = 0xFFFFFFFFFFFFFFFF
@@ -280,7 +280,7 @@ def test_fp16_one_plus_half_ulp():
 
 
 def reference_sum(terms, fmt, mode="nearest", order="sequential", block=None):
-    """Exact rational reference of arith's reductions, every addition rounded by tests/exact.py.
+    """Exact rational reference of arith's reductions, every addition rounded by lowprec.reference.
     sequential: ((0 + t0) + t1) + ...; pairwise: adjacent pairs level by level, an odd last one
     passing up unrounded (a lone term is rounded on its own); block: runs of `block` terms summed
     sequentially, the run sums combined in `order`. An infinite or NaN partial sum stays a float."""

@@ -3,7 +3,7 @@ MX blocks along each GEMM's reduction axis, the History's per-tensor FP8 record,
 and the demonstration that FP8 needs its scales.
 
 References: ml_dtypes' E4M3/E5M2 casts after clamping to +-max (CUDA's __NV_SATFINITE rule)
-and exact rational rounding (tests/exact.py) for the scales; an MX block quantizer written
+and exact rational rounding (lowprec.reference) for the scales; an MX block quantizer written
 here from Transformer Engine's rule (scale 2**ceil(log2(amax / fp8_max))).
 """
 from fractions import Fraction
@@ -12,7 +12,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from exact import round_exact
+from lowprec.reference import round_exact
 from lowprec import FP32, data
 from lowprec.data import Dataset
 from lowprec.nn import (CAST_POINTS, PRESETS, Adam, Caster, MLPConfig, PrecisionPolicy, TrainConfig,

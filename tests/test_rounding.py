@@ -1,4 +1,4 @@
-"""lowprec.round against outside references: ml_dtypes, NumPy, exact rationals (tests/exact.py), gfloat.
+"""lowprec.round against outside references: ml_dtypes, NumPy, exact rationals (lowprec.reference), gfloat.
 
 The float32 sample here is dense and structured (every binade, every value of the format, every
 tie with its float32 neighbours, the boundaries); tests/test_rounding_exhaustive.py walks all
@@ -9,7 +9,7 @@ from fractions import Fraction
 import ml_dtypes
 import numpy as np
 import pytest
-from exact import round_exact
+from lowprec.reference import round_exact
 from versions import ML_DTYPES_E8M0_SUBNORMAL_QUIRK, ML_DTYPES_E8M0_TIES, ML_DTYPES_ROUNDS_FLOAT64_TWICE
 
 import lowprec
