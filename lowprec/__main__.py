@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 
-from .formats import PRESETS, FloatFormat
+from .formats import FORMATS, FloatFormat
 
 
 def _specials_text(fmt: FloatFormat) -> str:
@@ -31,8 +32,9 @@ def _specials_text(fmt: FloatFormat) -> str:
     return ", ".join(parts)
 
 
-def format_table(formats=PRESETS) -> str:
-    """The table that ``python -m lowprec formats`` prints."""
+def format_table(formats: Iterable[FloatFormat] | None = None) -> str:
+    """The table that ``python -m lowprec formats`` prints (every format of FORMATS by default)."""
+    formats = FORMATS.values() if formats is None else formats
     header = ("name", "bits", "E", "M", "bias", "max", "tiny (min normal)",
               "min subnormal", "eps", "overflow", "specials")
     rows = [header]

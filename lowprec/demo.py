@@ -47,7 +47,7 @@ def figure_dir(outdir=None) -> Path:
                              f"packages are installed); pass another folder with --out")
     return path
 
-# label -> policy preset (lowprec.nn.PRESETS), in the order the table prints them
+# label -> policy preset (lowprec.POLICIES), in the order the table prints them
 DEMO_POLICIES = {
     "fp32": "fp32",
     "fp16 pure": "fp16_pure",
@@ -282,7 +282,7 @@ def accumulation_errors(ks=(16, 64, 256, 1024, 4096), trials: int = 32, seed: in
 def figure_runs(seed: int = 0, demo_runs: dict | None = None, log=print) -> dict:
     """The training runs the figures need (reusing the demo's runs when given)."""
     from .formats import FP32
-    from .nn import PRESETS, SGD, MLPConfig, TrainConfig, train
+    from .nn import POLICIES, SGD, MLPConfig, TrainConfig, train
     from .scaling import DeepSpeedConfig, DynamicScalingConfig
 
     task_list = tasks(seed)
@@ -296,7 +296,7 @@ def figure_runs(seed: int = 0, demo_runs: dict | None = None, log=print) -> dict
     log("  figure runs: loss-scale traces")
     digits, _, _ = task_list["digits"]
     config = TrainConfig(steps=600, eval_every=0, seed=seed)
-    fp16 = PRESETS["fp16_mixed"]
+    fp16 = POLICIES["fp16_mixed"]
     out["loss scale"] = {
         "PyTorch GradScaler (init 2^24, growth interval 50)": train(
             fp16.replace(loss_scale=DynamicScalingConfig(init_scale=2.0**24, growth_interval=50)),
@@ -307,7 +307,7 @@ def figure_runs(seed: int = 0, demo_runs: dict | None = None, log=print) -> dict
     }
     log("  figure runs: master weights")
     teacher = data.teacher(np.random.default_rng(seed))
-    pure = PRESETS["fp16_pure"]
+    pure = POLICIES["fp16_pure"]
     stagnation = TrainConfig(steps=800, batch_size=64, optimizer=SGD(lr=0.002, momentum=0.9),
                              observe_every=50, eval_every=0, seed=seed)
     model = MLPConfig(sizes=(16, 64, 64, 64, 64, 4), loss="mse")

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
+
+from ._deprecation import no_attribute, renamed
 
 SPECIALS = ("ieee", "fn", "fnuz", "finite")
 
@@ -208,7 +211,9 @@ E2M1 = FloatFormat("e2m1", 2, 1, specials="finite", description="OCP MX FP4 E2M1
 E8M0 = FloatFormat("e8m0", 8, 0, specials="fn", signed=False, has_zero=False,
                    description="OCP MX shared scale: powers of two 2^-127..2^127, NaN 0xFF")
 
-PRESETS = (FP32, TF32, FP16, BF16, E4M3, E5M2, E4M3FNUZ, E5M2FNUZ, E3M2, E2M3, E2M1, E8M0)
+# Every preset format by name (read-only).
+FORMATS = MappingProxyType({f.name: f for f in (FP32, TF32, FP16, BF16, E4M3, E5M2, E4M3FNUZ,
+                                                 E5M2FNUZ, E3M2, E2M3, E2M1, E8M0)})
 
 # Names accepted wherever a format is: our own, ml_dtypes/NumPy dtype names and common aliases.
 _ALIASES = {
@@ -241,3 +246,10 @@ def as_format(fmt) -> FloatFormat:
     if found is None:
         raise ValueError(f"unknown format {fmt!r}; valid names: {', '.join(sorted(_ALIASES))}")
     return found
+
+
+def __getattr__(name: str):
+    if name == "PRESETS":  # a tuple until 0.1; the registry is keyed by name
+        return renamed("lowprec.formats.PRESETS", "lowprec.FORMATS (name -> FloatFormat)",
+                       tuple(FORMATS.values()))
+    raise no_attribute(__name__, name)

@@ -35,15 +35,17 @@ from __future__ import annotations
 import builtins
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
+from ._deprecation import no_attribute, renamed
 from .formats import BF16, E4M3, FP16, FP32, TF32, FloatFormat, as_format
 from .reference import ZERO_EXPONENT as _ZERO_EXPONENT
 from .reference import block_fma_scalar
 from .rounding import as_mode, round as _round
 
-__all__ = ["TensorCoreModel", "PRESETS", "FP32_E8M13", "block_fma", "block_fma_scalar", "dot",
+__all__ = ["TensorCoreModel", "TENSOR_CORES", "FP32_E8M13", "block_fma", "block_fma_scalar", "dot",
            "matmul", "V100_FP16", "A100_FP16", "A100_BF16", "A100_TF32", "H100_FP16",
            "H100_BF16", "H100_TF32", "H100_FP8", "H100_FP8_PROMOTED"]
 
@@ -128,8 +130,16 @@ H100_FP8 = TensorCoreModel("H100_FP8", E4M3, block=32, fraction_bits=13, output=
 H100_FP8_PROMOTED = TensorCoreModel("H100_FP8_PROMOTED", E4M3, block=32, fraction_bits=13,
                                     output=FP32_E8M13, c_format=FP32, promote_every=128)
 
-PRESETS = {m.name: m for m in (V100_FP16, A100_FP16, A100_BF16, A100_TF32, H100_FP16, H100_BF16,
-                                 H100_TF32, H100_FP8, H100_FP8_PROMOTED)}
+# Every preset model by name (read-only).
+TENSOR_CORES = MappingProxyType({m.name: m for m in (
+    V100_FP16, A100_FP16, A100_BF16, A100_TF32, H100_FP16, H100_BF16, H100_TF32, H100_FP8,
+    H100_FP8_PROMOTED)})
+
+
+def __getattr__(name: str):
+    if name == "PRESETS":
+        return renamed("lowprec.tensorcore.PRESETS", "lowprec.TENSOR_CORES", dict(TENSOR_CORES))
+    raise no_attribute(__name__, name)
 
 
 # --- the vectorised model ---------------------------------------------------------------------

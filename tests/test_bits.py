@@ -6,7 +6,7 @@ from versions import ML_DTYPES_E8M0_TIES, ML_DTYPES_ROUNDS_FLOAT64_TWICE
 
 from lowprec import all_values, classify, decode, encode, from_ml_dtypes, next_down, next_up, to_ml_dtypes, ulp
 from lowprec.bits import code_dtype
-from lowprec.formats import PRESETS, FloatFormat, as_format
+from lowprec.formats import FORMATS, FloatFormat, as_format
 
 TWINS = {
     "fp16": np.float16, "bf16": ml_dtypes.bfloat16, "e4m3": ml_dtypes.float8_e4m3fn,
@@ -14,7 +14,7 @@ TWINS = {
     "e5m2fnuz": ml_dtypes.float8_e5m2fnuz, "e3m2": ml_dtypes.float6_e3m2fn,
     "e2m3": ml_dtypes.float6_e2m3fn, "e2m1": ml_dtypes.float4_e2m1fn, "e8m0": ml_dtypes.float8_e8m0fnu,
 }
-SMALL = [f for f in PRESETS if f.bits <= 16] + [FloatFormat("e3m4", 3, 4), FloatFormat("e5m7fn", 5, 7, specials="fn"),
+SMALL = [f for f in FORMATS.values() if f.bits <= 16] + [FloatFormat("e3m4", 3, 4), FloatFormat("e5m7fn", 5, 7, specials="fn"),
                                                  FloatFormat("e4m3b11", 4, 3, bias=11, specials="fnuz"),
                                                  FloatFormat("e5m0", 5, 0), FloatFormat("g", 4, 3, bias=-1),
                                                  FloatFormat("h", 4, 3, bias=16, specials="fn")]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import lowprec
-from lowprec.formats import PRESETS, FloatFormat, as_format
+from lowprec.formats import FORMATS, FloatFormat, as_format
 
 # Every preset with a NumPy or ml_dtypes twin, and how finfo is asked about it.
 TWINS = {
@@ -75,7 +75,7 @@ CUSTOM = [FloatFormat("e3m4", 3, 4), FloatFormat("e6m9", 6, 9), FloatFormat("e5m
           FloatFormat("e2m0", 2, 0)]
 
 
-@pytest.mark.parametrize("fmt", CUSTOM + [f for f in PRESETS if f.signed and f.bits <= 16], ids=str)
+@pytest.mark.parametrize("fmt", CUSTOM + [f for f in FORMATS.values() if f.signed and f.bits <= 16], ids=str)
 def test_properties_equal_gfloat(fmt):
     gi = gfloat_info(fmt)
     assert fmt.max == gi.max and fmt.smallest_normal == gi.smallest_normal
@@ -151,6 +151,6 @@ def test_default_overflow_policies():
 
 
 def test_fits_float32():
-    assert all(f.fits_float32 for f in PRESETS)
+    assert all(f.fits_float32 for f in FORMATS.values())
     assert not FloatFormat("e11m52", 11, 52).fits_float32
     assert not FloatFormat("e9m3", 9, 3).fits_float32

@@ -15,7 +15,7 @@ from versions import ML_DTYPES_E8M0_SUBNORMAL_QUIRK, ML_DTYPES_E8M0_TIES, ML_DTY
 import lowprec
 from lowprec import _bitwords, _fastpaths, rounding
 from lowprec.formats import FloatFormat, as_format
-from lowprec.formats import PRESETS as _PRESETS
+from lowprec.formats import FORMATS
 from lowprec._bitwords import RandomSource
 from lowprec.rounding import RoundingMode
 
@@ -25,7 +25,7 @@ TWINS = {
     "e5m2fnuz": ml_dtypes.float8_e5m2fnuz, "e3m2": ml_dtypes.float6_e3m2fn,
     "e2m3": ml_dtypes.float6_e2m3fn, "e2m1": ml_dtypes.float4_e2m1fn,
 }
-PRESETS = list(_PRESETS)
+PRESETS = list(FORMATS.values())
 DETERMINISTIC = ["nearest", "nearest_away", "toward_zero", "up", "down", "odd"]
 CUSTOM = [FloatFormat("e3m4", 3, 4), FloatFormat("e6m9", 6, 9), FloatFormat("e5m7fn", 5, 7, specials="fn"),
           FloatFormat("e4m3b11", 4, 3, bias=11, specials="fnuz"), FloatFormat("e2m0", 2, 0),
