@@ -13,7 +13,7 @@ import numpy as np
 
 from . import formats
 from .formats import FloatFormat, as_format
-from .rounding import _as_float_array
+from .rounding import as_real_array
 from .rounding import round as _round
 
 __all__ = ["encode", "decode", "code_dtype", "to_ml_dtypes", "from_ml_dtypes", "all_values",
@@ -160,7 +160,7 @@ def ulp(x, fmt) -> np.ndarray:
     ``np.spacing`` except at ``max``, where NumPy gives inf (the distance to the next value up).
     """
     fmt = as_format(fmt)
-    a = np.abs(_as_float_array(x).astype(np.float64, copy=False))
+    a = np.abs(as_real_array(x).astype(np.float64, copy=False))
     _, exp = np.frexp(a)
     q = np.ldexp(1.0, np.maximum(exp - 1, fmt.emin) - fmt.mantissa_bits)
     q = np.where(a == 0, fmt.smallest_subnormal, q)
@@ -169,7 +169,7 @@ def ulp(x, fmt) -> np.ndarray:
 
 def _step(x, fmt: FloatFormat, up: bool):
     """The neighbour of each value in the direction ``up`` (see next_up)."""
-    x = _as_float_array(x).astype(np.float64, copy=False)
+    x = as_real_array(x).astype(np.float64, copy=False)
     v = np.asarray(_round(x, fmt, "up" if up else "down"), np.float64)
     moved = v != x  # x was not representable: the directed rounding already is the neighbour
     a = np.abs(v)

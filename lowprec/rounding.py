@@ -35,7 +35,7 @@ from . import _fastpaths
 from ._bitwords import RandomSource, random_uint64, significand, stochastic_away
 from .formats import FloatFormat, as_format
 
-__all__ = ["round", "RoundingMode", "as_mode", "OVERFLOW_POLICIES"]
+__all__ = ["round", "RoundingMode", "as_mode", "as_real_array", "OVERFLOW_POLICIES"]
 
 
 class RoundingMode(str, Enum):
@@ -78,9 +78,16 @@ def _overflow_policy(fmt: FloatFormat, overflow) -> str:
     return overflow
 
 
-def _as_float_array(x):
-    """The input's values, exactly, as a native float32 or float64 array (never a copy we later
-    write into the input)."""
+def as_real_array(x, name: str = "x") -> np.ndarray:
+    """``x``'s values, exactly, as a native float32 or float64 array: the package's one input
+    coercer (round, arith, bits, tensorcore and the FP8 recipes all take their inputs through it).
+
+    float32 stays float32 (either byte order); float16, a float64-sized longdouble, ml_dtypes
+    arrays and integers widen exactly to float64. Refused, naming ``name``: complex, boolean,
+    object, string, datetime and other non-numeric dtypes (TypeError); a longdouble wider than
+    float64 (TypeError: it cannot be taken exactly); integers beyond float64's exact range
+    (ValueError). The result may be ``x`` itself, so callers never write into it.
+    """
     arr = np.asarray(x)
     if arr.dtype in (np.float32, np.float64):  # the common case (native byte order only)
         return arr
@@ -88,23 +95,23 @@ def _as_float_array(x):
     if kind == "f":
         nmant = np.finfo(arr.dtype).nmant
         if nmant > 52:  # x86 80-bit or double-double longdouble
-            raise TypeError(f"cannot round dtype {arr.dtype} exactly: its {nmant + 1}-bit significands "
-                            "are wider than float64's, from which lowprec rounds; pass x.astype(np.float64) "
-                            "to round through float64 first")
-        # float32 stays float32 in either byte order; float16 (and a float64-sized longdouble)
-        # widen exactly
+            raise TypeError(f"{name} has dtype {arr.dtype}, whose {nmant + 1}-bit significands are "
+                            "wider than float64's, from which lowprec rounds; pass "
+                            f"{name}.astype(np.float64) to round through float64 first")
         return arr.astype(np.float32 if nmant == 23 else np.float64, copy=False)
-    if kind == "c":
-        raise TypeError(f"cannot round complex input (dtype {arr.dtype}); round .real and .imag separately")
-    if kind == "b":
-        raise TypeError("cannot round a boolean array; convert it to a float dtype first")
     if kind == "V" and _is_float_format_dtype(arr.dtype):  # an ml_dtypes array: widen exactly
         return arr.astype(np.float64)
-    if kind in "OSUVMm":
-        raise TypeError(f"cannot round an array of dtype {arr.dtype}; expected real numbers")
+    if kind == "c":
+        raise TypeError(f"{name} is complex (dtype {arr.dtype}); expected real numbers: round "
+                        ".real and .imag separately")
+    if kind == "b":
+        raise TypeError(f"{name} is a boolean array; expected real numbers: convert it to a float "
+                        "dtype first")
+    if kind not in "iu":
+        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers (float or int)")
     as64 = arr.astype(np.float64)
-    if kind in "iu" and not np.array_equal(as64.astype(arr.dtype), arr):
-        raise ValueError("integer input too large to convert to float64 exactly")
+    if not np.array_equal(as64.astype(arr.dtype), arr):
+        raise ValueError(f"{name} holds integers too large to convert to float64 exactly")
     return as64
 
 
@@ -168,7 +175,7 @@ def round(x, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, r
         raise TypeError(f"subnormals must be True or False, got {subnormals!r}")
     random_bits = _check_random_args(mode, rng, random_bits)
 
-    arr = _as_float_array(x)
+    arr = as_real_array(x)
     out_dtype = np.float32 if arr.dtype == np.float32 and fmt.fits_float32 else np.float64
     flat = arr.reshape(-1)
     if not fmt.has_nan and flat.size and np.isnan(np.min(flat)):  # min propagates NaN

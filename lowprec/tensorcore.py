@@ -43,7 +43,7 @@ from ._deprecation import no_attribute, renamed
 from .formats import BF16, E4M3, FP16, FP32, TF32, FloatFormat, as_format
 from .reference import ZERO_EXPONENT as _ZERO_EXPONENT
 from .reference import block_fma_scalar
-from .rounding import as_mode, round as _round
+from .rounding import as_mode, as_real_array, round as _round
 
 __all__ = ["TensorCoreModel", "TENSOR_CORES", "FP32_E8M13", "block_fma", "block_fma_scalar", "dot",
            "matmul", "V100_FP16", "A100_FP16", "A100_BF16", "A100_TF32", "H100_FP16",
@@ -309,10 +309,7 @@ def _representable(arr, fmt: FloatFormat) -> bool:
 
 
 def _operand(x, fmt: FloatFormat, name: str, truncate: bool = False):
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
+    arr = as_real_array(x, name).astype(np.float64)
     if truncate:
         return _round(arr, fmt, "toward_zero")
     if not _representable(arr, fmt):

@@ -13,11 +13,12 @@ from lowprec.reference import round_exact
 from versions import ML_DTYPES_E8M0_SUBNORMAL_QUIRK, ML_DTYPES_E8M0_TIES, ML_DTYPES_ROUNDS_FLOAT64_TWICE
 
 import lowprec
-from lowprec import _bitwords, _fastpaths, rounding
+from lowprec import _bitwords, _fastpaths, arith, bits, rounding, tensorcore
 from lowprec.formats import FloatFormat, as_format
 from lowprec.formats import FORMATS
 from lowprec._bitwords import RandomSource
 from lowprec.rounding import RoundingMode
+from lowprec.scaling import CurrentScaling, quantize
 
 TWINS = {
     "fp16": np.float16, "bf16": ml_dtypes.bfloat16, "e4m3": ml_dtypes.float8_e4m3fn,
@@ -640,12 +641,30 @@ def test_dtype_rules():
     assert lowprec.round(np.float32(1.0), "fp16").dtype == np.float32  # 0-d: a scalar of x's dtype
 
 
+def test_every_entry_point_takes_input_through_the_one_coercer():
+    entry_points = {
+        "round": lambda x: lowprec.round(x, "fp16"),
+        "arith.add": lambda x: arith.add(x, 1.0, "fp16"),
+        "bits.ulp": lambda x: bits.ulp(x, "fp16"),
+        "tensorcore.dot": lambda x: tensorcore.dot(x, np.ones(1), tensorcore.V100_FP16),
+        "scaling.quantize": lambda x: quantize(x, CurrentScaling().new_state()),
+    }
+    for name, call in entry_points.items():
+        with pytest.raises(TypeError, match="is complex .*expected real numbers"):
+            call(np.array([1 + 2j]))
+        with pytest.raises(TypeError, match="is a boolean array"):
+            call(np.array([True]))
+    # ml_dtypes arrays widen exactly everywhere (tensorcore refused them before)
+    half = np.array([1.5], ml_dtypes.bfloat16)
+    assert tensorcore.dot(half, np.ones(1), tensorcore.A100_BF16) == 1.5
+
+
 @pytest.mark.parametrize("x, error, message", [
-    (np.array([1 + 2j]), TypeError, "cannot round complex input"),
-    (np.array([1.0, "a"], object), TypeError, "cannot round an array of dtype object"),
-    (np.array(["1.0"]), TypeError, "cannot round an array of dtype <U3"),
-    (np.array([True]), TypeError, "cannot round a boolean array"),
-    (np.array([2**60 + 1]), ValueError, "integer input too large"),
+    (np.array([1 + 2j]), TypeError, "x is complex .*expected real numbers"),
+    (np.array([1.0, "a"], object), TypeError, "x has dtype object; expected real numbers"),
+    (np.array(["1.0"]), TypeError, "x has dtype <U3; expected real numbers"),
+    (np.array([True]), TypeError, "x is a boolean array; expected real numbers"),
+    (np.array([2**60 + 1]), ValueError, "x holds integers too large"),
 ])
 def test_bad_inputs(x, error, message):
     with pytest.raises(error, match=message):
