@@ -656,7 +656,7 @@ def matmul(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest",
     return np.squeeze(out, axis=tuple(squeeze)) if squeeze else out
 
 
-def sum(x, fmt, axis=None, *, accumulate=None, order="sequential", block=None, mode="nearest",
+def sum(x, fmt, mode="nearest", *, axis=None, accumulate=None, order="sequential", block=None,
         rng=None, random_bits=None):  # noqa: A001 - mirrors numpy's name
     """The sum of x along ``axis`` (None: all of x), accumulated in ``accumulate`` (a format, None
     meaning fmt, or a :class:`TensorCoreModel`, which then sums x times ones) and stored in fmt.
@@ -668,6 +668,9 @@ def sum(x, fmt, axis=None, *, accumulate=None, order="sequential", block=None, m
     are taken exactly as given (round them first to model low-precision addends). An empty sum
     is +0. An accumulator or fmt without NaN raises ValueError for a NaN in x or an inf - inf.
     """
+    if not isinstance(mode, str):  # before 0.2 the third positional argument was axis
+        raise TypeError(f"sum(x, fmt, mode): the third argument is the rounding mode, got {mode!r}; "
+                        f"pass the axis as a keyword, axis={mode!r}")
     _check_reduction(order, block, accumulate)
     x0 = x
     x = _as_real(x, "x")

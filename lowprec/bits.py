@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import formats
-from .formats import FloatFormat, as_format
-from .rounding import as_real_array
+from .formats import FloatFormat, FormatLike, as_format
+from .rounding import ModeLike, as_real_array
 from .rounding import round as _round
 
 __all__ = ["encode", "decode", "code_dtype", "to_ml_dtypes", "from_ml_dtypes", "all_values",
@@ -44,10 +45,12 @@ def _nan_code(fmt: FloatFormat, negative):
     return np.uint64(body) | _sign_bit(fmt, negative) if fmt.signed else np.full(negative.shape, body, np.uint64)
 
 
-def encode(x, fmt, **round_kwargs) -> np.ndarray:
-    """Round ``x`` to ``fmt`` (``round_kwargs`` as for :func:`lowprec.round`) and return the codes."""
+def encode(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
+           **round_options) -> np.ndarray:
+    """Round ``x`` to ``fmt`` (``mode`` and ``round_options`` as for :func:`lowprec.round`) and
+    return the codes."""
     fmt = as_format(fmt)
-    v = np.asarray(_round(x, fmt, **round_kwargs), np.float64)
+    v = np.asarray(_round(x, fmt, mode, **round_options), np.float64)
     e, m = fmt.exponent_bits, fmt.mantissa_bits
     negative = np.signbit(v)
     a = np.abs(v)
@@ -121,7 +124,8 @@ def _ml_dtype(fmt: FloatFormat):
                      f"({fmt!r}); dtypes exist for the formats {', '.join(p.name for p in twins)}")
 
 
-def to_ml_dtypes(x, fmt, **round_kwargs) -> np.ndarray:
+def to_ml_dtypes(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
+                 **round_options) -> np.ndarray:
     """Round ``x`` correctly to ``fmt`` and return it as an ml_dtypes (or NumPy) array.
 
     Unlike ``x.astype(ml_dtypes.bfloat16)``, this rounds float64 once (no float32 detour) and
@@ -129,7 +133,7 @@ def to_ml_dtypes(x, fmt, **round_kwargs) -> np.ndarray:
     """
     fmt = as_format(fmt)
     dtype = _ml_dtype(fmt)
-    codes = np.asarray(encode(x, fmt, **round_kwargs))
+    codes = np.asarray(encode(x, fmt, mode, **round_options))
     if dtype.itemsize == 1:  # fp4/fp6 ml_dtypes types are stored one per byte, low bits
         return codes.astype(np.uint8).view(dtype)
     return codes.astype(f"u{dtype.itemsize}").view(dtype)
@@ -211,9 +215,10 @@ def next_down(x, fmt) -> np.ndarray:
     return _step(x, as_format(fmt), up=False)
 
 
-def classify(x, fmt, **round_kwargs) -> np.ndarray:
+def classify(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
+             **round_options) -> np.ndarray:
     """Class of each value once rounded to ``fmt``: one of CLASSES, as a string array."""
     fmt = as_format(fmt)
-    v = np.abs(np.asarray(_round(x, fmt, **round_kwargs), np.float64))
+    v = np.abs(np.asarray(_round(x, fmt, mode, **round_options), np.float64))
     index = np.select([np.isnan(v), np.isinf(v), v == 0, v < fmt.tiny], [4, 3, 0, 1], 2)
     return np.asarray(CLASSES)[index]  # a 0-d index gives a NumPy string scalar

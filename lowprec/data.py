@@ -20,6 +20,8 @@ from importlib import resources
 
 import numpy as np
 
+__all__ = ["Dataset", "TASKS", "spirals", "teacher", "digits", "load_mnist"]
+
 TASKS = ("classification", "regression")
 
 

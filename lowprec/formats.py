@@ -24,6 +24,9 @@ import numpy as np
 
 from ._deprecation import no_attribute, renamed
 
+__all__ = ["FloatFormat", "FormatLike", "as_format", "FORMATS", "SPECIALS", "FP32", "TF32", "FP16",
+           "BF16", "E4M3", "E5M2", "E4M3FNUZ", "E5M2FNUZ", "E3M2", "E2M3", "E2M1", "E8M0"]
+
 SPECIALS = ("ieee", "fn", "fnuz", "finite")
 
 # The overflow policy a format uses unless the caller asks for another. IEEE-like formats go to
@@ -215,6 +218,9 @@ E8M0 = FloatFormat("e8m0", 8, 0, specials="fn", signed=False, has_zero=False,
 FORMATS = MappingProxyType({f.name: f for f in (FP32, TF32, FP16, BF16, E4M3, E5M2, E4M3FNUZ,
                                                  E5M2FNUZ, E3M2, E2M3, E2M1, E8M0)})
 
+# What a function taking a format accepts: a FloatFormat, a name, or a NumPy/ml_dtypes dtype.
+FormatLike = FloatFormat | str | np.dtype | type
+
 # Names accepted wherever a format is: our own, ml_dtypes/NumPy dtype names and common aliases.
 _ALIASES = {
     "fp32": FP32, "float32": FP32, "single": FP32, "binary32": FP32,
@@ -232,7 +238,7 @@ _ALIASES = {
 }
 
 
-def as_format(fmt) -> FloatFormat:
+def as_format(fmt: FormatLike) -> FloatFormat:
     """Return the FloatFormat named by ``fmt``: a FloatFormat, a name, or a NumPy/ml_dtypes dtype."""
     if isinstance(fmt, FloatFormat):
         return fmt

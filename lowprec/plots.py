@@ -11,6 +11,10 @@ import numpy as np
 
 from .formats import BF16, E4M3, E5M2, FP16, FP32, as_format
 
+__all__ = ["FORMAT_COLORS", "format_color", "plot_number_lines", "fp16_shares", "tail_scale",
+           "plot_underflow_histogram", "plot_underflow_heatmaps", "plot_loss_scale",
+           "plot_master_weights", "plot_accumulation_error", "plot_fp8_scaling"]
+
 FORMAT_COLORS = {"fp32": "#4c72b0", "tf32": "#64b5cd", "fp16": "#dd8452", "bf16": "#55a868",
                  "e4m3": "#c44e52", "e5m2": "#8172b3", "e3m2": "#937860", "e2m3": "#da8bc3",
                  "e2m1": "#8c8c8c", "e8m0": "#ccb974"}

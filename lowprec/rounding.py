@@ -30,10 +30,11 @@ import builtins
 from enum import Enum
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _fastpaths
 from ._bitwords import RandomSource, random_uint64, significand, stochastic_away
-from .formats import FloatFormat, as_format
+from .formats import FloatFormat, FormatLike, as_format
 
 __all__ = ["round", "RoundingMode", "as_mode", "as_real_array", "OVERFLOW_POLICIES"]
 
@@ -50,12 +51,15 @@ class RoundingMode(str, Enum):
     STOCHASTIC = "stochastic"  #: away from zero with probability distance / ulp
 
 
+# What a function taking a rounding mode accepts: a RoundingMode or its string value.
+ModeLike = RoundingMode | str
+
 OVERFLOW_POLICIES = ("inf", "nan", "saturate")
 
 _CHUNK = 1 << 17  # elements per pass: keeps temporaries in cache and memory bounded
 
 
-def as_mode(mode) -> RoundingMode:
+def as_mode(mode: ModeLike) -> RoundingMode:
     """Return the RoundingMode named by ``mode`` (a RoundingMode or its string value)."""
     if isinstance(mode, RoundingMode):
         return mode
@@ -78,7 +82,7 @@ def _overflow_policy(fmt: FloatFormat, overflow) -> str:
     return overflow
 
 
-def as_real_array(x, name: str = "x") -> np.ndarray:
+def as_real_array(x: ArrayLike, name: str = "x") -> np.ndarray:
     """``x``'s values, exactly, as a native float32 or float64 array: the package's one input
     coercer (round, arith, bits, tensorcore and the FP8 recipes all take their inputs through it).
 
@@ -143,7 +147,9 @@ def _check_random_args(mode: RoundingMode, rng, random_bits):
         return None
 
 
-def round(x, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
+def round(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *, overflow: str | None = None,
+          subnormals: bool = True, rng: np.random.Generator | None = None,
+          random_bits: int | None = None) -> np.ndarray:
     """Round ``x`` to the values of ``fmt``; return them in ``x``'s float dtype.
 
     Parameters
