@@ -18,7 +18,8 @@ def _specials_text(fmt: FloatFormat) -> str:
     if fmt.specials == "ieee":
         parts.append(f"NaN S.{ones}.(nonzero)")
     elif fmt.specials == "fn":
-        parts.append(f"NaN {'S.' if fmt.signed else ''}{ones}{'.' + '1' * m if m else ''}")  # all ones
+        # all ones
+        parts.append(f"NaN {'S.' if fmt.signed else ''}{ones}{'.' + '1' * m if m else ''}")
     elif fmt.specials == "fnuz":
         parts.append("NaN 0x80 (the -0 code)")
     else:

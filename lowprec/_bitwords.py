@@ -19,7 +19,8 @@ LAYOUT = {np.dtype(np.float32): (np.uint32, 23, 127), np.dtype(np.float64): (np.
 
 
 def masks(dtype):
-    """``(uint, p, bias, sign mask, exponent mask)`` of float32 or float64 (IEEE 754-2019 sec. 3.4)."""
+    """``(uint, p, bias, sign mask, exponent mask)`` of float32 or float64 (IEEE 754-2019
+    sec. 3.4)."""
     uint, p, bias = LAYOUT[np.dtype(dtype)]
     width = 8 * np.dtype(uint).itemsize
     sign = uint(1 << (width - 1))
@@ -65,7 +66,8 @@ class RandomSource:
 
     def full_words(self, idx):
         """R itself for the elements ``idx``."""
-        return (self.top16[idx].astype(np.uint64) << np.uint64(48)) | (self.rest(idx) >> np.uint64(16))
+        return ((self.top16[idx].astype(np.uint64) << np.uint64(48))
+                | (self.rest(idx) >> np.uint64(16)))
 
     @classmethod
     def draw(cls, rng: np.random.Generator, n: int, random_bits):
@@ -76,12 +78,14 @@ class RandomSource:
     @classmethod
     def from_words(cls, words: np.ndarray, rng: np.random.Generator, random_bits):
         """Chosen 64-bit words R, one per element (tests feed the fast and general paths alike)."""
-        return cls((words >> np.uint64(48)).astype(np.uint16), lambda idx: words[idx] << np.uint64(16),
+        return cls((words >> np.uint64(48)).astype(np.uint16),
+                   lambda idx: words[idx] << np.uint64(16),
                    rng, random_bits)
 
 
 def significand(a):
-    """``(sig, lb)`` with ``a = sig * 2**lb`` exactly, sig < 2**53, for finite float64 ``a >= 0``."""
+    """``(sig, lb)`` with ``a = sig * 2**lb`` exactly, sig < 2**53, for finite float64
+    ``a >= 0``."""
     bits = a.view(np.uint64)
     field = (bits >> np.uint64(52)).astype(np.int64)
     mantissa = bits & np.uint64((1 << 52) - 1)

@@ -1,4 +1,5 @@
-"""Fast paths of :func:`lowprec.round` for the common cases, each exact by the argument in its docstring.
+"""Fast paths of :func:`lowprec.round` for the common cases, each exact by the argument in its
+docstring.
 
 * :func:`nearest_by_addition`: nearest even by one float addition (float32 and float64 input;
   FP16, FP8, MX elements in float32, every preset in float64).
@@ -17,9 +18,9 @@ and length as the chunk ``x``) and never modifies ``x``; only stochastic_by_patt
 something (the flagged indices, or None). The exact stochastic decision rule (U < f, or a
 k-bit adder) and the bit layout come from the leaf module _bitwords.py, as they do for the
 general path in rounding.py, which is the specification: tests check each fast path equal to
-it, and to ml_dtypes, on every float32 input (tests marked ``exhaustive``). Formats without mantissa bits, unsigned
-formats and formats without zero (E8M0) always take the general path, and the pattern paths
-skip formats whose smallest normal is 4 or more (emin > 1, no preset).
+it, and to ml_dtypes, on every float32 input (tests marked ``exhaustive``). Formats without
+mantissa bits, unsigned formats and formats without zero (E8M0) always take the general path,
+and the pattern paths skip formats whose smallest normal is 4 or more (emin > 1, no preset).
 
 Speed notes (measured, benchmarks/bench_rounding.py): NumPy's masked operations (``where=``,
 ``np.where``, ``np.putmask``) on a random mask cost 40x a plain pass, np.maximum/np.minimum with
@@ -52,10 +53,12 @@ def choose(dtype, fmt: FloatFormat, mode: str, random_bits=None):
                 return nearest_same_range, work
         elif mode == "stochastic" and _pattern_applies(work, fmt, random_bits):
             return stochastic_by_pattern, work
-        elif mode in ("toward_zero", "up", "down", "nearest_away") and _pattern_applies(work, fmt, None) \
+        elif mode in ("toward_zero", "up", "down", "nearest_away") \
+                and _pattern_applies(work, fmt, None) \
                 and fmt.mantissa_bits < LAYOUT[work][1]:
             return directed_by_pattern, work
-        elif (mode == "odd" or mode == "stochastic" and random_bits is not None) and _scaling_applies(work, fmt):
+        elif (mode == "odd" or mode == "stochastic" and random_bits is not None) \
+                and _scaling_applies(work, fmt):
             return by_scaling, work
     return None, None
 
@@ -199,7 +202,8 @@ def _adder_carries(f, random: RandomSource):
     """
     k, top16 = random.random_bits, random.top16
     if k <= 16:
-        return np.floor(f * f.dtype.type(2.0**k)) + (top16 >> np.uint16(16 - k)) >= f.dtype.type(2.0**k)
+        adder_sum = np.floor(f * f.dtype.type(2.0**k)) + (top16 >> np.uint16(16 - k))
+        return adder_sum >= f.dtype.type(2.0**k)
     f16 = f * f.dtype.type(65536.0)
     head = np.floor(f16)  # f's first 16 bits
     u16 = np.invert(top16).astype(f.dtype)  # exact
@@ -376,7 +380,8 @@ def finish(out, x, fmt: FloatFormat, policy: str, *, nan_safe: bool):
     """
     uint, p, bias, sign, exponent = masks(x.dtype)
     k = bias - fmt.emax
-    ieee_inf = policy == "inf" and fmt.has_inf and 0 <= k <= bias  # rounded overflows are >= 2**(emax+1)
+    # rounded overflows are >= 2**(emax+1)
+    ieee_inf = policy == "inf" and fmt.has_inf and 0 <= k <= bias
     if ieee_inf:
         # Scale 2**(emax + 1) to the dtype's overflow point and back: everything at or above it
         # becomes inf, everything below comes back exactly (power-of-two scalings, no underflow).
@@ -409,7 +414,7 @@ def finish(out, x, fmt: FloatFormat, policy: str, *, nan_safe: bool):
         out += 0  # -0 + 0 = +0: fnuz formats have no negative zero
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _overflow_scale(fmt: FloatFormat, dtype):
     """A constant c of ``dtype`` with ``max * c`` finite and ``(max + ulp(max)) * c`` infinite
     (the multiplication rounding to nearest), or None where no constant separates them safely."""

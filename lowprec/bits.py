@@ -26,7 +26,8 @@ CLASSES = ("zero", "subnormal", "normal", "inf", "nan")
 def code_dtype(fmt) -> np.dtype:
     """The smallest unsigned integer dtype that holds the format's codes (up to 64 bits)."""
     bits = as_format(fmt).bits
-    return next(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64) if 8 * np.dtype(t).itemsize >= bits)
+    return next(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64)
+                if 8 * np.dtype(t).itemsize >= bits)
 
 
 def _sign_bit(fmt: FloatFormat, negative):
@@ -42,7 +43,9 @@ def _nan_code(fmt: FloatFormat, negative):
         body = (1 << (e + m)) - 1
     else:  # ieee: quiet NaN (has_nan needs a mantissa bit)
         body = (((1 << e) - 1) << m) | (1 << (m - 1))
-    return np.uint64(body) | _sign_bit(fmt, negative) if fmt.signed else np.full(negative.shape, body, np.uint64)
+    if not fmt.signed:
+        return np.full(negative.shape, body, np.uint64)
+    return np.uint64(body) | _sign_bit(fmt, negative)
 
 
 def encode(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
@@ -80,7 +83,8 @@ def decode(codes, fmt) -> np.ndarray:
     c = np.asarray(codes)
     if c.dtype.kind not in "iu":
         raise TypeError(f"decode expects integer codes, got dtype {c.dtype}")
-    if c.size and (int(c.min()) < 0 or int(c.max()) >= 1 << fmt.bits):  # (Python ints: 64-bit formats)
+    # (Python ints: 64-bit formats)
+    if c.size and (int(c.min()) < 0 or int(c.max()) >= 1 << fmt.bits):
         raise ValueError(f"codes out of range for {fmt.name}: must be in 0..{(1 << fmt.bits) - 1}")
     c = c.astype(np.uint64)
     e, m = fmt.exponent_bits, fmt.mantissa_bits
@@ -113,15 +117,17 @@ def _ml_dtype(fmt: FloatFormat):
 
     twins = {formats.FP32: np.float32, formats.FP16: np.float16, formats.BF16: ml_dtypes.bfloat16,
              formats.E4M3: ml_dtypes.float8_e4m3fn, formats.E5M2: ml_dtypes.float8_e5m2,
-             formats.E4M3FNUZ: ml_dtypes.float8_e4m3fnuz, formats.E5M2FNUZ: ml_dtypes.float8_e5m2fnuz,
+             formats.E4M3FNUZ: ml_dtypes.float8_e4m3fnuz,
+             formats.E5M2FNUZ: ml_dtypes.float8_e5m2fnuz,
              formats.E3M2: ml_dtypes.float6_e3m2fn, formats.E2M3: ml_dtypes.float6_e2m3fn,
              formats.E2M1: ml_dtypes.float4_e2m1fn, formats.E8M0: ml_dtypes.float8_e8m0fnu}
     fields = dataclasses.replace(fmt, name="")
     for preset, dtype in twins.items():
         if dataclasses.replace(preset, name="") == fields:
             return np.dtype(dtype)
-    raise ValueError(f"format {fmt.name} has no NumPy/ml_dtypes dtype: none has its defining fields "
-                     f"({fmt!r}); dtypes exist for the formats {', '.join(p.name for p in twins)}")
+    raise ValueError(f"format {fmt.name} has no NumPy/ml_dtypes dtype: none has its defining "
+                     f"fields ({fmt!r}); dtypes exist for the formats "
+                     f"{', '.join(p.name for p in twins)}")
 
 
 def to_ml_dtypes(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
@@ -153,7 +159,8 @@ def all_values(fmt) -> np.ndarray:
     """Every code's value, indexed by code (NaN codes included). Formats of up to 16 bits."""
     fmt = as_format(fmt)
     if fmt.bits > 16:
-        raise ValueError(f"{fmt.name} has 2**{fmt.bits} codes; all_values is for formats of up to 16 bits")
+        raise ValueError(f"{fmt.name} has 2**{fmt.bits} codes; all_values is for formats of up "
+                         "to 16 bits")
     return decode(np.arange(1 << fmt.bits), fmt)
 
 
@@ -188,7 +195,8 @@ def _step(x, fmt: FloatFormat, up: bool):
     outward = np.where(v == 0, True, outward)
     sign = np.where(v == 0, 1.0 if up else -1.0, np.sign(v))
     stepped = np.where(outward, v + sign * gap_above, v - sign * gap_below)
-    if fmt.has_negative_zero:  # stepping from -smallest_subnormal toward zero gives -0 (IEEE nextUp)
+    # stepping from -smallest_subnormal toward zero gives -0 (IEEE nextUp)
+    if fmt.has_negative_zero:
         stepped = np.where(stepped == 0, np.copysign(0.0, v), stepped)
     stepped = np.where(v == 0, sign * fmt.smallest_subnormal, stepped)
     if not fmt.signed:

@@ -87,7 +87,8 @@ def spirals(rng, points_per_class: int = 300, classes: int = 3, noise: float = 0
     _check_rng(rng)
     radius = np.tile(np.linspace(0.05, 1.0, points_per_class), classes)  # (n,)
     label = np.repeat(np.arange(classes), points_per_class)  # (n,)
-    angle = 2 * np.pi * (turns * radius + label / classes) + noise * rng.standard_normal(radius.size)
+    angle = (2 * np.pi * (turns * radius + label / classes)
+             + noise * rng.standard_normal(radius.size))
     x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1).astype(np.float32)
     return _split(f"spirals({classes} classes, {x.shape[0]} points)", x, label.astype(np.int64),
                   "classification", rng, test_fraction)
@@ -126,7 +127,8 @@ def digits(rng, test_fraction: float = 0.25) -> Dataset:
 
 
 def _read_idx(path) -> np.ndarray:
-    """An IDX file (MNIST's own format: magic, dims, big-endian sizes, uint8 data), maybe gzipped."""
+    """An IDX file (MNIST's own format: magic, dims, big-endian sizes, uint8 data), maybe
+    gzipped."""
     opener = gzip.open if os.fspath(path).endswith(".gz") else open
     with opener(path, "rb") as f:
         raw = f.read()
@@ -146,7 +148,8 @@ _MNIST_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 
 def load_mnist(path) -> Dataset:
     """MNIST from a local copy: a Keras-style ``mnist.npz`` (x_train, y_train, x_test, y_test)
-    or a directory with the four original IDX files (optionally ``.gz``). Pixels scaled to [0, 1]."""
+    or a directory with the four original IDX files (optionally ``.gz``). Pixels scaled to
+    [0, 1]."""
     path = os.fspath(path)
     if os.path.isdir(path):
         arrays = []
@@ -162,7 +165,8 @@ def load_mnist(path) -> Dataset:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
             if missing:
                 raise ValueError(f"{path}: missing arrays {sorted(missing)}")
-            x_train, y_train, x_test, y_test = (f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+            x_train, y_train, x_test, y_test = (f[k] for k in ("x_train", "y_train", "x_test",
+                                                                "y_test"))
 
     def flat(images):
         return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)

@@ -166,9 +166,11 @@ def comparison_table(runs: dict, task: str, reference: str = "fp32") -> str:
         def percents(values):
             values = (values or []) + [None] * (layers - len(values or []))
             return [_cell(None if v is None else 100 * v, ".0f") for v in values]
-        rows.append([label, f"{s['final_loss']:.3g}", _cell(s["final_loss"] / ref["final_loss"], ".2f") + "x"]
+        loss_ratio = _cell(s["final_loss"] / ref["final_loss"], ".2f") + "x"
+        rows.append([label, f"{s['final_loss']:.3g}", loss_ratio]
                     + [_cell(s["test_accuracy"], ".3f")] * classify + percents(s["act_grad_zero"])
-                    + [str(s["skipped"]), _cell(s["final_scale"], "g")] + percents(s["updates_lost"]))
+                    + [str(s["skipped"]), _cell(s["final_scale"], "g")]
+                    + percents(s["updates_lost"]))
     notes = what_to_notice(runs, reference)
     return "\n".join([_describe(task, runs[reference]), *_render(groups, rows)]
                      + (["What to notice:"] + [f"  - {n}" for n in notes] if notes else []))
@@ -180,7 +182,8 @@ def _span(shares) -> str:
     return f"{lo}%" if lo == hi else f"{lo}-{hi}%"
 
 
-FLUSH_MARGIN = 0.2  # a run "flushes" where some layer has 20 points more zero gradients than the reference
+# a run "flushes" where some layer has 20 points more zero gradients than the reference
+FLUSH_MARGIN = 0.2
 
 
 def _stored_weights_format(history) -> str | None:
@@ -228,10 +231,12 @@ def what_to_notice(runs: dict, reference: str = "fp32") -> list[str]:
                 f"is {ratio(label):.2f}x {reference}'s")
         stored = _stored_weights_format(runs[label])
         if ratio(label) <= kept_ratios[-1]:
-            text += (f", no worse than the runs that do not zero them (up to {kept_ratios[-1]:.2f}x): "
+            text += (f", no worse than the runs that do not zero them (up to "
+                     f"{kept_ratios[-1]:.2f}x): "
                      f"the gradients it loses did not carry the learning here")
         elif stored:
-            text += f", but it also keeps its weights in {stored}, which loses updates: two suspects"
+            text += (f", but it also keeps its weights in {stored}, which loses updates: two "
+                     "suspects")
         elif ratio(label) >= 2 * typical:
             text += (f", against a median of {typical:.2f}x for the runs that do not zero them: "
                      f"the lost gradients carried the learning")
@@ -241,7 +246,8 @@ def what_to_notice(runs: dict, reference: str = "fp32") -> list[str]:
         for label in scaled:
             s = live[label]
             notes.append(f"{label} keeps them: with its loss scale (last {s['final_scale']:g}) "
-                         f"{_span(s['act_grad_zero'])} are zero, as in {reference}; final train loss "
+                         f"{_span(s['act_grad_zero'])} are zero, as in {reference}; final train "
+                         "loss "
                          f"{ratio(label):.2f}x {reference}'s, {s['skipped']} steps skipped.")
     lost = {l: max(s["updates_lost"]) for l, s in live.items() if s["updates_lost"] is not None}
     if len(lost) > 1:
@@ -289,8 +295,10 @@ def figure_runs(seed: int = 0, demo_runs: dict | None = None, log=print) -> dict
     out = {}
     small, small_model, small_config = task_list["small gradients"]
     if demo_runs is None:
-        out["small gradients"] = {label: train(DEMO_POLICIES[label], small, small_model, small_config)
-                                  for label in ("fp32", "fp16 no loss scaling", "fp16 mixed + GradScaler")}
+        labels = ("fp32", "fp16 no loss scaling", "fp16 mixed + GradScaler")
+        out["small gradients"] = {label: train(DEMO_POLICIES[label], small, small_model,
+                                               small_config)
+                                  for label in labels}
     else:
         out["small gradients"] = demo_runs["small gradients"]
     log("  figure runs: loss-scale traces")
@@ -341,7 +349,8 @@ def make_figures(outdir=None, seed: int = 0, demo_runs: dict | None = None, log=
     outdir.mkdir(parents=True, exist_ok=True)
     runs = figure_runs(seed, demo_runs, log)
     small = runs["small gradients"]
-    # dL/dz (grad_output) is the gradient that holds ReLU's zeros, as in Micikevicius et al.'s Fig. 3
+    # dL/dz (grad_output) is the gradient that holds ReLU's zeros, as in Micikevicius et al.'s
+    # Fig. 3
     pooled = small["fp32"].log2_histogram("grad_output")
     layer0 = small["fp32"].log2_histogram("grad_output", layer=0)
     figures = {
@@ -381,7 +390,8 @@ def run_demo(outdir=None, seed: int = 0) -> dict:
     print("lowprec demo: the same MLP under six precision policies (seeded; about a minute)\n")
     runs = train_all(seed)
     print("\nColumns: 'final train loss' is the mean training loss of the last 10% of steps; "
-          "'act-grad zero %' the share\nof activation gradients that are zero, per layer (L0 first), "
+          "'act-grad zero %' the share\nof activation gradients that are zero, per layer (L0 "
+          "first), "
           "pooled over the observed steps;\n'updates lost %' the share of non-zero weight updates "
           "that rounding discarded (w - u == w).")
     for task, task_runs in runs.items():

@@ -90,7 +90,8 @@ class FloatFormat:
     @property
     def has_nan(self) -> bool:
         # IEEE tells NaN from inf by a nonzero mantissa: without mantissa bits there is no NaN
-        return self.specials != "finite" and not (self.specials == "ieee" and self.mantissa_bits == 0)
+        return self.specials != "finite" and not (self.specials == "ieee"
+                                                  and self.mantissa_bits == 0)
 
     @property
     def has_negative_zero(self) -> bool:
@@ -188,7 +189,8 @@ class FloatFormat:
     @property
     def fits_float32(self) -> bool:
         """True when every value of the format is a float32 (so float32 results stay exact)."""
-        return self.mantissa_bits <= 23 and self.emax <= 127 and self.emin - self.mantissa_bits >= -149
+        return (self.mantissa_bits <= 23 and self.emax <= 127
+                and self.emin - self.mantissa_bits >= -149)
 
     def __str__(self) -> str:
         return self.name
@@ -202,7 +204,8 @@ FP32 = _ieee("fp32", 8, 23, "IEEE binary32")
 TF32 = _ieee("tf32", 8, 10, "NVIDIA TensorFloat-32: FP32 range, FP16 precision")
 FP16 = _ieee("fp16", 5, 10, "IEEE binary16")
 BF16 = _ieee("bf16", 8, 7, "bfloat16: FP32 range, 8-bit precision")
-E4M3 = FloatFormat("e4m3", 4, 3, specials="fn", description="OCP FP8 E4M3 (ml_dtypes float8_e4m3fn)")
+E4M3 = FloatFormat("e4m3", 4, 3, specials="fn",
+                   description="OCP FP8 E4M3 (ml_dtypes float8_e4m3fn)")
 E5M2 = _ieee("e5m2", 5, 2, "OCP FP8 E5M2 (ml_dtypes float8_e5m2)")
 E4M3FNUZ = FloatFormat("e4m3fnuz", 4, 3, bias=8, specials="fnuz",
                        description="FP8 E4M3 with bias 8, NaN at 0x80, no -0 (Graphcore/AMD)")
@@ -239,7 +242,8 @@ _ALIASES = {
 
 
 def as_format(fmt: FormatLike) -> FloatFormat:
-    """Return the FloatFormat named by ``fmt``: a FloatFormat, a name, or a NumPy/ml_dtypes dtype."""
+    """Return the FloatFormat named by ``fmt``: a FloatFormat, a name, or a NumPy/ml_dtypes
+    dtype."""
     if isinstance(fmt, FloatFormat):
         return fmt
     key = fmt
@@ -247,7 +251,8 @@ def as_format(fmt: FormatLike) -> FloatFormat:
         try:
             key = np.dtype(fmt).name
         except TypeError:
-            raise TypeError(f"expected a FloatFormat, a format name or a dtype, got {fmt!r}") from None
+            raise TypeError(f"expected a FloatFormat, a format name or a dtype, got {fmt!r}"
+                            ) from None
     found = _ALIASES.get(key.strip().lower())
     if found is None:
         raise ValueError(f"unknown format {fmt!r}; valid names: {', '.join(sorted(_ALIASES))}")

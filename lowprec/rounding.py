@@ -264,12 +264,15 @@ def _round_float64(x, fmt: FloatFormat, mode: RoundingMode, policy, words=None, 
     sig, lb = significand(np.where(finite, np.abs(x), 0.0))  # |x| = sig * 2**lb
     qe = np.maximum(lb + 52, fmt.emin) - m  # weight of the target's last mantissa bit
     shift = qe - lb  # how many of sig's bits are rounded away (may exceed 64)
-    d = np.clip(shift, 0, 54).astype(np.uint64)  # beyond 54 every bit of sig is below half a quantum
+    # beyond 54 every bit of sig is below half a quantum
+    d = np.clip(shift, 0, 54).astype(np.uint64)
     kept = sig >> d
     rem = sig - (kept << d)  # the discarded bits: f = rem / 2**shift of a quantum
     half = (np.uint64(1) << d) >> np.uint64(1)
-    odd_last = (kept & np.uint64(1)) == 1  # the code's last bit ...
-    if m == 0:  # ... which without mantissa bits is the exponent field's (P3109; gfloat: 3 -> 2 in E8M0)
+    # the code's last bit, which without mantissa bits is the exponent field's (P3109; gfloat:
+    # 3 -> 2 in E8M0)
+    odd_last = (kept & np.uint64(1)) == 1
+    if m == 0:
         odd_last = np.where(kept == 1, ((qe + fmt.bias) & 1) == 1, odd_last)
     inexact = rem > 0
 
@@ -302,7 +305,8 @@ def _round_float64(x, fmt: FloatFormat, mode: RoundingMode, policy, words=None, 
     mag = np.where(np.isinf(x), np.inf if fmt.has_inf else policy_value, mag)
     mag = np.where(np.isnan(x), np.nan, mag)
     result = np.where(negative, -mag, mag)
-    if not fmt.signed:  # no negative numbers (NaN, as ml_dtypes' E8M0); -0 is 0 where there is a zero
+    # no negative numbers (NaN, as ml_dtypes' E8M0); -0 is 0 where there is a zero
+    if not fmt.signed:
         nothing = (negative & (x != 0)) | ((x == 0) & (not fmt.has_zero))
         result = np.where(nothing, np.nan, np.abs(result))
     if fmt.specials == "fnuz":

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from versions import ML_DTYPES_E8M0_TIES, ML_DTYPES_ROUNDS_FLOAT64_TWICE
 
-from lowprec import all_values, classify, decode, encode, from_ml_dtypes, next_down, next_up, to_ml_dtypes, ulp
+from lowprec import (all_values, classify, decode, encode, from_ml_dtypes, next_down, next_up,
+                     to_ml_dtypes, ulp)
 from lowprec.bits import code_dtype
 from lowprec.formats import FORMATS, FloatFormat, as_format
 
@@ -254,7 +255,8 @@ def test_ieee_format_without_mantissa_bits_has_inf_and_no_nan():
     # the all-ones exponent with mantissa 0 is inf; no mantissa bits are left to tell a NaN apart
     fmt = FloatFormat("e5m0", 5, 0)
     assert fmt.has_inf and not fmt.has_nan
-    assert encode(1.0, fmt) == 0x0F and encode(-np.inf, fmt) == 0x3F  # 0.01111 = 2**0; 1.11111 = -inf
+    # 0.01111 = 2**0; 1.11111 = -inf
+    assert encode(1.0, fmt) == 0x0F and encode(-np.inf, fmt) == 0x3F
     values = all_values(fmt)
     assert not np.isnan(values).any() and values[0x1F] == np.inf and values[0x0F] == 1.0
     # max is 0.11110 = 2**15; 2**16 overflows

@@ -9,14 +9,14 @@ from fractions import Fraction
 import ml_dtypes
 import numpy as np
 import pytest
-from lowprec.reference import round_exact
-from versions import ML_DTYPES_E8M0_SUBNORMAL_QUIRK, ML_DTYPES_E8M0_TIES, ML_DTYPES_ROUNDS_FLOAT64_TWICE
+from versions import (ML_DTYPES_E8M0_SUBNORMAL_QUIRK, ML_DTYPES_E8M0_TIES,
+                      ML_DTYPES_ROUNDS_FLOAT64_TWICE)
 
 import lowprec
 from lowprec import _bitwords, _fastpaths, arith, bits, rounding, tensorcore
-from lowprec.formats import FloatFormat, as_format
-from lowprec.formats import FORMATS
 from lowprec._bitwords import RandomSource
+from lowprec.formats import FORMATS, FloatFormat, as_format
+from lowprec.reference import round_exact
 from lowprec.rounding import RoundingMode
 from lowprec.scaling import CurrentScaling, quantize
 
@@ -128,7 +128,8 @@ def test_e8m0_against_ml_dtypes():
     """
     x = structured_float32(lowprec.E8M0)
     x = x[~np.isnan(x)]
-    subnormals = (np.arange(0x00380000, 0x00680000, 997, dtype=np.uint32)).view(np.float32)  # near 2**-127
+    # near 2**-127
+    subnormals = (np.arange(0x00380000, 0x00680000, 997, dtype=np.uint32)).view(np.float32)
     x = np.concatenate([x, subnormals])
     theirs = twin_cast(x, ml_dtypes.float8_e8m0fnu)
     ours = lowprec.round(x, "e8m0", ML_DTYPES_E8M0_TIES)
@@ -430,7 +431,8 @@ def test_round_settles_undecided_elements_once_per_call(name, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_stochastic_needs_more_than_64_bits(dtype):
     """f with bits beyond 2**-64 and R equal to its first 64 (here 0): the next words decide."""
-    x = np.array([2.0**-100 * 1.5, 2.0**-120 * 3], dtype)  # f = 1.5 * 2**-76, 3 * 2**-96 of fp16's quantum
+    # f = 1.5 * 2**-76, 3 * 2**-96 of fp16's quantum
+    x = np.array([2.0**-100 * 1.5, 2.0**-120 * 3], dtype)
     words = np.zeros(2, np.uint64)
     for seed in range(5):
         fast = round_with_words(x, lowprec.FP16, "stochastic", words, tie_seed=seed)
@@ -540,7 +542,8 @@ def test_flush_subnormals(dtype):
     x = np.array([2.0**-20, -(2.0**-20), 2.0**-14, 2.0**-14 * (1 - 2.0**-12), 1.0], dtype)
     ours = lowprec.round(x, "fp16", subnormals=False)
     assert_same(ours, [0.0, -0.0, 2.0**-14, 2.0**-14, 1.0])  # the 4th rounds up to tiny first
-    assert_same(lowprec.round(np.array([-(2.0**-9)], dtype), "e4m3fnuz", subnormals=False), [0.0])  # no -0
+    # no -0
+    assert_same(lowprec.round(np.array([-(2.0**-9)], dtype), "e4m3fnuz", subnormals=False), [0.0])
 
 
 @pytest.mark.parametrize("mode", DETERMINISTIC + ["stochastic"])
@@ -571,7 +574,8 @@ def test_emin_above_one(dtype):
 def test_max_below_one_overflows_to_nan(dtype):
     h = RANGE_EDGES[2]  # max 0.875
     x = np.array([0.5, 0.875, 0.9, 1.0, -3.0], dtype)
-    assert_same(lowprec.round(x, h), [0.5, 0.875, 0.875, np.nan, np.nan])  # 0.9375 ties to even 0.875
+    # 0.9375 ties to even 0.875
+    assert_same(lowprec.round(x, h), [0.5, 0.875, 0.875, np.nan, np.nan])
 
 
 @pytest.mark.parametrize("random_bits", [np.int64(3), np.uint8(3), np.int32(64)])
@@ -627,7 +631,8 @@ def test_inputs_are_never_modified(mode, fmt, dtype):
 def test_dtype_rules():
     f32, f64 = np.ones(3, np.float32), np.ones(3)
     assert lowprec.round(f32, "fp16").dtype == np.float32 and lowprec.round(f64, "fp16").dtype == np.float64
-    assert lowprec.round(f32, FloatFormat("e11m30", 11, 30)).dtype == np.float64  # values beyond float32
+    # values beyond float32
+    assert lowprec.round(f32, FloatFormat("e11m30", 11, 30)).dtype == np.float64
     assert isinstance(lowprec.round(0.1, "bf16"), np.float64) and lowprec.round(0.1, "bf16") == 0.10009765625
     assert lowprec.round([1, 2, 3], "e4m3").dtype == np.float64
     assert lowprec.round(np.array([1, 2], np.int16), "fp16").dtype == np.float64
@@ -734,7 +739,8 @@ def test_properties(fmt, data, width):
         assert np.all((r == down) | (r == up)), mode  # one of the two neighbours
         back = lowprec.decode(lowprec.encode(r, fmt, **kw), fmt)
         assert_same(back, r)  # representable
-    symmetric = assert_same if fmt.has_negative_zero else np.testing.assert_array_equal  # fnuz: no -0
+    # fnuz: no -0
+    symmetric = assert_same if fmt.has_negative_zero else np.testing.assert_array_equal
     for mode in ["nearest", "nearest_away", "toward_zero", "odd"]:  # odd-symmetric
         symmetric(lowprec.round(-x, fmt, mode, **kw), -lowprec.round(x, fmt, mode, **kw))
     symmetric(lowprec.round(-x, fmt, "up", **kw), -down)  # up(-x) = -down(x)

@@ -43,9 +43,12 @@ class DynamicScalingConfig:
     growth_factor: float = 2.0  # multiplier after growth_interval clean steps (must be > 1)
     backoff_factor: float = 0.5  # multiplier after a non-finite step (0 < backoff < 1)
     growth_interval: int = 2000  # consecutive clean steps before the scale grows
-    min_scale: float | None = None  # floor for backoff (Apex min_loss_scale); None: no floor, as PyTorch
-    max_scale: float | None = None  # cap for growth (Apex max_loss_scale); None: growth refused only at inf
-    float32_scale: bool = True  # True: scale held in float32 (PyTorch); False: a Python float (Apex)
+    # floor for backoff (Apex min_loss_scale); None: no floor, as PyTorch
+    min_scale: float | None = None
+    # cap for growth (Apex max_loss_scale); None: growth refused only at inf
+    max_scale: float | None = None
+    # True: scale held in float32 (PyTorch); False: a Python float (Apex)
+    float32_scale: bool = True
     name: str = "dynamic"  # label used in messages and reprs
 
     def __post_init__(self):
@@ -132,10 +135,13 @@ class DeepSpeedConfig:
 
     init_scale: float = 2.0**16  # 2 ** fp16.initial_scale_power (16)
     scale_window: int = 1000  # fp16.loss_scale_window
-    hysteresis: int = 2  # fp16.hysteresis (DeepSpeed's delayed_shift): overflows tolerated per halving
-    consecutive_hysteresis: bool = False  # fp16.consecutive_hysteresis: refill hysteresis on every clean step
+    # fp16.hysteresis (DeepSpeed's delayed_shift): overflows tolerated per halving
+    hysteresis: int = 2
+    # fp16.consecutive_hysteresis: refill hysteresis on every clean step
+    consecutive_hysteresis: bool = False
     min_scale: float = 1.0  # fp16.min_loss_scale: the scale never goes below this
-    raise_at_min_scale: bool = True  # DynamicLossScaler(raise_error_at_min_scale=True): stop the run
+    # DynamicLossScaler(raise_error_at_min_scale=True): stop the run
+    raise_at_min_scale: bool = True
     scale_factor: float = 2.0  # fixed at 2.0 inside DeepSpeed
 
     def __post_init__(self):

@@ -79,9 +79,11 @@ class StepRecord:
     found_inf: bool  # a gradient held inf or NaN
     skipped: bool  # the optimizer step must not be applied
     new_scale: float  # scale for the next step
-    growth_tracker: int | None = None  # PyTorch/Apex: consecutive clean steps counted towards growth
+    # PyTorch/Apex: consecutive clean steps counted towards growth
+    growth_tracker: int | None = None
     hysteresis: int | None = None  # DeepSpeed: overflows still tolerated before the scale halves
-    source: NonFiniteSource | None = None  # first layer and cast point that produced a non-finite value
+    # first layer and cast point that produced a non-finite value
+    source: NonFiniteSource | None = None
 
     def describe(self) -> str:
         """One plain sentence, e.g. for a log line."""
