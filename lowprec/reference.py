@@ -122,7 +122,8 @@ def round_exact(value: Fraction | int | float, fmt: FloatFormat | str, mode: str
         if toward_zero or policy == "saturate":
             mag = Fraction(fmt.max)
         else:
-            return math.copysign(math.inf if policy == "inf" else math.nan, -1.0 if negative else 1.0)
+            infinite = math.inf if policy == "inf" else math.nan
+            return -infinite if negative else infinite
     if not subnormals and 0 < mag < Fraction(fmt.tiny):
         mag = Fraction(0)
     result = float(mag)  # exact: every format value is a float64

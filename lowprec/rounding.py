@@ -74,7 +74,8 @@ def _overflow_policy(fmt: FloatFormat, overflow) -> str:
     if overflow is None:
         return fmt.default_overflow
     if overflow not in OVERFLOW_POLICIES:
-        raise ValueError(f"unknown overflow policy {overflow!r}; valid: {', '.join(OVERFLOW_POLICIES)}")
+        raise ValueError(f"unknown overflow policy {overflow!r}; valid: "
+                         f"{', '.join(OVERFLOW_POLICIES)}")
     if overflow == "inf" and not fmt.has_inf:
         raise ValueError(f"overflow='inf' is impossible: format {fmt.name} has no infinity")
     if overflow == "nan" and not fmt.has_nan:
@@ -132,7 +133,8 @@ def _check_random_args(mode: RoundingMode, rng, random_bits):
     a NumPy integer does not overflow the 64-bit mask arithmetic."""
     if mode is RoundingMode.STOCHASTIC:
         if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"mode='stochastic' needs rng=np.random.Generator, got {type(rng).__name__}")
+            raise TypeError("mode='stochastic' needs rng=np.random.Generator, got "
+                            f"{type(rng).__name__}")
         if random_bits is not None and (
             not isinstance(random_bits, (int, np.integer)) or isinstance(random_bits, bool)
             or not 1 <= random_bits <= 64
@@ -188,8 +190,8 @@ def round(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *, overflow
         raise ValueError(f"input holds {int(np.isnan(flat).sum())} NaN value(s), "
                          f"but format {fmt.name} has no NaN encoding")
     if not fmt.signed and not fmt.has_nan and flat.size and np.min(flat) < 0:
-        raise ValueError(f"input holds {int((flat < 0).sum())} negative value(s), but format {fmt.name} "
-                         f"is unsigned and has no NaN encoding for them")
+        raise ValueError(f"input holds {int((flat < 0).sum())} negative value(s), but format "
+                         f"{fmt.name} is unsigned and has no NaN encoding for them")
     out = np.empty(flat.shape, out_dtype)
     path = _fastpaths.choose(out_dtype, fmt, mode.value, random_bits)
     unsettled = []  # (indices, their top16) a fast path left to the exact rule
@@ -224,9 +226,11 @@ def _round_chunk(x, out, path, fmt: FloatFormat, mode: RoundingMode, policy, rng
     path, work = path
     if path is None:
         words = random_uint64(rng, x.size) if mode is RoundingMode.STOCHASTIC else None
-        out[...] = _round_float64(x.astype(np.float64, copy=False), fmt, mode, policy, words, rng, random_bits)
+        wide = x.astype(np.float64, copy=False)
+        out[...] = _round_float64(wide, fmt, mode, policy, words, rng, random_bits)
         return None
-    random = RandomSource.draw(rng, x.size, random_bits) if mode is RoundingMode.STOCHASTIC else None
+    stochastic = mode is RoundingMode.STOCHASTIC
+    random = RandomSource.draw(rng, x.size, random_bits) if stochastic else None
     if work == x.dtype:
         flagged = path(x, out, fmt, mode.value, policy, random)
     else:  # float32 values in float64 arithmetic (e.g. BF16 odd); the results are float32 values
@@ -252,7 +256,8 @@ def _flush_subnormals(out, fmt: FloatFormat):
 
 
 @np.errstate(all="ignore")
-def _round_float64(x, fmt: FloatFormat, mode: RoundingMode, policy, words=None, rng=None, random_bits=None):
+def _round_float64(x, fmt: FloatFormat, mode: RoundingMode, policy, words=None, rng=None,
+                   random_bits=None):
     """The general path: exact rounding of a float64 array (see the module docstring).
 
     ``words``: one uniform 64-bit random word per element (stochastic mode); ``rng`` supplies

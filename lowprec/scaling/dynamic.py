@@ -54,19 +54,22 @@ class DynamicScalingConfig:
     def __post_init__(self):
         _positive_finite(self.init_scale, "init_scale")
         if _positive_finite(self.growth_factor, "growth_factor") <= 1.0:
-            raise ValueError(f"growth_factor must be > 1 (GradScaler asserts it), got {self.growth_factor}")
+            raise ValueError("growth_factor must be > 1 (GradScaler asserts it), got "
+                             f"{self.growth_factor}")
         if not 0 < _positive_finite(self.backoff_factor, "backoff_factor") < 1.0:
             raise ValueError(f"backoff_factor must be in (0, 1), got {self.backoff_factor}")
         _positive_int(self.growth_interval, "growth_interval")
         for bound in ("min_scale", "max_scale"):
             if getattr(self, bound) is not None:
                 _positive_finite(getattr(self, bound), bound)
-        if self.min_scale is not None and self.max_scale is not None and self.min_scale > self.max_scale:
+        if (self.min_scale is not None and self.max_scale is not None
+                and self.min_scale > self.max_scale):
             raise ValueError(f"min_scale {self.min_scale} exceeds max_scale {self.max_scale}")
 
 
 PYTORCH = DynamicScalingConfig()
-APEX = DynamicScalingConfig(growth_interval=2000, max_scale=2.0**24, float32_scale=False, name="apex")
+APEX = DynamicScalingConfig(growth_interval=2000, max_scale=2.0**24, float32_scale=False,
+                            name="apex")
 
 
 class DynamicLossScaler(LossScaler):
@@ -122,8 +125,9 @@ class DynamicLossScaler(LossScaler):
 
     def _load(self, state: dict) -> None:
         cfg = self.config
-        updates = {key: state[key] for key in ("growth_factor", "backoff_factor", "growth_interval",
-                                               "min_scale", "max_scale", "float32_scale") if key in state}
+        names = ("growth_factor", "backoff_factor", "growth_interval", "min_scale", "max_scale",
+                 "float32_scale")
+        updates = {key: state[key] for key in names if key in state}
         self.config = DynamicScalingConfig(**{**asdict(cfg), **updates})
         self._scale = self._round(state.get("scale", self._scale))
         self.growth_tracker = int(state.get("_growth_tracker", self.growth_tracker))
@@ -181,9 +185,10 @@ class HysteresisLossScaler(LossScaler):
             if cfg.hysteresis == 1 or self.cur_hysteresis == 1:
                 if self.cur_scale == cfg.min_scale and cfg.raise_at_min_scale:
                     raise LossScaleAtMinimumError(
-                        f"step {self.steps}: gradients overflowed with the loss scale already at its "
-                        f"minimum {cfg.min_scale:g}; DeepSpeed stops the run here ('Current loss "
-                        "scale already at minimum'); lower min_scale or pass raise_at_min_scale=False")
+                        f"step {self.steps}: gradients overflowed with the loss scale already "
+                        f"at its minimum {cfg.min_scale:g}; DeepSpeed stops the run here ('Current "
+                        "loss scale already at minimum'); lower min_scale or pass "
+                        "raise_at_min_scale=False")
                 self.cur_scale = max(self.cur_scale / cfg.scale_factor, cfg.min_scale)
             else:
                 self.cur_hysteresis -= 1
@@ -251,5 +256,6 @@ def make_loss_scaler(spec=None) -> LossScaler:
         return build()
     if isinstance(spec, (int, float, np.integer, np.floating)) and not isinstance(spec, bool):
         return StaticLossScaler(spec)
-    raise TypeError(f"cannot make a loss scaler from {type(spec).__name__} {spec!r}; expected None, "
-                    "a number, a name, a DynamicScalingConfig/DeepSpeedConfig or a LossScaler")
+    raise TypeError(f"cannot make a loss scaler from {type(spec).__name__} {spec!r}; expected "
+                    "None, a number, a name, a DynamicScalingConfig/DeepSpeedConfig or a "
+                    "LossScaler")

@@ -126,7 +126,8 @@ class LossScaler:
         if not isinstance(found_inf, (bool, int, float, np.bool_, np.number)):
             raise TypeError(f"found_inf must be a bool (or 0/1), got {type(found_inf).__name__}")
         if source is not None and not isinstance(source, NonFiniteSource):
-            raise TypeError(f"source must be a NonFiniteSource or None, got {type(source).__name__}")
+            raise TypeError("source must be a NonFiniteSource or None, got "
+                            f"{type(source).__name__}")
         found_inf = bool(found_inf)
         used = self.scale
         skipped = self._advance(found_inf)
@@ -220,8 +221,8 @@ def _unscale_one(grad, inv32: np.float32):
     arr = grad if hasattr(grad, "__cuda_array_interface__") else np.asarray(grad)
     if arr.dtype == np.float16:
         # GradScaler.unscale_ refuses float16 gradients too: master gradients belong in float32.
-        raise ValueError("cannot unscale FP16 (float16) gradients: keep the gradients to unscale in "
-                         "float32 arrays (FP16 values stored in float32 are fine)")
+        raise ValueError("cannot unscale FP16 (float16) gradients: keep the gradients to unscale "
+                         "in float32 arrays (FP16 values stored in float32 are fine)")
     if arr.dtype not in (np.float32, np.float64):
         raise TypeError(f"gradients must be float32 or float64 arrays, got dtype {arr.dtype}")
     found = not bool(np.isfinite(arr).all())  # checked on the scaled input, as the kernel does
@@ -252,6 +253,7 @@ def unscale_and_check(grads, scaler: LossScaler):
     itself is inf) is not flagged, exactly as in PyTorch.
     """
     if not isinstance(scaler, LossScaler):
-        raise TypeError(f"scaler must be a LossScaler (see make_loss_scaler), got {type(scaler).__name__}")
+        raise TypeError("scaler must be a LossScaler (see make_loss_scaler), got "
+                        f"{type(scaler).__name__}")
     with np.errstate(over="ignore", invalid="ignore"):
         return _unscale_tree(grads, np.float32(scaler.inv_scale))
