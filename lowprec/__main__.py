@@ -50,7 +50,7 @@ def format_table(formats: Iterable[FloatFormat] | None = None) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lowprec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("formats", help="print every preset format and its limits")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 __all__ = ["LAYOUT", "masks", "float_bits", "random_uint64", "RandomSource", "significand",
            "stochastic_away"]
@@ -18,7 +19,7 @@ __all__ = ["LAYOUT", "masks", "float_bits", "random_uint64", "RandomSource", "si
 LAYOUT = {np.dtype(np.float32): (np.uint32, 23, 127), np.dtype(np.float64): (np.uint64, 52, 1023)}
 
 
-def masks(dtype):
+def masks(dtype: DTypeLike) -> tuple:
     """``(uint, p, bias, sign mask, exponent mask)`` of float32 or float64 (IEEE 754-2019
     sec. 3.4)."""
     uint, p, bias = LAYOUT[np.dtype(dtype)]
@@ -28,7 +29,7 @@ def masks(dtype):
     return uint, p, bias, sign, exponent
 
 
-def float_bits(value: float, dtype) -> int:
+def float_bits(value: float, dtype: DTypeLike) -> int:
     """The bit pattern of ``value`` in ``dtype``, as a Python int."""
     return int(np.array(value, dtype).view(LAYOUT[np.dtype(dtype)][0]))
 
@@ -64,7 +65,7 @@ class RandomSource:
     rng: np.random.Generator  # the words after R, for exact ties of f's first 64 bits
     random_bits: int | None  # None: exact (U < f); k: a k-bit adder (section comment above)
 
-    def full_words(self, idx):
+    def full_words(self, idx: np.ndarray) -> np.ndarray:
         """R itself for the elements ``idx``."""
         return ((self.top16[idx].astype(np.uint64) << np.uint64(48))
                 | (self.rest(idx) >> np.uint64(16)))
@@ -83,7 +84,7 @@ class RandomSource:
                    rng, random_bits)
 
 
-def significand(a):
+def significand(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(sig, lb)`` with ``a = sig * 2**lb`` exactly, sig < 2**53, for finite float64
     ``a >= 0``."""
     bits = a.view(np.uint64)
@@ -93,7 +94,8 @@ def significand(a):
     return sig, np.maximum(field, 1) - 1075
 
 
-def stochastic_away(rem, shift, words, rng, random_bits):
+def stochastic_away(rem: np.ndarray, shift: np.ndarray, words: np.ndarray,
+                    rng: np.random.Generator, random_bits: int | None) -> np.ndarray:
     """True where the fraction ``f = rem / 2**shift`` (``rem < 2**shift``) rounds away.
 
     With ``T = floor(f * 2**64)`` (f's first 64 bits) and R = ``words``:

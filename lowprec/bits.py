@@ -23,7 +23,7 @@ __all__ = ["encode", "decode", "code_dtype", "to_ml_dtypes", "from_ml_dtypes", "
 CLASSES = ("zero", "subnormal", "normal", "inf", "nan")
 
 
-def code_dtype(fmt) -> np.dtype:
+def code_dtype(fmt: FormatLike) -> np.dtype:
     """The smallest unsigned integer dtype that holds the format's codes (up to 64 bits)."""
     bits = as_format(fmt).bits
     return next(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64)
@@ -77,7 +77,7 @@ def encode(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
     return code.astype(code_dtype(fmt))[()]
 
 
-def decode(codes, fmt) -> np.ndarray:
+def decode(codes: ArrayLike, fmt: FormatLike) -> np.ndarray:
     """Return the float64 values of integer ``codes`` in ``fmt``."""
     fmt = as_format(fmt)
     c = np.asarray(codes)
@@ -145,7 +145,7 @@ def to_ml_dtypes(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
     return codes.astype(f"u{dtype.itemsize}").view(dtype)
 
 
-def from_ml_dtypes(arr) -> np.ndarray:
+def from_ml_dtypes(arr: ArrayLike) -> np.ndarray:
     """The exact float64 values of an ml_dtypes / float16 / float32 array."""
     arr = np.asarray(arr)
     fmt = as_format(arr.dtype)
@@ -155,7 +155,7 @@ def from_ml_dtypes(arr) -> np.ndarray:
     return decode(codes, fmt)
 
 
-def all_values(fmt) -> np.ndarray:
+def all_values(fmt: FormatLike) -> np.ndarray:
     """Every code's value, indexed by code (NaN codes included). Formats of up to 16 bits."""
     fmt = as_format(fmt)
     if fmt.bits > 16:
@@ -164,7 +164,7 @@ def all_values(fmt) -> np.ndarray:
     return decode(np.arange(1 << fmt.bits), fmt)
 
 
-def ulp(x, fmt) -> np.ndarray:
+def ulp(x: ArrayLike, fmt: FormatLike) -> np.ndarray:
     """Spacing of ``fmt`` at ``|x|``: 2**(max(floor(log2|x|), emin) - mantissa_bits).
 
     ``ulp(0)`` is the smallest subnormal; infinities give inf, NaN gives NaN. Equal to
@@ -213,12 +213,12 @@ def _step(x, fmt: FloatFormat, up: bool):
     return result[()]
 
 
-def next_up(x, fmt) -> np.ndarray:
+def next_up(x: ArrayLike, fmt: FormatLike) -> np.ndarray:
     """The smallest value of ``fmt`` greater than ``x`` (inf, or NaN without inf, past max)."""
     return _step(x, as_format(fmt), up=True)
 
 
-def next_down(x, fmt) -> np.ndarray:
+def next_down(x: ArrayLike, fmt: FormatLike) -> np.ndarray:
     """The largest value of ``fmt`` less than ``x``."""
     return _step(x, as_format(fmt), up=False)
 

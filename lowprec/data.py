@@ -81,8 +81,8 @@ def _split(name, x, y, task, rng, test_fraction):
     return Dataset(name, x[train], y[train], x[test], y[test], task)
 
 
-def spirals(rng, points_per_class: int = 300, classes: int = 3, noise: float = 0.2,
-            turns: float = 0.75, test_fraction: float = 0.25) -> Dataset:
+def spirals(rng: np.random.Generator, points_per_class: int = 300, classes: int = 3,
+            noise: float = 0.2, turns: float = 0.75, test_fraction: float = 0.25) -> Dataset:
     """Interleaved spiral arms in the plane; the class is the arm. Not linearly separable."""
     _check_rng(rng)
     radius = np.tile(np.linspace(0.05, 1.0, points_per_class), classes)  # (n,)
@@ -94,8 +94,9 @@ def spirals(rng, points_per_class: int = 300, classes: int = 3, noise: float = 0
                   "classification", rng, test_fraction)
 
 
-def teacher(rng, n: int = 2000, features: int = 16, hidden: int = 32, outputs: int = 4,
-            noise: float = 0.01, test_fraction: float = 0.25, target_scale: float = 1.0) -> Dataset:
+def teacher(rng: np.random.Generator, n: int = 2000, features: int = 16, hidden: int = 32,
+            outputs: int = 4, noise: float = 0.01, test_fraction: float = 0.25,
+            target_scale: float = 1.0) -> Dataset:
     """Regression: targets are a random one-hidden-layer tanh network's outputs, plus noise.
 
     A student MLP can fit them exactly in principle, so the remaining loss shows precision.
@@ -115,7 +116,7 @@ def teacher(rng, n: int = 2000, features: int = 16, hidden: int = 32, outputs: i
                   y.astype(np.float32), "regression", rng, test_fraction)
 
 
-def digits(rng, test_fraction: float = 0.25) -> Dataset:
+def digits(rng: np.random.Generator, test_fraction: float = 0.25) -> Dataset:
     """The 1797 8x8 handwritten digits (pixels scaled to [0, 1], 64 features, 10 classes)."""
     _check_rng(rng)
     with resources.files("lowprec").joinpath("digits8x8.npz").open("rb") as f:
@@ -146,7 +147,7 @@ _MNIST_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def load_mnist(path) -> Dataset:
+def load_mnist(path: str | os.PathLike) -> Dataset:
     """MNIST from a local copy: a Keras-style ``mnist.npz`` (x_train, y_train, x_test, y_test)
     or a directory with the four original IDX files (optionally ``.gz``). Pixels scaled to
     [0, 1]."""

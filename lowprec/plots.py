@@ -5,11 +5,17 @@ The figure command (``python -m lowprec figures``) is the only code that writes 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
 
-from .formats import BF16, E4M3, E5M2, FP16, FP32, as_format
+from .formats import BF16, E4M3, E5M2, FP16, FP32, FormatLike, as_format
+
+if TYPE_CHECKING:  # annotations only
+    from .observe import History
 
 __all__ = ["FORMAT_COLORS", "format_color", "plot_number_lines", "fp16_shares", "tail_scale",
            "plot_underflow_histogram", "plot_underflow_heatmaps", "plot_loss_scale",
@@ -20,7 +26,7 @@ FORMAT_COLORS = {"fp32": "#4c72b0", "tf32": "#64b5cd", "fp16": "#dd8452", "bf16"
                  "e2m1": "#8c8c8c", "e8m0": "#ccb974"}
 
 
-def format_color(fmt) -> str:
+def format_color(fmt: FormatLike) -> str:
     return FORMAT_COLORS.get(as_format(fmt).name, "#333333")
 
 
@@ -43,7 +49,7 @@ def _draw_ranges(ax, formats, label_eps: bool):
     ax.set_yticklabels([as_format(f).name.upper() for f in reversed(formats)])
 
 
-def plot_number_lines(formats=(FP32, BF16, FP16, E5M2, E4M3)):
+def plot_number_lines(formats: tuple = (FP32, BF16, FP16, E5M2, E4M3)) -> Figure:
     """Representable magnitudes of each format on a log2 axis: normal and subnormal ranges, eps."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5),
                                       gridspec_kw={"height_ratios": [1, 1]})
@@ -70,7 +76,7 @@ def plot_number_lines(formats=(FP32, BF16, FP16, E5M2, E4M3)):
 FP16_ZERO_LOG2 = -25  # round to nearest sends |x| <= 2^-25 (half FP16's smallest subnormal) to 0
 
 
-def fp16_shares(counts, bin_log2, zeros: float, log2_scale: int = 0) -> dict:
+def fp16_shares(counts: ArrayLike, bin_log2: ArrayLike, zeros: float, log2_scale: int = 0) -> dict:
     """What FP16 makes of values scaled by 2**log2_scale, in percent of all values.
 
     counts: non-zero values per bin, bin k holding floor(log2|x|) == bin_log2[k]; zeros: the
@@ -88,7 +94,7 @@ def fp16_shares(counts, bin_log2, zeros: float, log2_scale: int = 0) -> dict:
             "overflow": float(percent[bins >= 16].sum())}
 
 
-def tail_scale(counts, bin_log2, amax: float) -> int:
+def tail_scale(counts: ArrayLike, bin_log2: ArrayLike, amax: float) -> int:
     """log2 of the loss scale for the second panel: the smallest power of two that lifts the
     smallest observed value to FP16's smallest subnormal 2^-24, but no more than the largest
     2^k with amax * 2^k <= 65504 (so nothing overflows); 0 if nothing needs lifting."""
@@ -98,8 +104,8 @@ def tail_scale(counts, bin_log2, amax: float) -> int:
     return max(min(lift, no_overflow), 0)
 
 
-def plot_underflow_histogram(counts, bin_log2, zeros: float, amax: float, what: str,
-                             log2_scale: int | None = None):
+def plot_underflow_histogram(counts: ArrayLike, bin_log2: ArrayLike, zeros: float, amax: float,
+                             what: str, log2_scale: int | None = None) -> Figure:
     """Micikevicius et al. 2018 ("Mixed Precision Training", ICLR), Fig. 3: the histogram of
     log2|activation gradient| of an FP32 run, in percent of all values, with a separate bin for
     the exact zeros, FP16's normal and subnormal ranges, and where FP16 rounds values to zero;
@@ -164,7 +170,7 @@ def plot_underflow_histogram(counts, bin_log2, zeros: float, amax: float, what: 
 
 
 def plot_underflow_heatmaps(runs: dict, point: str = "activation_grad", stat: str = "underflow",
-                            task: str = "", empty_text: str | None = None):
+                            task: str = "", empty_text: str | None = None) -> Figure:
     """Per layer and observed step: share of values a cast flushed to zero, one panel per run.
     A panel whose shares all stay below 0.5% (black on the colour scale) says so in words
     (``empty_text``) with its largest share, since an all-black heatmap reads like missing data."""
@@ -195,7 +201,7 @@ def plot_underflow_heatmaps(runs: dict, point: str = "activation_grad", stat: st
     return fig
 
 
-def plot_loss_scale(runs: dict):
+def plot_loss_scale(runs: dict) -> Figure:
     """Loss-scale history of each run, skipped steps marked."""
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for label, history in runs.items():
@@ -212,7 +218,7 @@ def plot_loss_scale(runs: dict):
     return fig
 
 
-def plot_master_weights(runs: dict, layer: int = 0):
+def plot_master_weights(runs: dict, layer: int = 0) -> Figure:
     """Loss curves and the share of weight updates lost to rounding, per run. The first run is
     the reference: drawn last, black and dashed, so that the runs that match it cannot hide it."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
@@ -246,7 +252,7 @@ def _smooth(values, window: int = 20):
     return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
 
 
-def plot_accumulation_error(ks, errors: dict, description: str):
+def plot_accumulation_error(ks: list[int], errors: dict, description: str) -> Figure:
     """Median relative error of a dot product against K, one line per accumulation model."""
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for label, values in errors.items():
@@ -265,7 +271,8 @@ def plot_accumulation_error(ks, errors: dict, description: str):
     return fig
 
 
-def plot_fp8_scaling(history, tensors, unscaled=None):
+def plot_fp8_scaling(history: History, tensors: list[tuple[int, str]],
+                     unscaled: History | None = None) -> Figure:
     """Per-tensor amax and scale over the steps of an FP8 delayed-scaling run; with ``unscaled``
     (the same training with scale 1, observed), a third panel compares, per tensor, the share
     of values each cast flushed to zero or saturated, pooled over the observed steps."""

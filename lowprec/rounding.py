@@ -240,7 +240,9 @@ def _round_chunk(x, out, path, fmt: FloatFormat, mode: RoundingMode, policy, rng
     return None if flagged is None else (flagged, random.top16[flagged])
 
 
-def settle(x, out, idx, words, fmt: FloatFormat, policy, rng, random_bits=None):
+def settle(x: np.ndarray, out: np.ndarray, idx: slice | np.ndarray, words: np.ndarray,
+           fmt: FloatFormat, policy: str, rng: np.random.Generator,
+           random_bits: int | None = None) -> None:
     """``out[idx]`` = the general path's stochastic rounding of ``x`` (the inputs at ``idx``)
     with the 64-bit words R = ``words``: for elements a fast path flagged as undecided."""
     with np.errstate(invalid="ignore"):  # (signalling NaNs warn as they widen)

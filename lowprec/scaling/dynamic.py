@@ -75,7 +75,7 @@ APEX = DynamicScalingConfig(growth_interval=2000, max_scale=2.0**24, float32_sca
 class DynamicLossScaler(LossScaler):
     """torch.amp.GradScaler's rule (and Apex's, with ``APEX``); see the module docstring."""
 
-    def __init__(self, config: DynamicScalingConfig = PYTORCH):
+    def __init__(self, config: DynamicScalingConfig = PYTORCH) -> None:
         super().__init__()
         if not isinstance(config, DynamicScalingConfig):
             raise TypeError(f"config must be a DynamicScalingConfig, got {type(config).__name__}")
@@ -165,7 +165,7 @@ class HysteresisLossScaler(LossScaler):
 
     name = "deepspeed"
 
-    def __init__(self, config: DeepSpeedConfig = DeepSpeedConfig()):
+    def __init__(self, config: DeepSpeedConfig = DeepSpeedConfig()) -> None:
         super().__init__()
         if not isinstance(config, DeepSpeedConfig):
             raise TypeError(f"config must be a DeepSpeedConfig, got {type(config).__name__}")
@@ -231,7 +231,8 @@ _NAMED = {
 }
 
 
-def make_loss_scaler(spec=None) -> LossScaler:
+def make_loss_scaler(spec: LossScaler | float | str | DynamicScalingConfig | DeepSpeedConfig
+                     | None = None) -> LossScaler:
     """Build a loss scaler from a short description.
 
     ``None`` or ``"none"``: no scaling (scale 1.0; non-finite steps are still skipped);

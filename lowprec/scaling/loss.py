@@ -22,8 +22,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["NonFiniteSource", "non_finite_source", "StepRecord", "LossScaler", "StaticLossScaler",
            "unscale_and_check"]
@@ -54,7 +56,8 @@ class NonFiniteSource:
         return f"{self.kind} in layer {self.layer!r} at cast point {self.cast_point!r}"
 
 
-def non_finite_source(layer, cast_point: str, values) -> NonFiniteSource | None:
+def non_finite_source(layer: int | str, cast_point: str,
+                      values: ArrayLike) -> NonFiniteSource | None:
     """A :class:`NonFiniteSource` when ``values`` holds NaN (reported first) or inf, else None.
 
     The training loop calls it at each cast in execution order and keeps the first hit:
@@ -106,7 +109,7 @@ class LossScaler:
 
     name = "loss scaler"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.steps = 0  # updates so far (the next StepRecord.step)
 
     @property
@@ -119,7 +122,7 @@ class LossScaler:
         """float32(1 / float64(scale)), the factor the gradients are multiplied by."""
         return _inverse(self.scale)
 
-    def update(self, found_inf, source: NonFiniteSource | None = None) -> StepRecord:
+    def update(self, found_inf: bool, source: NonFiniteSource | None = None) -> StepRecord:
         """Advance one step: ``found_inf`` says whether any gradient was inf or NaN."""
         if isinstance(found_inf, np.ndarray) and found_inf.size == 1:
             found_inf = found_inf.item()
@@ -193,7 +196,8 @@ class StaticLossScaler(LossScaler):
     not check and applies the update anyway; the record still says ``found_inf=True``.
     """
 
-    def __init__(self, scale: float = 1.0, *, skip_non_finite: bool = True, name: str = "static"):
+    def __init__(self, scale: float = 1.0, *, skip_non_finite: bool = True,
+                 name: str = "static") -> None:
         super().__init__()
         self._scale = _float32(_positive_finite(scale, "static loss scale"))
         if not isinstance(skip_non_finite, bool):
@@ -242,7 +246,7 @@ def _unscale_tree(grads, inv32: np.float32):
     return _unscale_one(grads, inv32)
 
 
-def unscale_and_check(grads, scaler: LossScaler):
+def unscale_and_check(grads: Any, scaler: LossScaler) -> tuple[Any, bool]:
     """Multiply every gradient by ``scaler.inv_scale``; report whether any was inf or NaN.
 
     ``grads`` is one array or nested lists/tuples/dicts of arrays (e.g. one dict per layer);
