@@ -16,6 +16,7 @@ MODULES = ["lowprec", "lowprec.formats", "lowprec.rounding", "lowprec.bits", "lo
            "lowprec.observe", "lowprec.data", "lowprec.plots"]
 FORMAT_PARAMETERS = ("fmt", "format")
 OPERANDS = {"x", "a", "b", "c", "value", "codes", "x32", "amax", "block_amax"}
+KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
 
 
 def public_callables():
@@ -50,13 +51,15 @@ def test_the_walk_sees_the_public_api():
             "lowprec.reference.round_exact", "lowprec.tensorcore.dot", "lowprec.nn.Cast"} <= names
 
 
-@pytest.mark.parametrize("name, f", public_callables(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("name, f", public_callables(),
+                         ids=lambda v: v if isinstance(v, str) else "")
 def test_argument_order_is_x_fmt_mode(name, f):
     params = parameters(f)
     names = [p.name for p in params]
     fmt = next((i for i, n in enumerate(names) if n in FORMAT_PARAMETERS), None)
     if fmt is None:  # a mode is keyword-only, or what the function converts (as_mode)
-        assert "mode" not in names[1:] or params[names.index("mode")].kind is inspect.Parameter.KEYWORD_ONLY, \
+        keyword_only = "mode" in names and params[names.index("mode")].kind is KEYWORD_ONLY
+        assert "mode" not in names[1:] or keyword_only, \
             f"{name}: a positional mode without a format before it"
         return
     assert set(names[:fmt]) <= OPERANDS, f"{name}: only operands come before the format: {names}"

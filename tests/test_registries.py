@@ -36,7 +36,8 @@ OLD_NAMES = [
 ]
 
 
-@pytest.mark.parametrize("module, replacement, old_value", OLD_NAMES, ids=[m for m, *_ in OLD_NAMES])
+@pytest.mark.parametrize("module, replacement, old_value", OLD_NAMES,
+                         ids=[m for m, *_ in OLD_NAMES])
 def test_old_presets_names_still_work_with_a_warning_naming_the_replacement(module, replacement,
                                                                              old_value):
     mod = importlib.import_module(module)
