@@ -50,5 +50,5 @@ def test_old_presets_names_still_work_with_a_warning_naming_the_replacement(modu
 
 def test_an_unknown_attribute_is_still_an_attribute_error():
     with pytest.raises(AttributeError, match="has no attribute 'PRESET'"):
-        lowprec.PRESET  # noqa: B018
+        lowprec.PRESET
     assert not hasattr(lowprec.nn, "FORMATS")
