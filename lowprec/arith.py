@@ -668,7 +668,7 @@ def sum(x, fmt, mode="nearest", *, axis=None, accumulate=None, order="sequential
     are taken exactly as given (round them first to model low-precision addends). An empty sum
     is +0. An accumulator or fmt without NaN raises ValueError for a NaN in x or an inf - inf.
     """
-    if not isinstance(mode, str):  # before 0.2 the third positional argument was axis
+    if not isinstance(mode, str):  # in lowprec 0.1 the third positional argument was axis
         raise TypeError(f"sum(x, fmt, mode): the third argument is the rounding mode, got {mode!r}; "
                         f"pass the axis as a keyword, axis={mode!r}")
     _check_reduction(order, block, accumulate)

@@ -260,7 +260,7 @@ def as_format(fmt: FormatLike) -> FloatFormat:
 
 
 def __getattr__(name: str):
-    if name == "PRESETS":  # a tuple until 0.1; the registry is keyed by name
+    if name == "PRESETS":  # the 0.1 name: a tuple of the formats, not keyed by name
         return renamed("lowprec.formats.PRESETS", "lowprec.FORMATS (name -> FloatFormat)",
                        tuple(FORMATS.values()))
     raise no_attribute(__name__, name)
