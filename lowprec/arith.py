@@ -45,7 +45,7 @@ import numpy as np
 
 from . import tensorcore
 from .formats import FP32, FloatFormat, as_format
-from .rounding import RoundingMode, _as_float_array, as_mode, round as _round
+from .rounding import RoundingMode, as_mode, as_real_array, round as _round
 from .tensorcore import TensorCoreModel
 
 __all__ = ["add", "sub", "mul", "div", "fma", "sqrt", "neg", "abs", "sum", "dot", "matmul",
@@ -318,23 +318,7 @@ def _arith_format(fmt) -> FloatFormat:
     return fmt
 
 
-def _as_real(x, name="x"):
-    """x as a float32 or float64 array (a new array where converted; never written to)."""
-    arr = np.asarray(x)
-    kind = arr.dtype.kind
-    if kind == "f":  # native float32/float64 (either byte order); a longdouble wider than float64 is refused
-        return _as_float_array(arr)
-    if kind == "V":
-        try:
-            as_format(arr.dtype)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers") from None
-    elif kind in "cbOSUMm":
-        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers (float or int)")
-    as64 = arr.astype(np.float64)
-    if kind in "iu" and not np.array_equal(as64.astype(arr.dtype), arr):
-        raise ValueError(f"{name} holds integers too large to convert to float64 exactly")
-    return as64
+_as_real = as_real_array  # the reductions below call it so; new code: rounding.as_real_array
 
 
 # Formats without NaN (the MX element formats) cannot store a NaN: a NaN operand and a NaN made
@@ -363,7 +347,7 @@ def _elementwise(make_exact, invalid, operands, fmt, mode, overflow, subnormals,
     # round() checks the options and raises its own clear errors
     _round(np.empty(0), fmt, mode, overflow=overflow, subnormals=subnormals, rng=rng,
            random_bits=random_bits)
-    arrays = [_as_real(x, name) for name, x in operands]
+    arrays = [as_real_array(x, name) for name, x in operands]
     _reject_nan_operands(zip((name for name, _ in operands), arrays), [fmt])
     shape = np.broadcast_shapes(*(arr.shape for arr in arrays))
     flat = [np.array(np.broadcast_to(arr, shape), np.float64).reshape(-1) for arr in arrays]
@@ -428,12 +412,12 @@ def sqrt(a, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, ra
 
 def neg(x, fmt, mode="nearest", **round_options):
     """-x rounded to fmt (negation is exact, so this is ``round(-x)``)."""
-    return _round(-_as_real(x), _arith_format(fmt), mode, **round_options)
+    return _round(-as_real_array(x), _arith_format(fmt), mode, **round_options)
 
 
 def abs(x, fmt, mode="nearest", **round_options):  # noqa: A001 - mirrors numpy's name
     """|x| rounded to fmt."""
-    return _round(np.abs(_as_real(x)), _arith_format(fmt), mode, **round_options)
+    return _round(np.abs(as_real_array(x)), _arith_format(fmt), mode, **round_options)
 
 
 for _op in (add, sub, mul, div, fma, sqrt):
@@ -672,7 +656,7 @@ def matmul(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest",
     return np.squeeze(out, axis=tuple(squeeze)) if squeeze else out
 
 
-def sum(x, fmt, axis=None, *, accumulate=None, order="sequential", block=None, mode="nearest",
+def sum(x, fmt, mode="nearest", *, axis=None, accumulate=None, order="sequential", block=None,
         rng=None, random_bits=None):  # noqa: A001 - mirrors numpy's name
     """The sum of x along ``axis`` (None: all of x), accumulated in ``accumulate`` (a format, None
     meaning fmt, or a :class:`TensorCoreModel`, which then sums x times ones) and stored in fmt.
@@ -684,6 +668,9 @@ def sum(x, fmt, axis=None, *, accumulate=None, order="sequential", block=None, m
     are taken exactly as given (round them first to model low-precision addends). An empty sum
     is +0. An accumulator or fmt without NaN raises ValueError for a NaN in x or an inf - inf.
     """
+    if not isinstance(mode, str):  # in lowprec 0.1 the third positional argument was axis
+        raise TypeError(f"sum(x, fmt, mode): the third argument is the rounding mode, got {mode!r}; "
+                        f"pass the axis as a keyword, axis={mode!r}")
     _check_reduction(order, block, accumulate)
     x0 = x
     x = _as_real(x, "x")

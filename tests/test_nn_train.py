@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lowprec import data
-from lowprec.nn import CAST_POINTS, PRESETS, SGD, MLPConfig, TrainConfig, Trainer, train
+from lowprec.nn import CAST_POINTS, POLICIES, SGD, MLPConfig, TrainConfig, Trainer, train
 from lowprec.observe import History
 
 SMALL = MLPConfig(sizes=(2, 16, 16, 3))
@@ -43,7 +43,7 @@ def _same_history(a, b):
         assert np.array_equal(arrays_a[name], arrays_b[name], equal_nan=name != "meta"), name
 
 
-@pytest.mark.parametrize("policy", ["fp16_mixed", PRESETS["fp16_pure"].replace(update="stochastic")])
+@pytest.mark.parametrize("policy", ["fp16_mixed", POLICIES["fp16_pure"].replace(update="stochastic")])
 def test_same_seed_same_history_bit_for_bit(spirals, policy):
     first = train(policy, spirals, SMALL, SHORT)
     again = train(policy, spirals, SMALL, SHORT)
@@ -95,7 +95,7 @@ def test_without_a_loss_scaler_non_finite_gradients_are_applied(spirals):
 
 
 def test_lowprec_dynamic_scaler_halves_after_overflow(spirals):
-    trainer = Trainer(PRESETS["fp16_mixed"].replace(loss_scale="dynamic"), SMALL)
+    trainer = Trainer(POLICIES["fp16_mixed"].replace(loss_scale="dynamic"), SMALL)
     x = spirals.x_train[:8] * np.float32(1e5)
     trainer.step(x, spirals.y_train[:8])
     assert trainer.scaler.scale == 32768.0  # GradScaler: backoff_factor 0.5 (torch/amp/grad_scaler.py)
@@ -233,7 +233,7 @@ def test_inputs_are_not_modified(spirals):
     assert np.array_equal(x, spirals.x_train[:16])
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", list(POLICIES))
 def test_every_preset_trains(spirals, name):
     h = train(name, spirals, SMALL, TrainConfig(steps=60, batch_size=32, eval_every=0))
     assert np.all(np.isfinite(h.loss))

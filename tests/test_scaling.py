@@ -4,7 +4,7 @@ Expected sequences were measured by running torch.amp.GradScaler (torch/amp/grad
 whose update is _amp_update_scale_ in aten/src/ATen/native/cpu/AmpGradScalerKernels.cpp) and
 DeepSpeed's DynamicLossScaler (deepspeed/runtime/fp16/loss_scaler.py), or are derived by hand
 from those rules in the comments; float32 values come from the exact rational reference in
-tests/exact.py. tests/test_torch_gradscaler.py drives the real torch.amp.GradScaler.
+lowprec.reference. tests/test_torch_gradscaler.py drives the real torch.amp.GradScaler.
 """
 import dataclasses
 import math
@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from exact import round_exact
+from lowprec.reference import round_exact
 from lowprec import FP32, FloatFormat
 from lowprec.scaling import (APEX, PYTORCH, DeepSpeedConfig, DynamicLossScaler, DynamicScalingConfig,
                              HysteresisLossScaler, LossScaleAtMinimumError, NonFiniteSource,

@@ -12,13 +12,13 @@ import pytest
 
 from lowprec import data
 from lowprec.data import Dataset
-from lowprec.nn import CAST_POINTS, PRESETS, SGD, Adam, MLPConfig, TrainConfig, Trainer, train
+from lowprec.nn import CAST_POINTS, POLICIES, SGD, Adam, MLPConfig, TrainConfig, Trainer, train
 from lowprec.nn.train import batch_indices
 from lowprec.observe import History
 from lowprec.scaling import DeepSpeedConfig, DynamicScalingConfig, LossScaleAtMinimumError
 
 SMALL = MLPConfig(sizes=(2, 16, 16, 3))
-FP16_MIXED = PRESETS["fp16_mixed"]
+FP16_MIXED = POLICIES["fp16_mixed"]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_history_keeps_the_scaler_record_and_saves_it(spirals, tmp_path):
     assert summary["final_scale"] == h.new_scale[-1] and summary["first_culprit"] == h.culprits()[0]
     h.save(tmp_path / "h.npz")
     _same(h, History.load(tmp_path / "h.npz"))
-    unscaled = train(PRESETS["fp16_mixed_unscaled"], spirals, SMALL, config).summary()
+    unscaled = train(POLICIES["fp16_mixed_unscaled"], spirals, SMALL, config).summary()
     assert unscaled["skipped"] == 0 and np.isnan(unscaled["final_scale"])
 
 

@@ -42,9 +42,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
+from .._deprecation import no_attribute, renamed
 from ..formats import BF16, E4M3, E5M2, FP16, FP32, FloatFormat, as_format
 from ..rounding import OVERFLOW_POLICIES, as_mode
 
@@ -271,7 +273,7 @@ def _as_accumulate(acc):
         except ValueError:
             pass
         try:
-            from ..tensorcore import PRESETS as TC_PRESETS  # imported only when a name is not a format
+            from ..tensorcore import TENSOR_CORES as TC_PRESETS  # imported only when a name is not a format
         except ImportError:
             TC_PRESETS = {}
         if acc in TC_PRESETS:
@@ -309,7 +311,7 @@ def _fp8_hybrid(name, recipe) -> PrecisionPolicy:
 # The presets people run. Weight and bias gradients hold values of the compute format even where
 # the framework stores them in FP32 tensors: under autocast the wgrad GEMM writes FP16/BF16 and
 # the cast's backward only widens the dtype (checked against torch in tests/test_torch_mlp.py).
-PRESETS = {
+POLICIES = MappingProxyType({
     # Plain FP32 training: every cast point is FP32, which on float32 arrays rounds nothing.
     "fp32": _uniform("fp32", FP32, optimizer_state=FP32),
     # Apex O3 / model.half(): everything FP16, the optimizer updates FP16 weights directly,
@@ -327,13 +329,19 @@ PRESETS = {
     "fp8_hybrid": _fp8_hybrid("fp8_hybrid", "delayed"),
     # The same casts with no scale at all (scale 1; a teaching counterpart, not something TE does).
     "fp8_hybrid_unscaled": _fp8_hybrid("fp8_hybrid_unscaled", None),
-}
+})
+
+
+def __getattr__(name: str):
+    if name == "PRESETS":
+        return renamed("lowprec.nn.policy.PRESETS", "lowprec.POLICIES", dict(POLICIES))
+    raise no_attribute(__name__, name)
 
 
 def get_policy(policy) -> PrecisionPolicy:
     """A PrecisionPolicy, or the preset of that name."""
     if isinstance(policy, PrecisionPolicy):
         return policy
-    if isinstance(policy, str) and policy in PRESETS:
-        return PRESETS[policy]
-    raise ValueError(f"unknown precision policy {policy!r}; presets: {', '.join(PRESETS)}")
+    if isinstance(policy, str) and policy in POLICIES:
+        return POLICIES[policy]
+    raise ValueError(f"unknown precision policy {policy!r}; presets: {', '.join(POLICIES)}")

@@ -22,8 +22,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["NonFiniteSource", "non_finite_source", "StepRecord", "LossScaler", "StaticLossScaler",
            "unscale_and_check"]
@@ -54,7 +56,8 @@ class NonFiniteSource:
         return f"{self.kind} in layer {self.layer!r} at cast point {self.cast_point!r}"
 
 
-def non_finite_source(layer, cast_point: str, values) -> NonFiniteSource | None:
+def non_finite_source(layer: int | str, cast_point: str,
+                      values: ArrayLike) -> NonFiniteSource | None:
     """A :class:`NonFiniteSource` when ``values`` holds NaN (reported first) or inf, else None.
 
     The training loop calls it at each cast in execution order and keeps the first hit:
@@ -79,9 +82,11 @@ class StepRecord:
     found_inf: bool  # a gradient held inf or NaN
     skipped: bool  # the optimizer step must not be applied
     new_scale: float  # scale for the next step
-    growth_tracker: int | None = None  # PyTorch/Apex: consecutive clean steps counted towards growth
+    # PyTorch/Apex: consecutive clean steps counted towards growth
+    growth_tracker: int | None = None
     hysteresis: int | None = None  # DeepSpeed: overflows still tolerated before the scale halves
-    source: NonFiniteSource | None = None  # first layer and cast point that produced a non-finite value
+    # first layer and cast point that produced a non-finite value
+    source: NonFiniteSource | None = None
 
     def describe(self) -> str:
         """One plain sentence, e.g. for a log line."""
@@ -104,7 +109,7 @@ class LossScaler:
 
     name = "loss scaler"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.steps = 0  # updates so far (the next StepRecord.step)
 
     @property
@@ -117,14 +122,15 @@ class LossScaler:
         """float32(1 / float64(scale)), the factor the gradients are multiplied by."""
         return _inverse(self.scale)
 
-    def update(self, found_inf, source: NonFiniteSource | None = None) -> StepRecord:
+    def update(self, found_inf: bool, source: NonFiniteSource | None = None) -> StepRecord:
         """Advance one step: ``found_inf`` says whether any gradient was inf or NaN."""
         if isinstance(found_inf, np.ndarray) and found_inf.size == 1:
             found_inf = found_inf.item()
         if not isinstance(found_inf, (bool, int, float, np.bool_, np.number)):
             raise TypeError(f"found_inf must be a bool (or 0/1), got {type(found_inf).__name__}")
         if source is not None and not isinstance(source, NonFiniteSource):
-            raise TypeError(f"source must be a NonFiniteSource or None, got {type(source).__name__}")
+            raise TypeError("source must be a NonFiniteSource or None, got "
+                            f"{type(source).__name__}")
         found_inf = bool(found_inf)
         used = self.scale
         skipped = self._advance(found_inf)
@@ -190,7 +196,8 @@ class StaticLossScaler(LossScaler):
     not check and applies the update anyway; the record still says ``found_inf=True``.
     """
 
-    def __init__(self, scale: float = 1.0, *, skip_non_finite: bool = True, name: str = "static"):
+    def __init__(self, scale: float = 1.0, *, skip_non_finite: bool = True,
+                 name: str = "static") -> None:
         super().__init__()
         self._scale = _float32(_positive_finite(scale, "static loss scale"))
         if not isinstance(skip_non_finite, bool):
@@ -218,8 +225,8 @@ def _unscale_one(grad, inv32: np.float32):
     arr = grad if hasattr(grad, "__cuda_array_interface__") else np.asarray(grad)
     if arr.dtype == np.float16:
         # GradScaler.unscale_ refuses float16 gradients too: master gradients belong in float32.
-        raise ValueError("cannot unscale FP16 (float16) gradients: keep the gradients to unscale in "
-                         "float32 arrays (FP16 values stored in float32 are fine)")
+        raise ValueError("cannot unscale FP16 (float16) gradients: keep the gradients to unscale "
+                         "in float32 arrays (FP16 values stored in float32 are fine)")
     if arr.dtype not in (np.float32, np.float64):
         raise TypeError(f"gradients must be float32 or float64 arrays, got dtype {arr.dtype}")
     found = not bool(np.isfinite(arr).all())  # checked on the scaled input, as the kernel does
@@ -239,7 +246,7 @@ def _unscale_tree(grads, inv32: np.float32):
     return _unscale_one(grads, inv32)
 
 
-def unscale_and_check(grads, scaler: LossScaler):
+def unscale_and_check(grads: Any, scaler: LossScaler) -> tuple[Any, bool]:
     """Multiply every gradient by ``scaler.inv_scale``; report whether any was inf or NaN.
 
     ``grads`` is one array or nested lists/tuples/dicts of arrays (e.g. one dict per layer);
@@ -250,6 +257,7 @@ def unscale_and_check(grads, scaler: LossScaler):
     itself is inf) is not flagged, exactly as in PyTorch.
     """
     if not isinstance(scaler, LossScaler):
-        raise TypeError(f"scaler must be a LossScaler (see make_loss_scaler), got {type(scaler).__name__}")
+        raise TypeError("scaler must be a LossScaler (see make_loss_scaler), got "
+                        f"{type(scaler).__name__}")
     with np.errstate(over="ignore", invalid="ignore"):
         return _unscale_tree(grads, np.float32(scaler.inv_scale))
