@@ -28,6 +28,8 @@ import os
 
 import numpy as np
 
+from .scaling.loss import NON_FINITE_KINDS, NonFiniteSource
+
 HIST_MIN_EXP = -96  # exp_hist[..., k] counts values with floor(log2|x|) == HIST_MIN_EXP + k ...
 HIST_BINS = 128  # ... for k in 0..127; the first and last bins also hold everything beyond
 HIST_SAMPLE = 4096  # exp_hist looks at most at this many values per tensor (see exponent_fields)
@@ -35,7 +37,7 @@ CAST_STATS = ("count", "zeros", "underflow", "subnormal", "overflow")
 UPDATE_STATS = ("update_nonzero", "update_lost", "update_sq", "weight_sq")
 STEP_FIELDS = ("step", "loss", "scale", "new_scale", "found_inf", "skipped", "growth_tracker",
                "hysteresis", "culprit_layer", "culprit_point", "culprit_kind")
-CULPRIT_KINDS = ("inf", "nan")  # culprit_kind indexes this; -1: no culprit
+CULPRIT_KINDS = NON_FINITE_KINDS  # culprit_kind indexes this; -1: no culprit
 FP8_STATS = ("amax", "scale", "clipped", "flushed")
 FP8_FIELDS = ("fp8_step",) + tuple(f"fp8_{name}" for name in FP8_STATS)
 EVAL_FIELDS = ("eval_step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
@@ -46,6 +48,8 @@ class NotRecordedError(LookupError):
     """A History was asked for a statistic its run never recorded (observation off, or no FP8
     recipe). Raised instead of an empty array or NaN, which would read as "nothing happened"."""
 
+
+_CULPRIT_COLUMNS = ("culprit_layer", "culprit_point", "culprit_kind")  # a NonFiniteSource, stored
 
 # What __getattr__ refuses when never recorded (the index columns are not statistics)
 _STATISTICS = frozenset(OBSERVED_FIELDS[1:] + FP8_FIELDS[1:])
@@ -208,8 +212,17 @@ class History:
         self._rows = {name: [] for name in STEP_FIELDS + EVAL_FIELDS + OBSERVED_FIELDS + FP8_FIELDS}
 
     # --- recording ----------------------------------------------------------------------
-    def record_step(self, **values):
-        self._append(STEP_FIELDS, values)
+    def record_step(self, *, culprit: NonFiniteSource | None = None, **values) -> None:
+        """One step's fields (STEP_FIELDS but the culprit columns) and its culprit, the
+        NonFiniteSource of the step's first non-finite cast or None; stored as the columns
+        ``culprit_layer``, ``culprit_point`` (index into ``points``) and ``culprit_kind``
+        (index into CULPRIT_KINDS), -1 for none."""
+        if culprit is not None and not isinstance(culprit, NonFiniteSource):
+            raise TypeError(f"culprit must be a lowprec.scaling.NonFiniteSource or None, "
+                            f"got {type(culprit).__name__}")
+        columns = ((culprit.layer, self.point_index(culprit.cast_point),
+                    CULPRIT_KINDS.index(culprit.kind)) if culprit is not None else (-1, -1, -1))
+        self._append(STEP_FIELDS, {**values, **dict(zip(_CULPRIT_COLUMNS, columns))})
 
     def record_eval(self, **values):
         self._append(EVAL_FIELDS, values)
@@ -309,14 +322,22 @@ class History:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.sqrt(self.update_sq[:, layer] / self.weight_sq[:, layer])
 
+    def culprit(self, index: int) -> NonFiniteSource | None:
+        """The culprit of the step at row ``index`` (as stored by :meth:`record_step`), or None."""
+        layer, point, kind = (int(self._rows[name][index]) for name in _CULPRIT_COLUMNS)
+        if point < 0:
+            return None
+        return NonFiniteSource(layer, self.points[point], CULPRIT_KINDS[kind])
+
     def culprits(self) -> list:
         """[(step, layer, point name, "inf" or "nan")] for every step where a cast produced an
-        inf or NaN: the first such cast of the step, in execution order."""
+        inf or NaN: the first such cast of the step, in execution order (its NonFiniteSource's
+        fields after the step number)."""
         out = []
-        for step, layer, point, kind in zip(self.step, self.culprit_layer, self.culprit_point,
-                                            self.culprit_kind):
-            if point >= 0:
-                out.append((int(step), int(layer), self.points[int(point)], CULPRIT_KINDS[int(kind)]))
+        for index, step in enumerate(self._rows["step"]):
+            source = self.culprit(index)
+            if source is not None:
+                out.append((int(step), source.layer, source.cast_point, source.kind))
         return out
 
     def fp8(self, stat: str, point: str, layer: int):

@@ -10,6 +10,7 @@ import pytest
 from lowprec import data
 from lowprec.nn import CAST_POINTS, PRESETS, SGD, MLPConfig, TrainConfig, Trainer, train
 from lowprec.observe import History
+from lowprec.scaling import NonFiniteSource
 
 SMALL = MLPConfig(sizes=(2, 16, 16, 3))
 SHORT = TrainConfig(steps=30, batch_size=32, eval_every=10, observe_every=5)
@@ -71,7 +72,7 @@ def test_overflow_skips_the_step_and_names_the_culprit(spirals):
     before = [{k: v.copy() for k, v in p.items()} for p in trainer.stored]
     record = trainer.step(spirals.x_train[:32], spirals.y_train[:32])
     assert record["found_inf"] and record["skipped"]
-    assert (record["culprit_layer"], CAST_POINTS[record["culprit_point"]]) == (2, "activation_grad")
+    assert record["culprit"] == NonFiniteSource(2, "activation_grad", "inf")
     assert trainer.scaler.updates == [True]
     for old, new in zip(before, trainer.stored):  # the step was not applied
         assert all(np.array_equal(old[k], new[k]) for k in old)
@@ -82,7 +83,7 @@ def test_forward_overflow_is_traced_to_the_input_cast(spirals):
     trainer = Trainer("fp16_mixed", SMALL, scaler=_StaticScaler(1.0))
     record = trainer.step(x, spirals.y_train[:8])
     assert record["found_inf"] and record["skipped"]
-    assert (record["culprit_layer"], CAST_POINTS[record["culprit_point"]]) == (0, "input")
+    assert record["culprit"] == NonFiniteSource(0, "input", "inf")
 
 
 def test_without_a_loss_scaler_non_finite_gradients_are_applied(spirals):
