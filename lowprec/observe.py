@@ -25,10 +25,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from types import ModuleType
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
 from .scaling.loss import NON_FINITE_KINDS, NonFiniteSource
+
+if TYPE_CHECKING:  # the name only, for the hints: observe must not import nn
+    from .nn.policy import Cast
 
 HIST_MIN_EXP = -96  # exp_hist[..., k] counts values with floor(log2|x|) == HIST_MIN_EXP + k ...
 HIST_BINS = 128  # ... for k in 0..127; the first and last bins also hold everything beyond
@@ -65,7 +71,7 @@ def _field_to_bin():
 _FIELD_TO_BIN = _field_to_bin()
 
 
-def exponent_fields(x, xp=np):
+def exponent_fields(x: np.ndarray, xp: ModuleType = np) -> np.ndarray:
     """Counts (256,) of the float32 exponent field of x's values: field f holds the normal values
     with floor(log2|x|) == f - 127. Zeros, inf/NaN and values below 2**-126 are not counted.
 
@@ -88,7 +94,7 @@ def exponent_fields(x, xp=np):
     return counts
 
 
-def fold_exponent_fields(counts):
+def fold_exponent_fields(counts: np.ndarray) -> np.ndarray:
     """exp_hist bins (..., HIST_BINS) from exponent-field counts (..., 256)."""
     counts = np.asarray(counts)
     out = np.zeros(counts.shape[:-1] + (HIST_BINS,), np.int64)
@@ -96,7 +102,7 @@ def fold_exponent_fields(counts):
     return out
 
 
-def exponent_histogram(x, xp=np):
+def exponent_histogram(x: np.ndarray, xp: ModuleType = np) -> np.ndarray:
     """Histogram (HIST_BINS,) of floor(log2|x|) over the finite non-zero values of ``x``
     (above 2**-126; sampled for big tensors, see :func:`exponent_fields`)."""
     return fold_exponent_fields(exponent_fields(x, xp))
@@ -108,14 +114,14 @@ class Observer:
     ``points`` names the cast points (lowprec.nn.CAST_POINTS); ``record`` takes their index.
     """
 
-    def __init__(self, layers: int, points: tuple, xp=np):
+    def __init__(self, layers: int, points: tuple, xp: ModuleType = np) -> None:
         self.layers = layers
         self.points = tuple(points)
         self.xp = xp
         self._limits = {}  # Cast -> (tiny, max, saturates): format properties computed once
         self.begin_step()
 
-    def begin_step(self):
+    def begin_step(self) -> None:
         shape = (self.layers, len(self.points))
         self.cast_stats = {name: np.zeros(shape, np.int64) for name in CAST_STATS}
         self.amax = np.zeros(shape)  # largest |value| after the cast (what FP8 recipes scale by)
@@ -123,7 +129,7 @@ class Observer:
         self.update_stats = {name: np.zeros(self.layers, np.float64) for name in UPDATE_STATS}
 
     @property
-    def exp_hist(self):
+    def exp_hist(self) -> np.ndarray:
         return fold_exponent_fields(self.field_counts)
 
     def _limits_of(self, spec, dtype):
@@ -138,8 +144,8 @@ class Observer:
                 self._limits[key] = (fmt.tiny, fmt.max, saturates)
         return self._limits[key]
 
-    def record(self, layer: int, point: int, before, after, spec, *, decode_scale=None,
-               clipped: int | None = None):
+    def record(self, layer: int, point: int, before: np.ndarray, after: np.ndarray, spec: Cast | None,
+               *, decode_scale: np.float32 | np.ndarray | None = None, clipped: int | None = None) -> None:
         """Statistics of one cast: ``before`` rounded by ``spec`` gave ``after``.
 
         A scaled FP8 cast (lowprec.scaling recipes) rounds ``before * scale`` and returns the
@@ -173,7 +179,7 @@ class Observer:
         self.amax[layer, point] = max(self.amax[layer, point], amax) if amax == amax else np.nan
         self.field_counts[layer, point] += exponent_fields(before, xp)
 
-    def record_update(self, layer: int, old, new, update):
+    def record_update(self, layer: int, old: np.ndarray, new: np.ndarray, update: np.ndarray) -> None:
         """Statistics of one weight update: ``new = round(old - update)``."""
         xp = self.xp
         moved = update != 0
@@ -205,14 +211,14 @@ class History:
       fractions of values saturated and flushed to zero), each (steps, layers, points).
     """
 
-    def __init__(self, layers: int, points: tuple, meta: dict | None = None):
+    def __init__(self, layers: int, points: tuple, meta: dict | None = None) -> None:
         self.layers = layers
         self.points = tuple(points)  # names of the cast points, in the order of the stats' axis 2
         self.meta = dict(meta or {})  # JSON-able description: policy, configs, dataset
         self._rows = {name: [] for name in STEP_FIELDS + EVAL_FIELDS + OBSERVED_FIELDS + FP8_FIELDS}
 
     # --- recording ----------------------------------------------------------------------
-    def record_step(self, *, culprit: NonFiniteSource | None = None, **values) -> None:
+    def record_step(self, *, culprit: NonFiniteSource | None = None, **values: float) -> None:
         """One step's fields (STEP_FIELDS but the culprit columns) and its culprit, the
         NonFiniteSource of the step's first non-finite cast or None; stored as the columns
         ``culprit_layer``, ``culprit_point`` (index into ``points``) and ``culprit_kind``
@@ -224,17 +230,17 @@ class History:
                     CULPRIT_KINDS.index(culprit.kind)) if culprit is not None else (-1, -1, -1))
         self._append(STEP_FIELDS, {**values, **dict(zip(_CULPRIT_COLUMNS, columns))})
 
-    def record_eval(self, **values):
+    def record_eval(self, **values: float) -> None:
         self._append(EVAL_FIELDS, values)
 
-    def record_observation(self, step: int, observer: Observer):
+    def record_observation(self, step: int, observer: Observer) -> None:
         values = {"observed_step": step, "exp_hist": observer.exp_hist.astype(np.int32),
                   "amax": observer.amax.copy()}
         values.update({k: v.copy() for k, v in observer.cast_stats.items()})
         values.update({k: v.copy() for k, v in observer.update_stats.items()})
         self._append(OBSERVED_FIELDS, values)
 
-    def record_fp8(self, step: int, stats: dict):
+    def record_fp8(self, step: int, stats: dict) -> None:
         """One step's FP8 cast statistics: ``stats`` maps FP8_STATS to (layers, points) arrays."""
         self._append(FP8_FIELDS, {"fp8_step": step, **{f"fp8_{k}": np.asarray(v, np.float32)
                                                        for k, v in stats.items()}})
@@ -291,7 +297,7 @@ class History:
             raise ValueError(f"unknown cast point {point!r}; valid: {', '.join(self.points)}")
         return self.points.index(point)
 
-    def fraction(self, stat: str, point: str, layer: int | None = None):
+    def fraction(self, stat: str, point: str, layer: int | None = None) -> np.ndarray:
         """Per observed step: ``stat`` / ``count`` at ``point`` (all layers pooled if layer is None)."""
         if stat not in CAST_STATS[1:]:
             raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(CAST_STATS[1:])}")
@@ -305,7 +311,7 @@ class History:
         with np.errstate(invalid="ignore", divide="ignore"):
             return num / den
 
-    def update_lost_fraction(self, layer: int | None = None):
+    def update_lost_fraction(self, layer: int | None = None) -> np.ndarray:
         """Per observed step: share of non-zero updates that rounding discarded."""
         self._require("update_lost")
         lost, nonzero = self.update_lost, self.update_nonzero
@@ -316,7 +322,7 @@ class History:
         with np.errstate(invalid="ignore", divide="ignore"):
             return lost / nonzero
 
-    def update_ratio(self, layer: int):
+    def update_ratio(self, layer: int) -> np.ndarray:
         """Per observed step: ||update|| / ||weights|| of one layer."""
         self._require("update_sq")
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -340,14 +346,14 @@ class History:
                 out.append((int(step), source.layer, source.cast_point, source.kind))
         return out
 
-    def fp8(self, stat: str, point: str, layer: int):
+    def fp8(self, stat: str, point: str, layer: int) -> np.ndarray:
         """Per step of an FP8-recipe run: ``stat`` (one of FP8_STATS) of the tensor at (layer, point)."""
         if stat not in FP8_STATS:
             raise ValueError(f"unknown FP8 statistic {stat!r}; valid: {', '.join(FP8_STATS)}")
         self._require(f"fp8_{stat}")
         return getattr(self, f"fp8_{stat}")[:, layer, self.point_index(point)]
 
-    def pooled(self, stat: str, point: str):
+    def pooled(self, stat: str, point: str) -> np.ndarray:
         """Per layer: ``stat`` / ``count`` at ``point`` pooled over all observed steps (NaN
         only for a layer whose cast point saw no values)."""
         if stat not in CAST_STATS[1:]:
@@ -427,7 +433,7 @@ class History:
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays) -> "History":
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> History:
         try:
             info = json.loads(str(arrays["meta"]))
             history = cls(int(info["layers"]), tuple(info["points"]), info["meta"])
@@ -441,12 +447,12 @@ class History:
             raise ValueError("not a consistent lowprec History: fields of one table differ in length")
         return history
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike | IO[bytes]) -> None:
         """Write every field to ``path`` (.npz, compressed; the suffix is added if missing)."""
         np.savez_compressed(_npz_path(path), **self.to_arrays())
 
     @classmethod
-    def load(cls, path) -> "History":
+    def load(cls, path: str | os.PathLike | IO[bytes]) -> History:
         """The History saved at ``path`` (with or without the .npz suffix, as in :meth:`save`)."""
         with np.load(_npz_path(path), allow_pickle=False) as data:
             return cls.from_arrays({k: data[k] for k in data.files})
@@ -461,7 +467,7 @@ def _npz_path(path):
     return path if path.endswith(".npz") else path + ".npz"
 
 
-def summarize(histories: dict, layer: int = 0) -> str:
+def summarize(histories: Mapping[str, History], layer: int = 0) -> str:
     """A table comparing runs (name -> History), from :meth:`History.summary`: final test
     accuracy and loss, final training loss, skipped steps, final loss scale ('-' without a
     scaler), and at ``layer`` the share of activation gradients that were zero / flushed by

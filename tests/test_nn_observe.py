@@ -109,8 +109,8 @@ def test_the_culprit_goes_in_and_comes_back_as_a_non_finite_source(tmp_path):
     """record_step takes the step's NonFiniteSource (or None); the saved columns index the cast
     points and ("inf", "nan"), -1 for none; a loaded History gives the same NonFiniteSource."""
     h = History(3, CAST_POINTS)
-    fields = dict(loss=1.5, scale=8.0, new_scale=8.0, found_inf=False, skipped=False,
-                  growth_tracker=-1, hysteresis=-1)
+    fields = {"loss": 1.5, "scale": 8.0, "new_scale": 8.0, "found_inf": False, "skipped": False,
+              "growth_tracker": -1, "hysteresis": -1}
     h.record_step(step=1, **fields)
     h.record_step(step=2, culprit=NonFiniteSource(2, "weight_grad", "nan"),
                   **{**fields, "found_inf": True, "skipped": True})

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from lowprec import data
-from lowprec.nn import CAST_POINTS, PRESETS, SGD, Adam, Cast, Caster, MLPConfig, TrainConfig, Trainer, train
+from lowprec.nn import (CAST_POINTS, PRESETS, SGD, Adam, Cast, Caster, MLPConfig, TrainConfig,
+                        Trainer, train)
 from lowprec.nn.train import batch_indices
 from lowprec.observe import History
 from lowprec.scaling import DelayedScaling, DynamicScalingConfig, NonFiniteSource
@@ -282,16 +283,17 @@ def _steps(trainer, spirals, start, end, history):
 def _same_state(a: dict, b: dict):
     """Two state_dicts hold the same values bit for bit (arrays compared as bytes)."""
     assert a.keys() == b.keys()
-    for key in a:
-        if isinstance(a[key], np.ndarray):
-            assert a[key].dtype == b[key].dtype and a[key].tobytes() == b[key].tobytes(), key
-        elif isinstance(a[key], dict):
-            _same_state(a[key], b[key])
-        elif isinstance(a[key], list):
-            assert len(a[key]) == len(b[key]), key
-            _same_state(dict(enumerate(a[key])), dict(enumerate(b[key])))
+    for key, value in a.items():
+        other = b[key]
+        if isinstance(value, np.ndarray):
+            assert value.dtype == other.dtype and value.tobytes() == other.tobytes(), key
+        elif isinstance(value, dict):
+            _same_state(value, other)
+        elif isinstance(value, list):
+            assert len(value) == len(other), key
+            _same_state(dict(enumerate(value)), dict(enumerate(other)))
         else:
-            assert a[key] == b[key], key
+            assert value == other, key
 
 
 @pytest.mark.parametrize("name", list(STATE_CASES))

@@ -22,11 +22,12 @@ from functools import partial
 
 import numpy as np
 
+from ..data import Dataset
 from ..formats import FP32
 from ..nn.cast import Caster
 from ..nn.model import MLPConfig
 from ..nn.policy import CAST_POINTS, PrecisionPolicy
-from ..nn.train import DEFAULT_HIDDEN, Trainer, TrainConfig, batch_indices, train
+from ..nn.train import DEFAULT_HIDDEN, TrainConfig, Trainer, batch_indices, train
 from ..observe import History
 from ..rounding import round as lp_round
 from . import require_cupy
@@ -78,7 +79,8 @@ class CupyOps:
     def matmul16(self, a, b, fmt):
         """a @ b on tensor cores: 16-bit inputs (values of ``fmt``), FP32 output and compute."""
         cp = self.xp
-        from cupy.cuda import cublas, device  # CuPy is optional: imported only on the device
+        # CuPy is optional: imported only where the device works, never at module import
+        from cupy.cuda import cublas, device
 
         m, k = a.shape
         n = b.shape[1]
@@ -145,8 +147,9 @@ def _holds(x, fmt, xp) -> bool:
     return bool(((xp.ascontiguousarray(x).view(xp.uint32) & 0xFFFF) == 0).all())  # bf16: low half zero
 
 
-def compare_training(policy, data, *, steps=20, ops=None, model=None, batch_size=128, seed=0,
-                     final_steps=200) -> dict:
+def compare_training(policy: PrecisionPolicy | str, data: Dataset, *, steps: int = 20,
+                     ops: NumpyOps | CupyOps | None = None, model: MLPConfig | None = None,
+                     batch_size: int = 128, seed: int = 0, final_steps: int = 200) -> dict:
     """Per step and per cast point: how the device's tensors differ from the simulator's.
 
     Returns {"policy", "device", "steps": [{"step", "points": {"layer/point": agreement}}],

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -108,7 +107,7 @@ def _read(path) -> dict:
     return arrays
 
 
-def fingerprint_differences(saved, now, prefix: str = "") -> list:
+def fingerprint_differences(saved: object, now: object, prefix: str = "") -> list[str]:
     """Paths where two JSON-like values differ, e.g. ['policy.weight: saved ... now ...']."""
     if isinstance(saved, dict) and isinstance(now, dict):
         out = []

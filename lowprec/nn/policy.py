@@ -49,6 +49,8 @@ from ..formats import BF16, E4M3, E5M2, FP16, FP32, FloatFormat, as_format
 from ..rounding import OVERFLOW_POLICIES, as_mode
 from ..scaling import CurrentScaling, DelayedScaling, MXBlockScaling, format_for
 
+Recipe = DelayedScaling | CurrentScaling | MXBlockScaling  # an FP8 scaling recipe
+
 FORWARD_POINTS = ("weight", "input", "output", "activation")
 BACKWARD_POINTS = ("activation_grad", "grad_output", "weight_grad", "bias_grad")
 UPDATE_POINTS = ("optimizer_state", "master_weights")
@@ -96,7 +98,7 @@ class Cast:
                 ) and self.subnormals and (self.overflow is None or f == g)
 
 
-def as_cast(spec) -> Cast | None:
+def as_cast(spec: Cast | FloatFormat | str | tuple | dict | None) -> Cast | None:
     """A Cast from ``None``, a Cast, a format (or its name), ``(format, mode)`` or a dict of fields."""
     if spec is None or isinstance(spec, Cast):
         return spec
@@ -241,7 +243,7 @@ class PrecisionPolicy:
             raise ValueError(f"unknown cast point {point!r}; valid: {', '.join(CAST_POINTS)}")
         return getattr(self, point)
 
-    def replace(self, **changes) -> "PrecisionPolicy":
+    def replace(self, **changes: object) -> PrecisionPolicy:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -283,7 +285,7 @@ def _recipes() -> dict:
             "mx": MXBlockScaling(fp8_format="hybrid")}
 
 
-def as_recipe(spec):
+def as_recipe(spec: Recipe | str | None) -> Recipe | None:
     """None, a recipe object (DelayedScaling, CurrentScaling, MXBlockScaling) or its name."""
     if spec is None:
         return None
@@ -368,7 +370,7 @@ PRESETS = {
 }
 
 
-def get_policy(policy) -> PrecisionPolicy:
+def get_policy(policy: PrecisionPolicy | str) -> PrecisionPolicy:
     """A PrecisionPolicy, or the preset of that name."""
     if isinstance(policy, PrecisionPolicy):
         return policy

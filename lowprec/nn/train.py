@@ -27,13 +27,17 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
+from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 
+from ..data import Dataset
 from ..observe import History, Observer
 from ..scaling import (LossScaleAtMinimumError, LossScaler, StaticLossScaler, make_loss_scaler,
                        unscale_and_check)
@@ -74,6 +78,19 @@ def make_scaler(policy: PrecisionPolicy) -> LossScaler | None:
     return make_loss_scaler(policy.loss_scale)
 
 
+class ScalerLike(Protocol):
+    """What a loss scaler passed as ``scaler=`` must offer (lowprec.scaling's LossScalers do,
+    and also return a StepRecord from ``update`` and take the culprit)."""
+
+    scale: float
+
+    def update(self, found_inf: bool) -> object: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: Mapping) -> None: ...
+
+
 # Four hidden layers with torch.nn.Linear's initialisation: every layer shrinks the backward
 # signal by about 0.4, so early-layer gradients sit a few binades below the loss gradient.
 DEFAULT_HIDDEN = (64, 64, 64, 64)
@@ -94,8 +111,8 @@ class Trainer:
     """
 
     def __init__(self, policy: PrecisionPolicy | str, model: MLPConfig = MLPConfig(),
-                 optimizer: SGD | Adam = SGD(), *, seed: int = 0, scaler=None,
-                 caster: Callable[..., Caster] = Caster, xp=np) -> None:
+                 optimizer: SGD | Adam = SGD(), *, seed: int = 0, scaler: ScalerLike | None = None,
+                 caster: Callable[..., Caster] = Caster, xp: ModuleType = np) -> None:
         self.policy = get_policy(policy)
         self.model = MLP(model, xp)
         self.optimizer = optimizer
@@ -128,7 +145,7 @@ class Trainer:
         return _recipe_states(self.caster)
 
     @np.errstate(over="ignore", invalid="ignore", divide="ignore")  # inf/NaN are recorded instead
-    def step(self, x, y, observe: bool = False) -> dict:
+    def step(self, x: np.ndarray, y: np.ndarray, observe: bool = False) -> dict:
         """One training step on the batch (x, y); returns this step's record: the History's
         step fields with ``culprit`` (the :class:`~lowprec.scaling.NonFiniteSource` of the
         step's first non-finite cast, or None) for the three culprit columns, and ``fp8`` (this
@@ -289,7 +306,7 @@ class Trainer:
 
     # --- evaluation -----------------------------------------------------------------------
     @np.errstate(over="ignore", invalid="ignore", divide="ignore")
-    def evaluate(self, x, y, batch_size: int = 1024) -> tuple[float, float]:
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> tuple[float, float]:
         """(mean loss, accuracy or NaN for regression) of the current weights on (x, y)."""
         xp = self.xp
         rng = np.random.default_rng([self.steps_done, 3])  # only stochastic forward casts use it
@@ -391,7 +408,7 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     return order[k * batch_size:(k + 1) * batch_size]
 
 
-def run_fingerprint(policy: PrecisionPolicy, model: MLPConfig, config: TrainConfig, data) -> dict:
+def run_fingerprint(policy: PrecisionPolicy, model: MLPConfig, config: TrainConfig, data: Dataset) -> dict:
     """What a checkpoint must match to be resumed: everything that shapes the run, as plain
     Python values (the History's meta and the checkpoint store it as JSON)."""
     return _plain({"policy": policy.fingerprint(), "model": asdict(model),
@@ -487,10 +504,11 @@ class _Progress:
             self.bar = None
 
 
-def train(policy: PrecisionPolicy | str, data, model: MLPConfig | None = None,
-          config: TrainConfig = TrainConfig(), *, scaler=None, checkpoint=None, resume=None,
+def train(policy: PrecisionPolicy | str, data: Dataset, model: MLPConfig | None = None,
+          config: TrainConfig = TrainConfig(), *, scaler: ScalerLike | None = None,
+          checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
           stop_after: int | None = None, progress: bool | None = None,
-          caster: Callable[..., Caster] = Caster, xp=np) -> History:
+          caster: Callable[..., Caster] = Caster, xp: ModuleType = np) -> History:
     """Train an MLP on ``data`` under ``policy``; returns the :class:`~lowprec.observe.History`.
 
     policy: a PrecisionPolicy or a preset name ("fp32", "fp16_pure", "fp16_mixed",
