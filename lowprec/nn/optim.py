@@ -186,9 +186,6 @@ def _lerp(start, end, weight):
     return fma_fp32(weight - _F32(1), end - start, end)
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
-
-
 def kahan_update(w: np.ndarray, u: np.ndarray, compensation: np.ndarray,
                  round_to_weights: RoundState) -> tuple[np.ndarray, np.ndarray]:
     """Kahan-compensated ``w - u`` in low precision: returns (new w, new compensation).
