@@ -166,11 +166,11 @@ def test_progress_false_and_the_default_under_pytest_print_nothing(spirals, monk
 def test_progress_default_shows_only_long_runs_someone_watches(monkeypatch, capsys):
     """progress=None: estimated from the first steps (a fake clock: 1 s per step), shown only
     when the run looks longer than 5 s and runs in a terminal or a Jupyter kernel."""
-    train_module = importlib.import_module("lowprec.nn.train")  # the module, not the function
+    train_module = importlib.import_module("lowprec.nn.progress")
 
     def run(total):
         ticks = iter(range(1000))
-        bar = train_module._Progress(total, None, clock=lambda: float(next(ticks)))
+        bar = train_module.Progress(total, None, clock=lambda: float(next(ticks)))
         for step in range(1, total + 1):
             bar.show(step, 0.5)
         bar.close()

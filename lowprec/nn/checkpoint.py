@@ -8,13 +8,15 @@ History so far, the run's fingerprint (policy, model, config, data hash) and a s
 all of it. The state's arrays are entries of their own (``state.stored.0.weight``, ...); the
 rest of it is JSON. Loading checks the digest (corrupt file) and the fingerprint (a different
 run), then hands the state to ``trainer.load_state_dict``, and raises :class:`CheckpointError`
-naming what is wrong.
+naming what is wrong. The helpers that copy and check a state's arrays live here too.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -105,6 +107,54 @@ def _read(path) -> dict:
     if _digest(arrays) != saved_digest:
         raise CheckpointError(f"{path}: corrupt checkpoint (sha256 of its contents does not match)")
     return arrays
+
+
+# --- what a state holds and must match (Trainer.state_dict uses these) -----------------------
+Tree = list | dict | np.ndarray | None  # per-layer lists of dicts of arrays, as a Trainer holds them
+
+
+def host_copy(tree: Tree) -> Tree:
+    """A copy of ``tree`` (lists and dicts of arrays, or None) with host NumPy arrays."""
+    if tree is None:
+        return None
+    if isinstance(tree, list):
+        return [host_copy(t) for t in tree]
+    if isinstance(tree, dict):
+        return {k: host_copy(v) for k, v in tree.items()}
+    return np.array(tree.get() if hasattr(tree, "get") else tree)  # a copy, also of a CuPy array
+
+
+def device_copy(tree: Tree, xp: ModuleType) -> Tree:
+    """A copy of ``tree`` with ``xp`` arrays (the trainer's own, not the caller's)."""
+    if tree is None:
+        return None
+    if isinstance(tree, (list, tuple)):
+        return [device_copy(t, xp) for t in tree]
+    if isinstance(tree, Mapping):
+        return {k: device_copy(v, xp) for k, v in tree.items()}
+    return xp.array(tree)
+
+
+def check_like(saved: object, held: Tree, where: str) -> None:
+    """Raise ValueError unless ``saved`` has the structure, shapes and dtypes of ``held``."""
+    if held is None or saved is None:
+        if (held is None) != (saved is None):
+            raise ValueError(f"state[{where!r}] is {'None' if saved is None else 'set'}, this trainer "
+                             f"{'keeps none' if held is None else 'keeps one'}")
+    elif isinstance(held, list):
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(held):
+            raise ValueError(f"state[{where!r}] must hold {len(held)} layers, got {saved!r:.80}")
+        for i, (s, h) in enumerate(zip(saved, held)):
+            check_like(s, h, f"{where}.{i}")
+    elif isinstance(held, dict):
+        if not isinstance(saved, Mapping) or set(saved) != set(held):
+            got = sorted(saved) if isinstance(saved, Mapping) else type(saved).__name__
+            raise ValueError(f"state[{where!r}] must hold {sorted(held)}, got {got}")
+        for k in held:
+            check_like(saved[k], held[k], f"{where}.{k}")
+    elif getattr(saved, "shape", None) != held.shape or getattr(saved, "dtype", None) != held.dtype:
+        raise ValueError(f"state[{where!r}] is {getattr(saved, 'dtype', type(saved).__name__)} "
+                         f"{getattr(saved, 'shape', '')}, this trainer holds {held.dtype} {held.shape}")
 
 
 def fingerprint_differences(saved: object, now: object, prefix: str = "") -> list[str]:

@@ -28,8 +28,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
 from types import ModuleType
@@ -42,10 +40,12 @@ from ..observe import History, Observer
 from ..scaling import (LossScaleAtMinimumError, LossScaler, StaticLossScaler, make_loss_scaler,
                        unscale_and_check)
 from .cast import Caster
-from .checkpoint import fingerprint_differences, load_checkpoint, save_checkpoint
+from .checkpoint import (check_like, device_copy, fingerprint_differences, host_copy, load_checkpoint,
+                         save_checkpoint)
 from .model import MLP, MLPConfig
 from .optim import SGD, Adam, kahan_update
 from .policy import CAST_POINTS, PrecisionPolicy, get_policy
+from .progress import Progress
 
 
 @dataclass(frozen=True)
@@ -239,8 +239,8 @@ class Trainer:
         """
         return {
             "identity": self._identity(), "steps_done": self.steps_done,
-            "updates_done": self.updates_done, "stored": _host_tree(self.stored),
-            "optimizer": _host_tree(self.opt_state), "kahan": _host_tree(self.compensation),
+            "updates_done": self.updates_done, "stored": host_copy(self.stored),
+            "optimizer": host_copy(self.opt_state), "kahan": host_copy(self.compensation),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "fp8": [[l, point, state.state_dict()] for (l, point), state in self.fp8_states.items()],
             "rounding_rng": self.rounding_rng.bit_generator.state,
@@ -252,9 +252,9 @@ class Trainer:
         before anything is changed."""
         self._check_state(state)
         xp = self.xp
-        self.stored = _device_tree(state["stored"], xp)
-        self.opt_state = _device_tree(state["optimizer"], xp)
-        self.compensation = _device_tree(state["kahan"], xp)
+        self.stored = device_copy(state["stored"], xp)
+        self.opt_state = device_copy(state["optimizer"], xp)
+        self.compensation = device_copy(state["kahan"], xp)
         self.steps_done, self.updates_done = int(state["steps_done"]), int(state["updates_done"])
         self.rounding_rng.bit_generator.state = state["rounding_rng"]  # the caster's generator too
         if self.scaler is not None:
@@ -287,9 +287,9 @@ class Trainer:
         if not counts or not 0 <= updates <= steps:
             raise ValueError(f"steps_done {steps!r} and updates_done {updates!r} must be ints with "
                              "0 <= updates_done <= steps_done")
-        _check_like(state["stored"], self.stored, "stored")
-        _check_like(state["optimizer"], self.opt_state, "optimizer")
-        _check_like(state["kahan"], self.compensation, "kahan")
+        check_like(state["stored"], self.stored, "stored")
+        check_like(state["optimizer"], self.opt_state, "optimizer")
+        check_like(state["kahan"], self.compensation, "kahan")
         if (state["scaler"] is None) != (self.scaler is None):
             raise ValueError(f"the state was saved {'without' if state['scaler'] is None else 'with'} "
                              "a loss scaler, but this trainer is the opposite")
@@ -348,50 +348,6 @@ def _recipe_state(caster: Caster, layer: int, point: str):
     return caster.fp8_state(layer, point)
 
 
-def _host_tree(tree):
-    """A copy of ``tree`` (lists and dicts of arrays, or None) with host NumPy arrays."""
-    if tree is None:
-        return None
-    if isinstance(tree, list):
-        return [_host_tree(t) for t in tree]
-    if isinstance(tree, dict):
-        return {k: _host_tree(v) for k, v in tree.items()}
-    return np.array(tree.get() if hasattr(tree, "get") else tree)  # a copy, also of a CuPy array
-
-
-def _device_tree(tree, xp):
-    """A copy of ``tree`` with ``xp`` arrays (the trainer's own, not the caller's)."""
-    if tree is None:
-        return None
-    if isinstance(tree, (list, tuple)):
-        return [_device_tree(t, xp) for t in tree]
-    if isinstance(tree, Mapping):
-        return {k: _device_tree(v, xp) for k, v in tree.items()}
-    return xp.array(tree)
-
-
-def _check_like(saved, held, where: str) -> None:
-    """Raise ValueError unless ``saved`` has the structure, shapes and dtypes of ``held``."""
-    if held is None or saved is None:
-        if (held is None) != (saved is None):
-            raise ValueError(f"state[{where!r}] is {'None' if saved is None else 'set'}, this trainer "
-                             f"{'keeps none' if held is None else 'keeps one'}")
-    elif isinstance(held, list):
-        if not isinstance(saved, (list, tuple)) or len(saved) != len(held):
-            raise ValueError(f"state[{where!r}] must hold {len(held)} layers, got {saved!r:.80}")
-        for i, (s, h) in enumerate(zip(saved, held)):
-            _check_like(s, h, f"{where}.{i}")
-    elif isinstance(held, dict):
-        if not isinstance(saved, Mapping) or set(saved) != set(held):
-            got = sorted(saved) if isinstance(saved, Mapping) else type(saved).__name__
-            raise ValueError(f"state[{where!r}] must hold {sorted(held)}, got {got}")
-        for k in held:
-            _check_like(saved[k], held[k], f"{where}.{k}")
-    elif getattr(saved, "shape", None) != held.shape or getattr(saved, "dtype", None) != held.dtype:
-        raise ValueError(f"state[{where!r}] is {getattr(saved, 'dtype', type(saved).__name__)} "
-                         f"{getattr(saved, 'shape', '')}, this trainer holds {held.dtype} {held.shape}")
-
-
 def _optimizer_fingerprint(optimizer) -> list:
     """[class name, hyperparameters] of an optimizer."""
     return [type(optimizer).__name__, asdict(optimizer) if is_dataclass(optimizer) else repr(optimizer)]
@@ -425,83 +381,6 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(v) for v in value)
     return value.item() if isinstance(value, np.generic) else value
-
-
-def _in_kernel() -> bool:
-    """True inside a Jupyter (IPython) kernel, where stderr is not a terminal but a person watches."""
-    ipython = sys.modules.get("IPython")  # only imported where IPython already runs
-    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
-
-
-class _Progress:
-    """Progress of a run, shown where someone watches: tqdm.auto when tqdm is installed (a widget
-    in Jupyter, a bar in a terminal), else a one-line bar on a terminal's stderr, else (Jupyter
-    without tqdm) a printed line every few seconds.
-
-    ``enabled=None`` decides after the first steps: shown only if the whole run looks to take
-    more than LONG_RUN_S and someone watches (stderr is a terminal, or a Jupyter kernel), so that
-    short runs, pytest and CI logs stay quiet. Display only: it never touches the run's numbers.
-    """
-
-    LONG_RUN_S = 5.0  # runs estimated shorter than this show nothing by default
-    DECIDE_AFTER = (3, 1.0)  # estimate once this many steps ran, or this many seconds passed
-    NOTEBOOK_LINE_S = 5.0  # the plain notebook fallback prints at most one line this often
-
-    def __init__(self, total: int, enabled: bool | None, start: int = 0, clock=time.monotonic):
-        self.total, self.start, self.clock = total, start, clock
-        self.began = clock()
-        self.last = -float("inf")
-        self.mode = None  # "tqdm", "terminal", "notebook", or None: nothing shown (yet)
-        self.decided = enabled is not None
-        self.bar = None
-        if enabled:
-            self._open()
-
-    def _open(self):
-        try:
-            # imported here, not at the top: tqdm is optional (the "lab" extra), never required
-            from tqdm.auto import tqdm
-        except ImportError:
-            self.mode = "notebook" if _in_kernel() and not sys.stderr.isatty() else "terminal"
-        else:
-            self.mode = "tqdm"
-            self.bar = tqdm(total=self.total, initial=self.start, unit="step", desc="training")
-
-    def _decide(self, step: int):
-        done, elapsed = step - self.start, self.clock() - self.began
-        if done < self.DECIDE_AFTER[0] and elapsed < self.DECIDE_AFTER[1] and step < self.total:
-            return
-        self.decided = True
-        estimate = elapsed / max(done, 1) * (self.total - self.start)
-        if estimate > self.LONG_RUN_S and (sys.stderr.isatty() or _in_kernel()):
-            self._open()
-
-    def show(self, step: int, loss: float):
-        if not self.decided:
-            self._decide(step)
-        if self.mode == "tqdm":
-            self.bar.set_postfix_str(f"loss {loss:.4g}", refresh=False)
-            self.bar.update(step - self.bar.n)
-            return
-        now = self.clock()
-        final = step == self.total
-        if self.mode == "terminal" and (now - self.last > 0.1 or final):
-            done = int(30 * step / max(self.total, 1))
-            sys.stderr.write(f"\r[{'#' * done}{'.' * (30 - done)}] {step}/{self.total} loss {loss:.4f}")
-            if final:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.last = now
-        elif self.mode == "notebook" and (now - self.last >= self.NOTEBOOK_LINE_S or final):
-            # "\r" does not redraw a notebook cell: one short line now and then instead
-            print(f"step {step}/{self.total}  loss {loss:.4g}  ({now - self.began:.0f} s)", flush=True)
-            self.last = now
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def train(policy: PrecisionPolicy | str, data: Dataset, model: MLPConfig | None = None,
@@ -551,7 +430,7 @@ def train(policy: PrecisionPolicy | str, data: Dataset, model: MLPConfig | None 
     if resume is not None:
         history = load_checkpoint(resume, trainer, fingerprint)
     end = config.steps if stop_after is None else min(stop_after, config.steps)
-    bar = _Progress(end, progress, start=trainer.steps_done)
+    bar = Progress(end, progress, start=trainer.steps_done)
     try:
         _loop(trainer, history, data, config, end, fingerprint, checkpoint, bar)
     finally:
