@@ -223,6 +223,9 @@ class History:
         NonFiniteSource of the step's first non-finite cast or None; stored as the columns
         ``culprit_layer``, ``culprit_point`` (index into ``points``) and ``culprit_kind``
         (index into CULPRIT_KINDS), -1 for none."""
+        if set(values) & set(_CULPRIT_COLUMNS):
+            raise TypeError(f"record_step takes the culprit as culprit=NonFiniteSource(...) or None, "
+                            f"not as {sorted(set(values) & set(_CULPRIT_COLUMNS))}")
         if culprit is not None and not isinstance(culprit, NonFiniteSource):
             raise TypeError(f"culprit must be a lowprec.scaling.NonFiniteSource or None, "
                             f"got {type(culprit).__name__}")

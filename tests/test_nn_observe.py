@@ -122,6 +122,8 @@ def test_the_culprit_goes_in_and_comes_back_as_a_non_finite_source(tmp_path):
     assert list(back.culprit_point) == [-1, list(CAST_POINTS).index("weight_grad")]
     with pytest.raises(TypeError, match="NonFiniteSource"):
         h.record_step(step=3, culprit=(2, "weight_grad", "nan"), **fields)
+    with pytest.raises(TypeError, match="culprit=NonFiniteSource"):
+        h.record_step(step=3, culprit_layer=0, culprit_point=1, culprit_kind=0, **fields)
     with pytest.raises(ValueError, match="unknown cast point 'gradient'"):
         h.record_step(step=3, culprit=NonFiniteSource(0, "gradient"), **fields)
 

@@ -295,13 +295,13 @@ class Trainer:
                              "a loss scaler, but this trainer is the opposite")
         if self.scaler is not None:
             copy.deepcopy(self.scaler).load_state_dict(state["scaler"])
-        for entry in state["fp8"]:
-            layer, point, recipe_state = entry
+        probe = Caster(self.policy)  # fresh recipe states to try the saved ones on
+        for layer, point, recipe_state in state["fp8"]:
             scaled = self.policy.fp8_recipe is not None and point in self.policy.fp8_points
             if not scaled or not 0 <= int(layer) < self.model.layers:
                 raise ValueError(f"the state holds an FP8 recipe state for layer {layer}, point "
                                  f"{point!r}, which this trainer does not scale")
-            _recipe_state(Caster(self.policy), int(layer), point).load_state_dict(recipe_state)
+            _recipe_state(probe, int(layer), point).load_state_dict(recipe_state)
         type(self.rounding_rng.bit_generator)().state = state["rounding_rng"]
 
     # --- evaluation -----------------------------------------------------------------------
