@@ -200,7 +200,8 @@ class History:
       ``hysteresis`` (DeepSpeed), -1 where the scaler has none; and the culprit:
       ``culprit_layer, culprit_point, culprit_kind``, the first layer and cast point (an index
       into ``points``) whose result held an inf or NaN, and which (an index into CULPRIT_KINDS),
-      -1 when none;
+      -1 when none: the step's :class:`~lowprec.scaling.NonFiniteSource`, stored (``culprit(i)``
+      gives it back);
     * every evaluation: ``eval_step, train_loss, train_accuracy, test_loss, test_accuracy``;
     * every observed step: ``observed_step``, the cast statistics (``count``, ``zeros``,
       ``underflow``, ``subnormal``, ``overflow``, ``amax``, each (steps, layers, points)), ``exp_hist``
