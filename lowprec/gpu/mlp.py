@@ -9,8 +9,8 @@ cuBLAS ``gemmEx`` with 16-bit inputs, FP32 output and ``CUBLAS_COMPUTE_32F``
 CuPy arrays.
 
 :func:`compare_training` runs the simulator and the device in lock step: before each step the
-device gets the simulator's weights and optimizer state, so each step's differences are that
-step's own; every cast point's tensor is compared (bit-identical share, largest distance in
+device loads the simulator's ``Trainer.state_dict()`` (weights, optimizer state, loss scaler,
+random state), so each step's differences are that step's own; every cast point's tensor is compared (bit-identical share, largest distance in
 ulps of the cast point's format). Two independent runs then give each side's final accuracy.
 
 The device operations sit behind a small *ops* object so that the CPU tests can run the whole
