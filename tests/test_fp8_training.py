@@ -331,8 +331,8 @@ def test_each_fp8_gemm_of_a_step_is_the_exact_product_within_the_bound(spirals, 
     """Every GEMM of three training steps (fprop, dgrad, wgrad; E4M3 x E4M3, E5M2 x E4M3,
     E4M3 x E5M2) against the exact product of its dequantized operands (bound above)."""
     policy = POLICIES["fp8_hybrid"].replace(accumulate=accumulate, fp8_recipe=recipe)
-    trainer = Trainer(policy, MLPConfig(sizes=(2, 8, 8, 3)), seed=0)
-    trainer.caster = recorder = _GemmRecorder(trainer.policy, rng=trainer.rounding_rng)
+    trainer = Trainer(policy, MLPConfig(sizes=(2, 8, 8, 3)), seed=0, caster=_GemmRecorder)
+    recorder = trainer.caster
     for step in range(3):
         idx = batch_indices(len(spirals.x_train), 16, 0, step)
         trainer.step(spirals.x_train[idx], spirals.y_train[idx])

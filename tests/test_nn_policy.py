@@ -82,3 +82,20 @@ def test_a_numpy_loss_scale_is_stored_as_the_same_plain_number():
     assert policy.fingerprint()["loss_scale"] == 1024.0 and type(policy.loss_scale) is float
     with pytest.raises(ValueError, match="loss_scale must be"):
         POLICIES["fp16_mixed"].replace(loss_scale=np.int64(-4))
+
+
+def test_which_cast_writes_the_weights_the_optimizer_updates():
+    """Micikevicius et al. 2018, sec. 3.1: with a master copy the optimizer updates FP32 weights
+    and compute rounds them each step; pure low precision updates the weight-format copy itself,
+    rounded as ``update`` says (Kahan summation rounds to nearest)."""
+    amp = POLICIES["fp16_mixed"]
+    assert amp.keeps_master_weights and amp.stored_point == "master_weights"
+    assert amp.stored_cast == Cast("fp32") and amp.weight_already is None and amp.pure_update_cast is None
+    pure = POLICIES["fp16_pure"]
+    assert not pure.keeps_master_weights and pure.stored_point == "weight" and pure.stored_cast == Cast("fp16")
+    assert pure.weight_already == Cast("fp16") and pure.pure_update_cast == Cast("fp16")
+    stochastic = pure.replace(update="stochastic", weight=Cast("bf16", subnormals=False))
+    assert stochastic.pure_update_cast == Cast("bf16", "stochastic", subnormals=False)
+    kahan = pure.replace(update="kahan")
+    assert kahan.uses_kahan and kahan.pure_update_cast == Cast("fp16") and not pure.uses_kahan
+    assert PrecisionPolicy().pure_update_cast is None  # nothing rounded: nothing to write into

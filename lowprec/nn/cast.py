@@ -32,6 +32,7 @@ import numpy as np
 
 from ..formats import E4M3, E5M2, FloatFormat, as_format
 from ..rounding import round as round_to_format
+from ..scaling import NonFiniteSource
 from .policy import BLAS, CAST_POINTS, FORWARD_POINTS, Cast, PrecisionPolicy
 
 # Reduction axis of each GEMM operand in its first and second use (shapes of lowprec.nn.layers).
@@ -270,22 +271,16 @@ class Caster:
         """Drop this step's tensors and the observer (which keeps its statistics)."""
         self.observer, self.trace, self._formats, self._sources = None, [], {}, {}
 
-    def culprit(self):
+    def culprit(self) -> NonFiniteSource | None:
         """The first cast of this step, in execution order, whose result held a NaN or an inf,
         as a :class:`lowprec.scaling.NonFiniteSource` (layer, cast point, kind), or None.
         A tensor holding both is reported as "nan"."""
-        from ..scaling import NonFiniteSource
         xp = self.xp
         for layer, point, y in self.trace:
             if not bool(xp.isfinite(y).all()):
                 kind = "nan" if bool(xp.isnan(y).any()) else "inf"
-                return NonFiniteSource(str(layer), point, kind)
+                return NonFiniteSource(layer, point, kind)
         return None
-
-    def first_nonfinite(self) -> tuple[int, str] | None:
-        """(layer, point) of the first cast whose result held an inf or NaN in this step."""
-        source = self.culprit()
-        return None if source is None else (int(source.layer), source.cast_point)
 
 
 def _reading(model, fa, fb):

@@ -6,7 +6,7 @@
 * :mod:`.fp8`: per-tensor FP8 recipes (TE delayed scaling with an amax history, current scaling).
 * :mod:`.mx`: MX block scaling (E8M0 scale per 32 values), OCP MX v1.0 rule and TE's rule.
 """
-from .loss import (LossScaler, NonFiniteSource, StaticLossScaler, StepRecord, non_finite_source,
+from .loss import (NON_FINITE_KINDS, LossScaler, NonFiniteSource, StaticLossScaler, StepRecord,
                    unscale_and_check)
 from .dynamic import (APEX, PYTORCH, DeepSpeedConfig, DynamicLossScaler, DynamicScalingConfig,
                       HysteresisLossScaler, LossScaleAtMinimumError, make_loss_scaler)
@@ -17,7 +17,7 @@ from .mx import MX_ELEMENTS, MX_RULES, MXBlockScaling, MXState, mx_quantize, mx_
 __all__ = [
     "APEX", "PYTORCH", "DeepSpeedConfig", "DynamicLossScaler", "DynamicScalingConfig",
     "HysteresisLossScaler", "LossScaleAtMinimumError", "LossScaler", "NonFiniteSource",
-    "non_finite_source", "StaticLossScaler", "StepRecord", "make_loss_scaler", "unscale_and_check",
+    "NON_FINITE_KINDS", "StaticLossScaler", "StepRecord", "make_loss_scaler", "unscale_and_check",
     "FP8_FORMATS", "ROLES", "CastRecord", "CurrentScaling", "CurrentScalingState",
     "DelayedScaling", "DelayedScalingState", "format_for", "quantize", "satfinite_cast",
     "MX_ELEMENTS", "MX_RULES", "MXBlockScaling", "MXState", "mx_quantize", "mx_scale_exponents",

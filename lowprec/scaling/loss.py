@@ -11,7 +11,7 @@ Per step, the training loop does::
     seed = np.float32(scaler.scale)               # d(scaled loss)/d(loss), the backward seed
     ... backward pass with the seed ...
     grads, found_inf = unscale_and_check(grads, scaler)
-    record = scaler.update(found_inf, source=first_non_finite)   # a StepRecord
+    record = scaler.update(found_inf, source=culprit)   # a StepRecord; culprit: a NonFiniteSource
     if not record.skipped:
         optimizer step with grads
 
@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike
 
-__all__ = ["NonFiniteSource", "non_finite_source", "StepRecord", "LossScaler", "StaticLossScaler",
+__all__ = ["NON_FINITE_KINDS", "NonFiniteSource", "StepRecord", "LossScaler", "StaticLossScaler",
            "unscale_and_check"]
 
 
@@ -44,33 +43,31 @@ def _inverse(scale: float) -> float:
         return _float32(1.0 / scale) if scale != 0 else math.inf
 
 
+NON_FINITE_KINDS = ("inf", "nan")  # what a NonFiniteSource can name; a NaN is reported first
+
+
 @dataclass(frozen=True)
 class NonFiniteSource:
-    """Where a non-finite value first appeared in a step (found by the training loop)."""
+    """Where a non-finite value first appeared in a step: the culprit. The training step's Caster
+    finds it, the scaler's StepRecord carries it and the History stores it."""
 
-    layer: str  # layer name or index as the model reports it, e.g. "fc2" or "3"
+    layer: int  # index of the layer (0 = the first), as the model counts them
     cast_point: str  # which cast produced it, e.g. "activation_grad", "weight_grad", "output"
-    kind: str = "inf"  # "inf" or "nan": what was found first
+    kind: str = "inf"  # "inf" or "nan": what was found first (a tensor holding both: "nan")
+
+    def __post_init__(self):
+        if isinstance(self.layer, bool) or not isinstance(self.layer, (int, np.integer)):
+            raise TypeError(f"layer must be a layer index (an int), got {self.layer!r}")
+        if self.layer < 0:
+            raise ValueError(f"layer must be a layer index >= 0, got {self.layer}")
+        object.__setattr__(self, "layer", int(self.layer))
+        if not isinstance(self.cast_point, str):
+            raise TypeError(f"cast_point must be a cast point name, got {self.cast_point!r}")
+        if self.kind not in NON_FINITE_KINDS:
+            raise ValueError(f"kind must be one of {NON_FINITE_KINDS}, got {self.kind!r}")
 
     def __str__(self) -> str:
-        return f"{self.kind} in layer {self.layer!r} at cast point {self.cast_point!r}"
-
-
-def non_finite_source(layer: int | str, cast_point: str,
-                      values: ArrayLike) -> NonFiniteSource | None:
-    """A :class:`NonFiniteSource` when ``values`` holds NaN (reported first) or inf, else None.
-
-    The training loop calls it at each cast in execution order and keeps the first hit:
-    ``source = source or non_finite_source("fc2", "activation_grad", grad)``.
-    """
-    arr = np.asarray(values)
-    if arr.dtype.kind not in "fc":
-        return None  # integers and booleans cannot be inf or NaN
-    if np.isnan(arr).any():
-        return NonFiniteSource(str(layer), cast_point, "nan")
-    if np.isinf(arr).any():
-        return NonFiniteSource(str(layer), cast_point, "inf")
-    return None
+        return f"{self.kind} in layer {self.layer} at cast point {self.cast_point!r}"
 
 
 @dataclass(frozen=True)
