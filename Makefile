@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # One BLAS thread: on a 2-core machine the test modules and benchmarks run faster and steadier.
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: demo test test-exhaustive test-torch test-oldest figures bench clean
+.PHONY: demo test lint test-exhaustive test-torch test-oldest figures bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# ruff's checks as configured in pyproject.toml ([tool.ruff]).
+lint: $(VENV)/.installed
+	$(PY) -m ruff check lowprec tests benchmarks
 
 # Every float32 input for the 8- and 16-bit targets: about 13 min on 2 idle cores, 18 on loaded
 # ones; LOWPREC_TEST_WORKERS sets the number of processes (default 2).

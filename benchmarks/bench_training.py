@@ -36,7 +36,7 @@ if __name__ == "__main__":  # must happen before NumPy starts its BLAS
 
 import numpy as np  # noqa: E402
 
-from lowprec.nn import PRESETS, SGD, MLPConfig, Trainer  # noqa: E402
+from lowprec.nn import POLICIES, SGD, MLPConfig, Trainer  # noqa: E402
 
 SIZES = (784, 256, 256, 10)
 BATCH = 128
@@ -122,7 +122,7 @@ def main(argv=None):
     if importlib.util.find_spec("lowprec.tensorcore") is not None:
         exact.append(("H100 FP16 tensor-core model", "H100_FP16"))
     for label, accumulate in exact:
-        trainer = Trainer(PRESETS["fp16_mixed"].replace(accumulate=accumulate), model, optimizer)
+        trainer = Trainer(POLICIES["fp16_mixed"].replace(accumulate=accumulate), model, optimizer)
         seconds = fastest_round(lambda t=trainer: t.step(x, y), 1, 2)
         print(f"{'fp16_mixed, ' + label:<44} {seconds * 1e3:8.1f} ms {seconds / reference:6.0f}x")
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 
-from .formats import PRESETS, FloatFormat
+from .formats import FORMATS, FloatFormat
 
 
 def _specials_text(fmt: FloatFormat) -> str:
@@ -17,7 +18,8 @@ def _specials_text(fmt: FloatFormat) -> str:
     if fmt.specials == "ieee":
         parts.append(f"NaN S.{ones}.(nonzero)")
     elif fmt.specials == "fn":
-        parts.append(f"NaN {'S.' if fmt.signed else ''}{ones}{'.' + '1' * m if m else ''}")  # all ones
+        # all ones
+        parts.append(f"NaN {'S.' if fmt.signed else ''}{ones}{'.' + '1' * m if m else ''}")
     elif fmt.specials == "fnuz":
         parts.append("NaN 0x80 (the -0 code)")
     else:
@@ -31,8 +33,9 @@ def _specials_text(fmt: FloatFormat) -> str:
     return ", ".join(parts)
 
 
-def format_table(formats=PRESETS) -> str:
-    """The table that ``python -m lowprec formats`` prints."""
+def format_table(formats: Iterable[FloatFormat] | None = None) -> str:
+    """The table that ``python -m lowprec formats`` prints (every format of FORMATS by default)."""
+    formats = FORMATS.values() if formats is None else formats
     header = ("name", "bits", "E", "M", "bias", "max", "tiny (min normal)",
               "min subnormal", "eps", "overflow", "specials")
     rows = [header]
@@ -47,7 +50,7 @@ def format_table(formats=PRESETS) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lowprec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("formats", help="print every preset format and its limits")

@@ -1,4 +1,5 @@
-"""Fast paths of :func:`lowprec.round` for the common cases, each exact by the argument in its docstring.
+"""Fast paths of :func:`lowprec.round` for the common cases, each exact by the argument in its
+docstring.
 
 * :func:`nearest_by_addition`: nearest even by one float addition (float32 and float64 input;
   FP16, FP8, MX elements in float32, every preset in float64).
@@ -14,12 +15,12 @@
 
 Each has the signature ``(x, out, fmt, mode, policy, random)``, writes into ``out`` (same dtype
 and length as the chunk ``x``) and never modifies ``x``; only stochastic_by_pattern returns
-something (the flagged indices, or None). The last section holds the exact stochastic decision
-rule (U < f, or a k-bit adder), which the general path uses as well. The general path in
-rounding.py is the specification: tests check each fast path equal to it, and to ml_dtypes, on
-every float32 input (tests marked ``exhaustive``). Formats without mantissa bits, unsigned
-formats and formats without zero (E8M0) always take the general path, and the pattern paths
-skip formats whose smallest normal is 4 or more (emin > 1, no preset).
+something (the flagged indices, or None). The exact stochastic decision rule (U < f, or a
+k-bit adder) and the bit layout come from the leaf module _bitwords.py, as they do for the
+general path in rounding.py, which is the specification: tests check each fast path equal to
+it, and to ml_dtypes, on every float32 input (tests marked ``exhaustive``). Formats without
+mantissa bits, unsigned formats and formats without zero (E8M0) always take the general path,
+and the pattern paths skip formats whose smallest normal is 4 or more (emin > 1, no preset).
 
 Speed notes (measured, benchmarks/bench_rounding.py): NumPy's masked operations (``where=``,
 ``np.where``, ``np.putmask``) on a random mask cost 40x a plain pass, np.maximum/np.minimum with
@@ -29,35 +30,20 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
+from ._bitwords import LAYOUT, RandomSource, float_bits, masks, significand, stochastic_away
 from .formats import FloatFormat
 
-# Bit layout of the two working dtypes: unsigned twin, stored mantissa bits, exponent bias.
-_LAYOUT = {np.dtype(np.float32): (np.uint32, 23, 127), np.dtype(np.float64): (np.uint64, 52, 1023)}
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
-
-
-def _masks(dtype):
-    uint, p, bias = _LAYOUT[np.dtype(dtype)]
-    width = 8 * np.dtype(uint).itemsize
-    sign = uint(1 << (width - 1))
-    exponent = uint(((1 << (width - 1 - p)) - 1) << p)
-    return uint, p, bias, sign, exponent
-
-
-def _float_bits(value: float, dtype) -> int:
-    return int(np.array(value, dtype).view(_LAYOUT[np.dtype(dtype)][0]))
 
 
 # --- which fast path applies ------------------------------------------------------------------
 def choose(dtype, fmt: FloatFormat, mode: str, random_bits=None):
     """``(path, working dtype)`` for ``dtype`` input, or ``(None, None)`` for the general path."""
     dtype = np.dtype(dtype)
-    if not (fmt.signed and fmt.has_zero and fmt.mantissa_bits > 0) or dtype not in _LAYOUT:
+    if not (fmt.signed and fmt.has_zero and fmt.mantissa_bits > 0) or dtype not in LAYOUT:
         return None, None  # (without mantissa bits "even" means the exponent field's last bit)
     for work in ([_F32, _F64] if dtype == _F32 else [_F64]):
         if mode == "nearest":
@@ -67,10 +53,12 @@ def choose(dtype, fmt: FloatFormat, mode: str, random_bits=None):
                 return nearest_same_range, work
         elif mode == "stochastic" and _pattern_applies(work, fmt, random_bits):
             return stochastic_by_pattern, work
-        elif mode in ("toward_zero", "up", "down", "nearest_away") and _pattern_applies(work, fmt, None) \
-                and fmt.mantissa_bits < _LAYOUT[work][1]:
+        elif mode in ("toward_zero", "up", "down", "nearest_away") \
+                and _pattern_applies(work, fmt, None) \
+                and fmt.mantissa_bits < LAYOUT[work][1]:
             return directed_by_pattern, work
-        elif (mode == "odd" or mode == "stochastic" and random_bits is not None) and _scaling_applies(work, fmt):
+        elif (mode == "odd" or mode == "stochastic" and random_bits is not None) \
+                and _scaling_applies(work, fmt):
             return by_scaling, work
     return None, None
 
@@ -78,7 +66,7 @@ def choose(dtype, fmt: FloatFormat, mode: str, random_bits=None):
 def _addition_applies(dtype, fmt: FloatFormat) -> bool:
     # C = 2**(e + p - m) finite for e up to emax + 1, the clamp at emin a normal exponent, and
     # at least one bit to round away (m < p)
-    _, p, bias = _LAYOUT[dtype]
+    _, p, bias = LAYOUT[dtype]
     m = fmt.mantissa_bits
     return m < p and fmt.emin >= 1 - bias and fmt.emax + 1 + p - m <= bias
 
@@ -86,7 +74,7 @@ def _addition_applies(dtype, fmt: FloatFormat) -> bool:
 def _scaling_applies(dtype, fmt: FloatFormat) -> bool:
     # every quantum 2**(e - m), e in [emin, emax + 1], and its inverse normal numbers of dtype;
     # |x| / q of a subnormal x a scaling up (emin <= m), of a huge x a scaling down (m <= emax + 1)
-    _, p, bias = _LAYOUT[dtype]
+    _, p, bias = LAYOUT[dtype]
     m = fmt.mantissa_bits
     return (m < p and fmt.emin - m >= 1 - bias and fmt.emax + 1 - m <= bias - 1
             and fmt.emin <= m <= fmt.emax + 1)
@@ -102,7 +90,7 @@ def _pattern_applies(dtype, fmt: FloatFormat, random_bits) -> bool:
     # emin <= 1 keeps the way back, 2**(bias + emin - 1), finite.
     # A k-bit adder takes this path where R's top min(k, p - m) bits are among the 16 drawn,
     # and, where x is scaled, f's first k bits are among the p - m the pattern keeps.
-    _, p, bias = _LAYOUT[dtype]
+    _, p, bias = LAYOUT[dtype]
     m = fmt.mantissa_bits
     fits = m <= p and 1 - bias <= fmt.emin <= 1 and fmt.emax <= bias
     if random_bits is None:
@@ -114,7 +102,7 @@ def _pattern_applies(dtype, fmt: FloatFormat, random_bits) -> bool:
 def _binade(x, fmt: FloatFormat):
     """Bit patterns (a new unsigned array) of ``2**clip(exponent(|x|), emin, emax + 1)``: the
     power of two whose binade sets the target's quantum at |x|."""
-    uint, p, bias, sign, exponent = _masks(x.dtype)
+    uint, p, bias, sign, exponent = masks(x.dtype)
     c = np.bitwise_and(x.view(uint), exponent)
     if x.dtype == _F32:
         np.clip(c, uint((fmt.emin + bias) << p), uint((fmt.emax + 1 + bias) << p), out=c)
@@ -137,7 +125,7 @@ def nearest_by_addition(x, out, fmt: FloatFormat, mode, policy: str, random=None
     included. Values from 2**(emax + 1) up cannot be hurt by the clamp: they overflow anyway.
     inf and NaN pass through the two additions unchanged.
     """
-    uint, p, bias, sign, exponent = _masks(x.dtype)
+    uint, p, bias, sign, exponent = masks(x.dtype)
     m = fmt.mantissa_bits
     c = _binade(x, fmt)
     c += uint((p - m) << p)  # 2**e -> C = 2**(e + p - m)
@@ -183,7 +171,7 @@ def by_scaling(x, out, fmt: FloatFormat, mode: str, policy: str, random=None):
     point looks at f, kept's last bit and the random bits; ``(kept + inc) * q`` is exact too,
     since f > 0 implies kept < 2**p. inf and NaN come through as inf and NaN.
     """
-    uint, p, bias, sign, exponent = _masks(x.dtype)
+    uint, p, bias, sign, exponent = masks(x.dtype)
     m = fmt.mantissa_bits
     q = _binade(x, fmt)
     q -= uint(m << p)
@@ -214,7 +202,8 @@ def _adder_carries(f, random: RandomSource):
     """
     k, top16 = random.random_bits, random.top16
     if k <= 16:
-        return np.floor(f * f.dtype.type(2.0**k)) + (top16 >> np.uint16(16 - k)) >= f.dtype.type(2.0**k)
+        adder_sum = np.floor(f * f.dtype.type(2.0**k)) + (top16 >> np.uint16(16 - k))
+        return adder_sum >= f.dtype.type(2.0**k)
     f16 = f * f.dtype.type(65536.0)
     head = np.floor(f16)  # f's first 16 bits
     u16 = np.invert(top16).astype(f.dtype)  # exact
@@ -249,7 +238,7 @@ def stochastic_by_pattern(x, out, fmt: FloatFormat, mode, policy: str, random=No
     s bits end up at most ``2**(s - b)``: these (about 2 * 2**-b of all) are returned, for
     rounding.settle to decide with the exact rule and R's remaining bits.
     """
-    uint, p, bias, sign, _ = _masks(x.dtype)
+    uint, p, bias, sign, _ = masks(x.dtype)
     word = _ones(8 * out.itemsize)
     s = p - fmt.mantissa_bits
     shift = 1 - bias - fmt.emin
@@ -306,7 +295,7 @@ def directed_by_pattern(x, out, fmt: FloatFormat, mode: str, policy: str, random
     magnitudes up and truncates negative ones; down the other way round. Overflow toward zero
     stops at max (IEEE 754 sec. 7.4); the other side follows the policy.
     """
-    uint, p, bias, sign, _ = _masks(x.dtype)
+    uint, p, bias, sign, _ = masks(x.dtype)
     width = 8 * out.itemsize
     s = p - fmt.mantissa_bits
     shift = 1 - bias - fmt.emin
@@ -355,7 +344,7 @@ def _exact_truncation(x, out, shift: int):
     in place: a pattern that came out above it steps back by one (out and x have the same sign,
     and same-sign patterns order as magnitudes do). Returns the pattern difference |x| - |back|
     (unsigned, wrapped where negative), zero exactly where the scaling was exact."""
-    uint = _LAYOUT[x.dtype][0]
+    uint = LAYOUT[x.dtype][0]
     gap = np.multiply(out, x.dtype.type(2.0**-shift)).view(uint)
     np.subtract(x.view(uint), gap, out=gap)
     out.view(uint)[...] -= gap >> uint(8 * x.itemsize - 1)
@@ -389,9 +378,10 @@ def finish(out, x, fmt: FloatFormat, policy: str, *, nan_safe: bool):
     ``out`` holds the correctly rounded value of each finite input, possibly above max (then
     it overflows); for inf inputs +-inf, for NaN inputs NaN when ``nan_safe``, else anything.
     """
-    uint, p, bias, sign, exponent = _masks(x.dtype)
+    uint, p, bias, sign, exponent = masks(x.dtype)
     k = bias - fmt.emax
-    ieee_inf = policy == "inf" and fmt.has_inf and 0 <= k <= bias  # rounded overflows are >= 2**(emax+1)
+    # rounded overflows are >= 2**(emax+1)
+    ieee_inf = policy == "inf" and fmt.has_inf and 0 <= k <= bias
     if ieee_inf:
         # Scale 2**(emax + 1) to the dtype's overflow point and back: everything at or above it
         # becomes inf, everything below comes back exactly (power-of-two scalings, no underflow).
@@ -406,12 +396,12 @@ def finish(out, x, fmt: FloatFormat, policy: str, *, nan_safe: bool):
         # v OR-ed into out make those NaN and keep their sign.
         v = np.multiply(out, _overflow_scale(fmt, x.dtype))
         v -= v
-        v.view(uint)[...] &= uint(_float_bits(np.nan, x.dtype)) & ~sign
+        v.view(uint)[...] &= uint(float_bits(np.nan, x.dtype)) & ~sign
         out.view(uint)[...] |= v.view(uint)
     elif policy == "nan":
         # OR-ing the quiet-NaN pattern into anything keeps its sign and makes it a NaN
-        over = np.bitwise_and(out.view(uint), ~sign) > uint(_float_bits(fmt.max, x.dtype))
-        out.view(uint)[...] |= np.multiply(over, uint(_float_bits(np.nan, x.dtype)))
+        over = np.bitwise_and(out.view(uint), ~sign) > uint(float_bits(fmt.max, x.dtype))
+        out.view(uint)[...] |= np.multiply(over, uint(float_bits(np.nan, x.dtype)))
     else:  # "inf" where the scaling does not apply
         over = np.abs(out) > fmt.max
         out[over] = np.copysign(np.array(np.inf, x.dtype), out[over])
@@ -424,11 +414,11 @@ def finish(out, x, fmt: FloatFormat, policy: str, *, nan_safe: bool):
         out += 0  # -0 + 0 = +0: fnuz formats have no negative zero
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _overflow_scale(fmt: FloatFormat, dtype):
     """A constant c of ``dtype`` with ``max * c`` finite and ``(max + ulp(max)) * c`` infinite
     (the multiplication rounding to nearest), or None where no constant separates them safely."""
-    _, p, bias = _LAYOUT[np.dtype(dtype)]
+    _, p, bias = LAYOUT[np.dtype(dtype)]
     if fmt.mantissa_bits > p - 4 or fmt.emax < 0:  # max < 1: c would exceed the dtype's range
         return None
     top = fmt.max + 2.0 ** (fmt.emax - fmt.mantissa_bits)  # the first value past max
@@ -437,103 +427,3 @@ def _overflow_scale(fmt: FloatFormat, dtype):
         ok = np.isfinite(c) and np.isfinite(np.multiply(dtype.type(fmt.max), c)) \
             and np.isinf(np.multiply(dtype.type(top), c))
     return c if ok else None
-
-
-# --- the exact stochastic decision (the general path in rounding.py uses it too) -------------
-# An element whose magnitude lies a fraction ``f`` of a quantum above the value toward zero
-# rounds away with probability exactly ``f``. Its random input is a uniform number
-# ``U = 0.b1 b2 b3 ...`` whose first 64 bits are the element's word ``R``; rounding away iff
-# ``U < f`` needs only as many bits of U as it takes to tell U and f apart, so further words are
-# drawn only when R equals f's first 64 bits (probability 2**-64). ``random_bits=k`` models a
-# k-bit hardware adder instead: away iff ``floor(f * 2**k) + (R >> (64 - k)) >= 2**k``.
-_ALL64 = 0xFFFFFFFFFFFFFFFF
-
-
-_RAW64 = (np.random.PCG64, np.random.PCG64DXSM, np.random.Philox, np.random.SFC64)
-
-
-def random_uint64(rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` uniform 64-bit words: the generator's raw output where it is 64 bits wide (the
-    same words ``rng.integers`` gives, a sixth faster), else ``rng.integers``."""
-    if type(rng.bit_generator) in _RAW64:
-        return rng.bit_generator.random_raw(n)
-    return rng.integers(0, _ALL64, size=n, dtype=np.uint64, endpoint=True)
-
-
-@dataclass(frozen=True)
-class RandomSource:
-    """The random words R of one chunk for the fast paths: top bits up front, the rest on demand."""
-
-    top16: np.ndarray  # uint16, R >> 48 for every element: almost always all that is needed
-    rest: Callable[[np.ndarray], np.ndarray]  # indices -> R << 16 (uint64) of those elements
-    rng: np.random.Generator  # the words after R, for exact ties of f's first 64 bits
-    random_bits: int | None  # None: exact (U < f); k: a k-bit adder (section comment above)
-
-    def full_words(self, idx):
-        """R itself for the elements ``idx``."""
-        return (self.top16[idx].astype(np.uint64) << np.uint64(48)) | (self.rest(idx) >> np.uint64(16))
-
-    @classmethod
-    def draw(cls, rng: np.random.Generator, n: int, random_bits):
-        """16 random bits per element now (a quarter of a 64-bit word each), the rest when asked."""
-        top16 = random_uint64(rng, -(-n // 4)).view(np.uint16)[:n]
-        return cls(top16, lambda idx: random_uint64(rng, idx.size), rng, random_bits)
-
-    @classmethod
-    def from_words(cls, words: np.ndarray, rng: np.random.Generator, random_bits):
-        """Chosen 64-bit words R, one per element (tests feed the fast and general paths alike)."""
-        return cls((words >> np.uint64(48)).astype(np.uint16), lambda idx: words[idx] << np.uint64(16),
-                   rng, random_bits)
-
-
-def significand(a):
-    """``(sig, lb)`` with ``a = sig * 2**lb`` exactly, sig < 2**53, for finite float64 ``a >= 0``."""
-    bits = a.view(np.uint64)
-    field = (bits >> np.uint64(52)).astype(np.int64)
-    mantissa = bits & np.uint64((1 << 52) - 1)
-    sig = np.where(field > 0, mantissa | np.uint64(1 << 52), mantissa)
-    return sig, np.maximum(field, 1) - 1075
-
-
-def stochastic_away(rem, shift, words, rng, random_bits):
-    """True where the fraction ``f = rem / 2**shift`` (``rem < 2**shift``) rounds away.
-
-    With ``T = floor(f * 2**64)`` (f's first 64 bits) and R = ``words``:
-    full bits: away iff R < T, or R == T and the next words decide against f's next bits;
-    ``random_bits=k``: away iff ``~R < T_k``, T_k = T with its low 64 - k bits cleared (the
-    carry condition of the section comment, rewritten: ``R >> (64-k) >= 2**k - floor(f*2**k)``).
-    """
-    threshold, rest, rest_bits = _split_fraction(rem, shift)
-    if random_bits is not None:
-        if random_bits < 64:
-            threshold &= np.uint64((_ALL64 << (64 - random_bits)) & _ALL64)
-        return ~words < threshold
-    result = words < threshold
-    tied = (words == threshold) & (rest > 0)
-    while tied.any():  # probability 2**-64 per element per round; ends as f runs out of bits
-        idx = np.flatnonzero(tied)
-        more = random_uint64(rng, idx.size)
-        threshold, rest[idx], rest_bits[idx] = _split_fraction(rest[idx], rest_bits[idx])
-        result[idx] = more < threshold
-        tied[:] = False
-        tied[idx] = (more == threshold) & (rest[idx] > 0)
-    return result
-
-
-def _split_fraction(v, nbits):
-    """For the fraction ``v / 2**nbits`` (``v < 2**nbits``): its first 64 bits, and the bits
-    after them as an integer with their count (``<= 0`` when nothing is left)."""
-    short = nbits <= 64
-    head = np.where(short, v << np.clip(64 - nbits, 0, 63).astype(np.uint64), _shr(v, nbits - 64))
-    rest = np.where(short, np.uint64(0), v - _shl(_shr(v, nbits - 64), nbits - 64))
-    return head, rest, nbits - 64
-
-
-def _shr(v, s):
-    """``v >> s`` for uint64 ``v`` and shifts ``s >= 0`` of any size."""
-    return np.where(s >= 64, np.uint64(0), v >> np.clip(s, 0, 63).astype(np.uint64))
-
-
-def _shl(v, s):
-    """``v << s`` (mod 2**64) for uint64 ``v`` and shifts ``s >= 0`` of any size."""
-    return np.where(s >= 64, np.uint64(0), v << np.clip(s, 0, 63).astype(np.uint64))

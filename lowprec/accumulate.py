@@ -33,11 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import tensorcore
-from .arith import (_arith_format, _as_real, _reject_invalid, _reject_nan_operands,
-                    _sum_to_odd, fma)
+from .arith import _arith_format, _reject_invalid, _reject_nan_operands, _sum_to_odd, fma
 from .arith import add as _add
 from .formats import FP32, FloatFormat, as_format
-from .rounding import RoundingMode, as_mode, round as _round
+from .rounding import RoundingMode, as_mode, as_real_array, round as _round
 from .scaling.tensor import ScaledTensor
 from .tensorcore import TensorCoreModel
 
@@ -184,7 +183,7 @@ class FormatAccumulation(_Protocol):
 def as_accumulator(spec, *, order: str = "sequential", block=None):
     """The accumulator ``spec`` names: an accumulator (passed through), ``"blas"``, a format or
     its name (with ``order`` and ``block``: a :class:`FormatAccumulation`) or the name of a
-    tensor-core preset (:data:`lowprec.tensorcore.PRESETS`)."""
+    tensor-core preset (:data:`lowprec.tensorcore.TENSOR_CORES`)."""
     if isinstance(spec, TensorCoreModel):
         if order != "sequential" or block is not None:
             raise ValueError("a tensor-core model fixes its own order and blocks; leave order and "
@@ -197,8 +196,8 @@ def as_accumulator(spec, *, order: str = "sequential", block=None):
         return spec
     if isinstance(spec, str) and spec.strip().lower() == BLAS.name:
         return as_accumulator(BLAS, order=order, block=block)
-    if isinstance(spec, str) and spec in tensorcore.PRESETS:
-        return as_accumulator(tensorcore.PRESETS[spec], order=order, block=block)
+    if isinstance(spec, str) and spec in tensorcore.TENSOR_CORES:
+        return as_accumulator(tensorcore.TENSOR_CORES[spec], order=order, block=block)
     dtype_like = isinstance(spec, np.dtype) or (isinstance(spec, type) and issubclass(spec, np.generic))
     if isinstance(spec, (str, FloatFormat)) or dtype_like:
         try:
@@ -207,7 +206,7 @@ def as_accumulator(spec, *, order: str = "sequential", block=None):
             raise ValueError(
                 f"unknown accumulation {spec!r}: expected {BLAS.name!r}, a format name (such as "
                 f"'fp32', 'bf16', 'fp16'), or one of the tensor-core presets "
-                f"{', '.join(tensorcore.PRESETS)}") from None
+                f"{', '.join(tensorcore.TENSOR_CORES)}") from None
         return FormatAccumulation(fmt, order, block)
     raise TypeError(f"an accumulation takes {BLAS.name!r}, a format, a tensor-core preset name or "
                     f"an accumulator (BLAS, FormatAccumulation, TensorCoreModel), got {spec!r}")
@@ -257,7 +256,7 @@ def dot(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest",
         a, b, inputs=inputs, held=held, output=output, mode=mode, rng=rng, random_bits=random_bits)
 
 
-def sum(x, fmt, axis=None, *, accumulate=None, order="sequential", block=None, mode="nearest",
+def sum(x, fmt, mode="nearest", *, axis=None, accumulate=None, order="sequential", block=None,
         rng=None, random_bits=None):  # noqa: A001 - mirrors numpy's name
     """The sum of x along ``axis`` (None: all of x), accumulated in ``accumulate`` (None meaning
     fmt; or any accumulator; a tensor-core model sums x times ones) and stored in fmt.
@@ -269,6 +268,9 @@ def sum(x, fmt, axis=None, *, accumulate=None, order="sequential", block=None, m
     are taken exactly as given (round them first to model low-precision addends). An empty sum
     is +0. An accumulator or fmt without NaN raises ValueError for a NaN in x or an inf - inf.
     """
+    if not isinstance(mode, str):  # in lowprec 0.1 the third positional argument was axis
+        raise TypeError(f"sum(x, fmt, mode): the third argument is the rounding mode, got {mode!r}; "
+                        f"pass the axis as a keyword, axis={mode!r}")
     acc = as_accumulator(fmt if accumulate is None else accumulate, order=order, block=block)
     return acc.sum(x, axis, output=_arith_format(fmt), mode=mode, rng=rng, random_bits=random_bits)
 
@@ -295,7 +297,7 @@ def _product_reduction(acc, a, b, gemm: bool, inputs, held, output, mode, rng, r
     ``_sum_of_products``, which returns the sums in its result format."""
     ha, hb = _pair(held)
     ha, hb = ha or _dtype_format(a), hb or _dtype_format(b)  # float16, ml_dtypes arrays
-    a, b = _as_real(a, "a"), _as_real(b, "b")
+    a, b = as_real_array(a, "a"), as_real_array(b, "b")
     if gemm:
         a, b, squeeze, _ = tensorcore.matmul_operands(a, b)
     else:
@@ -325,7 +327,7 @@ def _product_reduction(acc, a, b, gemm: bool, inputs, held, output, mode, rng, r
 def _sum(acc, x, axis, output, mode, rng, random_bits):
     """x summed along ``axis`` by ``acc``, stored in ``output`` (None: the accumulator's format)."""
     known = _dtype_format(x)
-    x = _as_real(x, "x")
+    x = as_real_array(x, "x")
     x = x.reshape(-1) if axis is None else np.moveaxis(x, axis, -1)
     fmt = acc.result_format if output is None else _arith_format(output)
     _reject_nan_operands([("x", x)], [fmt, acc.sum_format])

@@ -45,9 +45,10 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .formats import FloatFormat, as_format
-from .rounding import RoundingMode, _as_float_array, as_mode, round as _round
+from .rounding import RoundingMode, as_mode, as_real_array, round as _round
 
-__all__ = ["add", "sub", "mul", "div", "fma", "sqrt", "neg", "abs"]
+__all__ = ["add", "sub", "mul", "div", "fma", "sqrt", "neg", "abs",
+           "sum", "dot", "matmul"]  # the last three: deprecated aliases of lowprec.sum, dot, matmul
 _ALL64 = 0xFFFFFFFFFFFFFFFF
 _STICKY = 2.0**-950  # stands in for a term too small to matter except by its sign (fma)
 
@@ -314,23 +315,6 @@ def _arith_format(fmt) -> FloatFormat:
     return fmt
 
 
-def _as_real(x, name="x"):
-    """x as a float32 or float64 array (a new array where converted; never written to)."""
-    arr = np.asarray(x)
-    kind = arr.dtype.kind
-    if kind == "f":  # native float32/float64 (either byte order); a longdouble wider than float64 is refused
-        return _as_float_array(arr)
-    if kind == "V":
-        try:
-            as_format(arr.dtype)
-        except (TypeError, ValueError):
-            raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers") from None
-    elif kind in "cbOSUMm":
-        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers (float or int)")
-    as64 = arr.astype(np.float64)
-    if kind in "iu" and not np.array_equal(as64.astype(arr.dtype), arr):
-        raise ValueError(f"{name} holds integers too large to convert to float64 exactly")
-    return as64
 
 
 # Formats without NaN (the MX element formats) cannot store a NaN: a NaN operand and a NaN made
@@ -359,7 +343,7 @@ def _elementwise(make_exact, invalid, operands, fmt, mode, overflow, subnormals,
     # round() checks the options and raises its own clear errors
     _round(np.empty(0), fmt, mode, overflow=overflow, subnormals=subnormals, rng=rng,
            random_bits=random_bits)
-    arrays = [_as_real(x, name) for name, x in operands]
+    arrays = [as_real_array(x, name) for name, x in operands]
     _reject_nan_operands(zip((name for name, _ in operands), arrays), [fmt])
     shape = np.broadcast_shapes(*(arr.shape for arr in arrays))
     flat = [np.array(np.broadcast_to(arr, shape), np.float64).reshape(-1) for arr in arrays]
@@ -424,12 +408,12 @@ def sqrt(a, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, ra
 
 def neg(x, fmt, mode="nearest", **round_options):
     """-x rounded to fmt (negation is exact, so this is ``round(-x)``)."""
-    return _round(-_as_real(x), _arith_format(fmt), mode, **round_options)
+    return _round(-as_real_array(x), _arith_format(fmt), mode, **round_options)
 
 
 def abs(x, fmt, mode="nearest", **round_options):  # noqa: A001 - mirrors numpy's name
     """|x| rounded to fmt."""
-    return _round(np.abs(_as_real(x)), _arith_format(fmt), mode, **round_options)
+    return _round(np.abs(as_real_array(x)), _arith_format(fmt), mode, **round_options)
 
 
 for _op in (add, sub, mul, div, fma, sqrt):
@@ -456,18 +440,31 @@ def _sum_to_odd(x, y, mode):
 
 
 # --- deprecated: the reductions moved to lowprec.accumulate ---------------------------------------
-def _moved(name):
-    def alias(*args, **kwargs):
-        warnings.warn(f"lowprec.arith.{name} moved: use lowprec.{name} (lowprec.accumulate.{name}); "
-                      f"arith.{name} will be removed in the next release",
-                      DeprecationWarning, stacklevel=2)
-        from . import accumulate  # accumulate imports this module's exact operations
-        return getattr(accumulate, name)(*args, **kwargs)
-    alias.__name__ = alias.__qualname__ = name
-    alias.__doc__ = f"Deprecated alias of :func:`lowprec.{name}` (lowprec.accumulate.{name})."
-    return alias
+def _moved(name: str):
+    """lowprec.accumulate, after a DeprecationWarning naming the new home of ``name``."""
+    warnings.warn(f"lowprec.arith.{name} moved: use lowprec.{name} (lowprec.accumulate.{name}); "
+                  f"arith.{name} will be removed in the next release", DeprecationWarning, stacklevel=3)
+    from . import accumulate  # accumulate imports this module's exact operations
+    return accumulate
 
 
-sum = _moved("sum")  # noqa: A001 - mirrors numpy's name
-dot = _moved("dot")
-matmul = _moved("matmul")
+def sum(x, fmt, mode="nearest", *, axis=None, accumulate=None, order="sequential", block=None,
+        rng=None, random_bits=None):  # noqa: A001 - mirrors numpy's name
+    """Deprecated alias of :func:`lowprec.sum`."""
+    return _moved("sum").sum(x, fmt, mode, axis=axis, accumulate=accumulate, order=order,
+                             block=block, rng=rng, random_bits=random_bits)
+
+
+def dot(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest", order="sequential",
+        block=None, rng=None, random_bits=None):
+    """Deprecated alias of :func:`lowprec.dot`."""
+    return _moved("dot").dot(a, b, inputs=inputs, accumulate=accumulate, output=output, mode=mode,
+                             order=order, block=block, rng=rng, random_bits=random_bits)
+
+
+def matmul(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest",
+           order="sequential", block=None, rng=None, random_bits=None):
+    """Deprecated alias of :func:`lowprec.matmul`."""
+    return _moved("matmul").matmul(a, b, inputs=inputs, accumulate=accumulate, output=output,
+                                   mode=mode, order=order, block=block, rng=rng,
+                                   random_bits=random_bits)

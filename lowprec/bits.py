@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import formats
-from .formats import FloatFormat, as_format
-from .rounding import _as_float_array
+from .formats import FloatFormat, FormatLike, as_format
+from .rounding import ModeLike, as_real_array
 from .rounding import round as _round
 
 __all__ = ["encode", "decode", "code_dtype", "to_ml_dtypes", "from_ml_dtypes", "all_values",
@@ -22,10 +23,11 @@ __all__ = ["encode", "decode", "code_dtype", "to_ml_dtypes", "from_ml_dtypes", "
 CLASSES = ("zero", "subnormal", "normal", "inf", "nan")
 
 
-def code_dtype(fmt) -> np.dtype:
+def code_dtype(fmt: FormatLike) -> np.dtype:
     """The smallest unsigned integer dtype that holds the format's codes (up to 64 bits)."""
     bits = as_format(fmt).bits
-    return next(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64) if 8 * np.dtype(t).itemsize >= bits)
+    return next(np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64)
+                if 8 * np.dtype(t).itemsize >= bits)
 
 
 def _sign_bit(fmt: FloatFormat, negative):
@@ -41,13 +43,17 @@ def _nan_code(fmt: FloatFormat, negative):
         body = (1 << (e + m)) - 1
     else:  # ieee: quiet NaN (has_nan needs a mantissa bit)
         body = (((1 << e) - 1) << m) | (1 << (m - 1))
-    return np.uint64(body) | _sign_bit(fmt, negative) if fmt.signed else np.full(negative.shape, body, np.uint64)
+    if not fmt.signed:
+        return np.full(negative.shape, body, np.uint64)
+    return np.uint64(body) | _sign_bit(fmt, negative)
 
 
-def encode(x, fmt, **round_kwargs) -> np.ndarray:
-    """Round ``x`` to ``fmt`` (``round_kwargs`` as for :func:`lowprec.round`) and return the codes."""
+def encode(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
+           **round_options) -> np.ndarray:
+    """Round ``x`` to ``fmt`` (``mode`` and ``round_options`` as for :func:`lowprec.round`) and
+    return the codes."""
     fmt = as_format(fmt)
-    v = np.asarray(_round(x, fmt, **round_kwargs), np.float64)
+    v = np.asarray(_round(x, fmt, mode, **round_options), np.float64)
     e, m = fmt.exponent_bits, fmt.mantissa_bits
     negative = np.signbit(v)
     a = np.abs(v)
@@ -71,13 +77,14 @@ def encode(x, fmt, **round_kwargs) -> np.ndarray:
     return code.astype(code_dtype(fmt))[()]
 
 
-def decode(codes, fmt) -> np.ndarray:
+def decode(codes: ArrayLike, fmt: FormatLike) -> np.ndarray:
     """Return the float64 values of integer ``codes`` in ``fmt``."""
     fmt = as_format(fmt)
     c = np.asarray(codes)
     if c.dtype.kind not in "iu":
         raise TypeError(f"decode expects integer codes, got dtype {c.dtype}")
-    if c.size and (int(c.min()) < 0 or int(c.max()) >= 1 << fmt.bits):  # (Python ints: 64-bit formats)
+    # (Python ints: 64-bit formats)
+    if c.size and (int(c.min()) < 0 or int(c.max()) >= 1 << fmt.bits):
         raise ValueError(f"codes out of range for {fmt.name}: must be in 0..{(1 << fmt.bits) - 1}")
     c = c.astype(np.uint64)
     e, m = fmt.exponent_bits, fmt.mantissa_bits
@@ -110,18 +117,21 @@ def _ml_dtype(fmt: FloatFormat):
 
     twins = {formats.FP32: np.float32, formats.FP16: np.float16, formats.BF16: ml_dtypes.bfloat16,
              formats.E4M3: ml_dtypes.float8_e4m3fn, formats.E5M2: ml_dtypes.float8_e5m2,
-             formats.E4M3FNUZ: ml_dtypes.float8_e4m3fnuz, formats.E5M2FNUZ: ml_dtypes.float8_e5m2fnuz,
+             formats.E4M3FNUZ: ml_dtypes.float8_e4m3fnuz,
+             formats.E5M2FNUZ: ml_dtypes.float8_e5m2fnuz,
              formats.E3M2: ml_dtypes.float6_e3m2fn, formats.E2M3: ml_dtypes.float6_e2m3fn,
              formats.E2M1: ml_dtypes.float4_e2m1fn, formats.E8M0: ml_dtypes.float8_e8m0fnu}
     fields = dataclasses.replace(fmt, name="")
     for preset, dtype in twins.items():
         if dataclasses.replace(preset, name="") == fields:
             return np.dtype(dtype)
-    raise ValueError(f"format {fmt.name} has no NumPy/ml_dtypes dtype: none has its defining fields "
-                     f"({fmt!r}); dtypes exist for the formats {', '.join(p.name for p in twins)}")
+    raise ValueError(f"format {fmt.name} has no NumPy/ml_dtypes dtype: none has its defining "
+                     f"fields ({fmt!r}); dtypes exist for the formats "
+                     f"{', '.join(p.name for p in twins)}")
 
 
-def to_ml_dtypes(x, fmt, **round_kwargs) -> np.ndarray:
+def to_ml_dtypes(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
+                 **round_options) -> np.ndarray:
     """Round ``x`` correctly to ``fmt`` and return it as an ml_dtypes (or NumPy) array.
 
     Unlike ``x.astype(ml_dtypes.bfloat16)``, this rounds float64 once (no float32 detour) and
@@ -129,13 +139,13 @@ def to_ml_dtypes(x, fmt, **round_kwargs) -> np.ndarray:
     """
     fmt = as_format(fmt)
     dtype = _ml_dtype(fmt)
-    codes = np.asarray(encode(x, fmt, **round_kwargs))
+    codes = np.asarray(encode(x, fmt, mode, **round_options))
     if dtype.itemsize == 1:  # fp4/fp6 ml_dtypes types are stored one per byte, low bits
         return codes.astype(np.uint8).view(dtype)
     return codes.astype(f"u{dtype.itemsize}").view(dtype)
 
 
-def from_ml_dtypes(arr) -> np.ndarray:
+def from_ml_dtypes(arr: ArrayLike) -> np.ndarray:
     """The exact float64 values of an ml_dtypes / float16 / float32 array."""
     arr = np.asarray(arr)
     fmt = as_format(arr.dtype)
@@ -145,22 +155,23 @@ def from_ml_dtypes(arr) -> np.ndarray:
     return decode(codes, fmt)
 
 
-def all_values(fmt) -> np.ndarray:
+def all_values(fmt: FormatLike) -> np.ndarray:
     """Every code's value, indexed by code (NaN codes included). Formats of up to 16 bits."""
     fmt = as_format(fmt)
     if fmt.bits > 16:
-        raise ValueError(f"{fmt.name} has 2**{fmt.bits} codes; all_values is for formats of up to 16 bits")
+        raise ValueError(f"{fmt.name} has 2**{fmt.bits} codes; all_values is for formats of up "
+                         "to 16 bits")
     return decode(np.arange(1 << fmt.bits), fmt)
 
 
-def ulp(x, fmt) -> np.ndarray:
+def ulp(x: ArrayLike, fmt: FormatLike) -> np.ndarray:
     """Spacing of ``fmt`` at ``|x|``: 2**(max(floor(log2|x|), emin) - mantissa_bits).
 
     ``ulp(0)`` is the smallest subnormal; infinities give inf, NaN gives NaN. Equal to
     ``np.spacing`` except at ``max``, where NumPy gives inf (the distance to the next value up).
     """
     fmt = as_format(fmt)
-    a = np.abs(_as_float_array(x).astype(np.float64, copy=False))
+    a = np.abs(as_real_array(x).astype(np.float64, copy=False))
     _, exp = np.frexp(a)
     q = np.ldexp(1.0, np.maximum(exp - 1, fmt.emin) - fmt.mantissa_bits)
     q = np.where(a == 0, fmt.smallest_subnormal, q)
@@ -169,7 +180,7 @@ def ulp(x, fmt) -> np.ndarray:
 
 def _step(x, fmt: FloatFormat, up: bool):
     """The neighbour of each value in the direction ``up`` (see next_up)."""
-    x = _as_float_array(x).astype(np.float64, copy=False)
+    x = as_real_array(x).astype(np.float64, copy=False)
     v = np.asarray(_round(x, fmt, "up" if up else "down"), np.float64)
     moved = v != x  # x was not representable: the directed rounding already is the neighbour
     a = np.abs(v)
@@ -184,7 +195,8 @@ def _step(x, fmt: FloatFormat, up: bool):
     outward = np.where(v == 0, True, outward)
     sign = np.where(v == 0, 1.0 if up else -1.0, np.sign(v))
     stepped = np.where(outward, v + sign * gap_above, v - sign * gap_below)
-    if fmt.has_negative_zero:  # stepping from -smallest_subnormal toward zero gives -0 (IEEE nextUp)
+    # stepping from -smallest_subnormal toward zero gives -0 (IEEE nextUp)
+    if fmt.has_negative_zero:
         stepped = np.where(stepped == 0, np.copysign(0.0, v), stepped)
     stepped = np.where(v == 0, sign * fmt.smallest_subnormal, stepped)
     if not fmt.signed:
@@ -201,19 +213,20 @@ def _step(x, fmt: FloatFormat, up: bool):
     return result[()]
 
 
-def next_up(x, fmt) -> np.ndarray:
+def next_up(x: ArrayLike, fmt: FormatLike) -> np.ndarray:
     """The smallest value of ``fmt`` greater than ``x`` (inf, or NaN without inf, past max)."""
     return _step(x, as_format(fmt), up=True)
 
 
-def next_down(x, fmt) -> np.ndarray:
+def next_down(x: ArrayLike, fmt: FormatLike) -> np.ndarray:
     """The largest value of ``fmt`` less than ``x``."""
     return _step(x, as_format(fmt), up=False)
 
 
-def classify(x, fmt, **round_kwargs) -> np.ndarray:
+def classify(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
+             **round_options) -> np.ndarray:
     """Class of each value once rounded to ``fmt``: one of CLASSES, as a string array."""
     fmt = as_format(fmt)
-    v = np.abs(np.asarray(_round(x, fmt, **round_kwargs), np.float64))
+    v = np.abs(np.asarray(_round(x, fmt, mode, **round_options), np.float64))
     index = np.select([np.isnan(v), np.isinf(v), v == 0, v < fmt.tiny], [4, 3, 0, 1], 2)
     return np.asarray(CLASSES)[index]  # a 0-d index gives a NumPy string scalar

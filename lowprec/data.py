@@ -20,6 +20,8 @@ from importlib import resources
 
 import numpy as np
 
+__all__ = ["Dataset", "TASKS", "spirals", "teacher", "digits", "load_mnist"]
+
 TASKS = ("classification", "regression")
 
 
@@ -79,20 +81,22 @@ def _split(name, x, y, task, rng, test_fraction):
     return Dataset(name, x[train], y[train], x[test], y[test], task)
 
 
-def spirals(rng, points_per_class: int = 300, classes: int = 3, noise: float = 0.2,
-            turns: float = 0.75, test_fraction: float = 0.25) -> Dataset:
+def spirals(rng: np.random.Generator, points_per_class: int = 300, classes: int = 3,
+            noise: float = 0.2, turns: float = 0.75, test_fraction: float = 0.25) -> Dataset:
     """Interleaved spiral arms in the plane; the class is the arm. Not linearly separable."""
     _check_rng(rng)
     radius = np.tile(np.linspace(0.05, 1.0, points_per_class), classes)  # (n,)
     label = np.repeat(np.arange(classes), points_per_class)  # (n,)
-    angle = 2 * np.pi * (turns * radius + label / classes) + noise * rng.standard_normal(radius.size)
+    angle = (2 * np.pi * (turns * radius + label / classes)
+             + noise * rng.standard_normal(radius.size))
     x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1).astype(np.float32)
     return _split(f"spirals({classes} classes, {x.shape[0]} points)", x, label.astype(np.int64),
                   "classification", rng, test_fraction)
 
 
-def teacher(rng, n: int = 2000, features: int = 16, hidden: int = 32, outputs: int = 4,
-            noise: float = 0.01, test_fraction: float = 0.25, target_scale: float = 1.0) -> Dataset:
+def teacher(rng: np.random.Generator, n: int = 2000, features: int = 16, hidden: int = 32,
+            outputs: int = 4, noise: float = 0.01, test_fraction: float = 0.25,
+            target_scale: float = 1.0) -> Dataset:
     """Regression: targets are a random one-hidden-layer tanh network's outputs, plus noise.
 
     A student MLP can fit them exactly in principle, so the remaining loss shows precision.
@@ -112,7 +116,7 @@ def teacher(rng, n: int = 2000, features: int = 16, hidden: int = 32, outputs: i
                   y.astype(np.float32), "regression", rng, test_fraction)
 
 
-def digits(rng, test_fraction: float = 0.25) -> Dataset:
+def digits(rng: np.random.Generator, test_fraction: float = 0.25) -> Dataset:
     """The 1797 8x8 handwritten digits (pixels scaled to [0, 1], 64 features, 10 classes)."""
     _check_rng(rng)
     with resources.files("lowprec").joinpath("digits8x8.npz").open("rb") as f:
@@ -124,7 +128,8 @@ def digits(rng, test_fraction: float = 0.25) -> Dataset:
 
 
 def _read_idx(path) -> np.ndarray:
-    """An IDX file (MNIST's own format: magic, dims, big-endian sizes, uint8 data), maybe gzipped."""
+    """An IDX file (MNIST's own format: magic, dims, big-endian sizes, uint8 data), maybe
+    gzipped."""
     opener = gzip.open if os.fspath(path).endswith(".gz") else open
     with opener(path, "rb") as f:
         raw = f.read()
@@ -142,9 +147,10 @@ _MNIST_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def load_mnist(path) -> Dataset:
+def load_mnist(path: str | os.PathLike) -> Dataset:
     """MNIST from a local copy: a Keras-style ``mnist.npz`` (x_train, y_train, x_test, y_test)
-    or a directory with the four original IDX files (optionally ``.gz``). Pixels scaled to [0, 1]."""
+    or a directory with the four original IDX files (optionally ``.gz``). Pixels scaled to
+    [0, 1]."""
     path = os.fspath(path)
     if os.path.isdir(path):
         arrays = []
@@ -160,7 +166,8 @@ def load_mnist(path) -> Dataset:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
             if missing:
                 raise ValueError(f"{path}: missing arrays {sorted(missing)}")
-            x_train, y_train, x_test, y_test = (f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+            x_train, y_train, x_test, y_test = (f[k] for k in ("x_train", "y_train", "x_test",
+                                                                "y_test"))
 
     def flat(images):
         return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)

@@ -18,8 +18,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
+
+from ._deprecation import no_attribute, renamed
+
+__all__ = ["FloatFormat", "FormatLike", "as_format", "FORMATS", "SPECIALS", "FP32", "TF32", "FP16",
+           "BF16", "E4M3", "E5M2", "E4M3FNUZ", "E5M2FNUZ", "E3M2", "E2M3", "E2M1", "E8M0"]
 
 SPECIALS = ("ieee", "fn", "fnuz", "finite")
 
@@ -84,7 +90,8 @@ class FloatFormat:
     @property
     def has_nan(self) -> bool:
         # IEEE tells NaN from inf by a nonzero mantissa: without mantissa bits there is no NaN
-        return self.specials != "finite" and not (self.specials == "ieee" and self.mantissa_bits == 0)
+        return self.specials != "finite" and not (self.specials == "ieee"
+                                                  and self.mantissa_bits == 0)
 
     @property
     def has_negative_zero(self) -> bool:
@@ -182,7 +189,8 @@ class FloatFormat:
     @property
     def fits_float32(self) -> bool:
         """True when every value of the format is a float32 (so float32 results stay exact)."""
-        return self.mantissa_bits <= 23 and self.emax <= 127 and self.emin - self.mantissa_bits >= -149
+        return (self.mantissa_bits <= 23 and self.emax <= 127
+                and self.emin - self.mantissa_bits >= -149)
 
     def __str__(self) -> str:
         return self.name
@@ -196,7 +204,8 @@ FP32 = _ieee("fp32", 8, 23, "IEEE binary32")
 TF32 = _ieee("tf32", 8, 10, "NVIDIA TensorFloat-32: FP32 range, FP16 precision")
 FP16 = _ieee("fp16", 5, 10, "IEEE binary16")
 BF16 = _ieee("bf16", 8, 7, "bfloat16: FP32 range, 8-bit precision")
-E4M3 = FloatFormat("e4m3", 4, 3, specials="fn", description="OCP FP8 E4M3 (ml_dtypes float8_e4m3fn)")
+E4M3 = FloatFormat("e4m3", 4, 3, specials="fn",
+                   description="OCP FP8 E4M3 (ml_dtypes float8_e4m3fn)")
 E5M2 = _ieee("e5m2", 5, 2, "OCP FP8 E5M2 (ml_dtypes float8_e5m2)")
 E4M3FNUZ = FloatFormat("e4m3fnuz", 4, 3, bias=8, specials="fnuz",
                        description="FP8 E4M3 with bias 8, NaN at 0x80, no -0 (Graphcore/AMD)")
@@ -208,7 +217,12 @@ E2M1 = FloatFormat("e2m1", 2, 1, specials="finite", description="OCP MX FP4 E2M1
 E8M0 = FloatFormat("e8m0", 8, 0, specials="fn", signed=False, has_zero=False,
                    description="OCP MX shared scale: powers of two 2^-127..2^127, NaN 0xFF")
 
-PRESETS = (FP32, TF32, FP16, BF16, E4M3, E5M2, E4M3FNUZ, E5M2FNUZ, E3M2, E2M3, E2M1, E8M0)
+# Every preset format by name (read-only).
+FORMATS = MappingProxyType({f.name: f for f in (FP32, TF32, FP16, BF16, E4M3, E5M2, E4M3FNUZ,
+                                                 E5M2FNUZ, E3M2, E2M3, E2M1, E8M0)})
+
+# What a function taking a format accepts: a FloatFormat, a name, or a NumPy/ml_dtypes dtype.
+FormatLike = FloatFormat | str | np.dtype | type
 
 # Names accepted wherever a format is: our own, ml_dtypes/NumPy dtype names and common aliases.
 _ALIASES = {
@@ -227,8 +241,9 @@ _ALIASES = {
 }
 
 
-def as_format(fmt) -> FloatFormat:
-    """Return the FloatFormat named by ``fmt``: a FloatFormat, a name, or a NumPy/ml_dtypes dtype."""
+def as_format(fmt: FormatLike) -> FloatFormat:
+    """Return the FloatFormat named by ``fmt``: a FloatFormat, a name, or a NumPy/ml_dtypes
+    dtype."""
     if isinstance(fmt, FloatFormat):
         return fmt
     key = fmt
@@ -236,8 +251,16 @@ def as_format(fmt) -> FloatFormat:
         try:
             key = np.dtype(fmt).name
         except TypeError:
-            raise TypeError(f"expected a FloatFormat, a format name or a dtype, got {fmt!r}") from None
+            raise TypeError(f"expected a FloatFormat, a format name or a dtype, got {fmt!r}"
+                            ) from None
     found = _ALIASES.get(key.strip().lower())
     if found is None:
         raise ValueError(f"unknown format {fmt!r}; valid names: {', '.join(sorted(_ALIASES))}")
     return found
+
+
+def __getattr__(name: str):
+    if name == "PRESETS":  # the 0.1 name: a tuple of the formats, not keyed by name
+        return renamed("lowprec.formats.PRESETS", "lowprec.FORMATS (name -> FloatFormat)",
+                       tuple(FORMATS.values()))
+    raise no_attribute(__name__, name)

@@ -25,8 +25,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from types import ModuleType
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
+
+from .scaling.loss import NON_FINITE_KINDS, NonFiniteSource
+
+if TYPE_CHECKING:  # the name only, for the hints: observe must not import nn
+    from .nn.policy import Cast
 
 HIST_MIN_EXP = -96  # exp_hist[..., k] counts values with floor(log2|x|) == HIST_MIN_EXP + k ...
 HIST_BINS = 128  # ... for k in 0..127; the first and last bins also hold everything beyond
@@ -35,7 +43,7 @@ CAST_STATS = ("count", "zeros", "underflow", "subnormal", "overflow")
 UPDATE_STATS = ("update_nonzero", "update_lost", "update_sq", "weight_sq")
 STEP_FIELDS = ("step", "loss", "scale", "new_scale", "found_inf", "skipped", "growth_tracker",
                "hysteresis", "culprit_layer", "culprit_point", "culprit_kind")
-CULPRIT_KINDS = ("inf", "nan")  # culprit_kind indexes this; -1: no culprit
+CULPRIT_KINDS = NON_FINITE_KINDS  # culprit_kind indexes this; -1: no culprit
 FP8_STATS = ("amax", "scale", "clipped", "flushed")
 FP8_FIELDS = ("fp8_step",) + tuple(f"fp8_{name}" for name in FP8_STATS)
 EVAL_FIELDS = ("eval_step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
@@ -46,6 +54,8 @@ class NotRecordedError(LookupError):
     """A History was asked for a statistic its run never recorded (observation off, or no FP8
     recipe). Raised instead of an empty array or NaN, which would read as "nothing happened"."""
 
+
+_CULPRIT_COLUMNS = ("culprit_layer", "culprit_point", "culprit_kind")  # a NonFiniteSource, stored
 
 # What __getattr__ refuses when never recorded (the index columns are not statistics)
 _STATISTICS = frozenset(OBSERVED_FIELDS[1:] + FP8_FIELDS[1:])
@@ -61,7 +71,7 @@ def _field_to_bin():
 _FIELD_TO_BIN = _field_to_bin()
 
 
-def exponent_fields(x, xp=np):
+def exponent_fields(x: np.ndarray, xp: ModuleType = np) -> np.ndarray:
     """Counts (256,) of the float32 exponent field of x's values: field f holds the normal values
     with floor(log2|x|) == f - 127. Zeros, inf/NaN and values below 2**-126 are not counted.
 
@@ -84,7 +94,7 @@ def exponent_fields(x, xp=np):
     return counts
 
 
-def fold_exponent_fields(counts):
+def fold_exponent_fields(counts: np.ndarray) -> np.ndarray:
     """exp_hist bins (..., HIST_BINS) from exponent-field counts (..., 256)."""
     counts = np.asarray(counts)
     out = np.zeros(counts.shape[:-1] + (HIST_BINS,), np.int64)
@@ -92,7 +102,7 @@ def fold_exponent_fields(counts):
     return out
 
 
-def exponent_histogram(x, xp=np):
+def exponent_histogram(x: np.ndarray, xp: ModuleType = np) -> np.ndarray:
     """Histogram (HIST_BINS,) of floor(log2|x|) over the finite non-zero values of ``x``
     (above 2**-126; sampled for big tensors, see :func:`exponent_fields`)."""
     return fold_exponent_fields(exponent_fields(x, xp))
@@ -104,14 +114,14 @@ class Observer:
     ``points`` names the cast points (lowprec.nn.CAST_POINTS); ``record`` takes their index.
     """
 
-    def __init__(self, layers: int, points: tuple, xp=np):
+    def __init__(self, layers: int, points: tuple, xp: ModuleType = np) -> None:
         self.layers = layers
         self.points = tuple(points)
         self.xp = xp
         self._limits = {}  # Cast -> (tiny, max, saturates): format properties computed once
         self.begin_step()
 
-    def begin_step(self):
+    def begin_step(self) -> None:
         shape = (self.layers, len(self.points))
         self.cast_stats = {name: np.zeros(shape, np.int64) for name in CAST_STATS}
         self.amax = np.zeros(shape)  # largest |value| after the cast (what FP8 recipes scale by)
@@ -119,7 +129,7 @@ class Observer:
         self.update_stats = {name: np.zeros(self.layers, np.float64) for name in UPDATE_STATS}
 
     @property
-    def exp_hist(self):
+    def exp_hist(self) -> np.ndarray:
         return fold_exponent_fields(self.field_counts)
 
     def _limits_of(self, spec, dtype):
@@ -134,8 +144,8 @@ class Observer:
                 self._limits[key] = (fmt.tiny, fmt.max, saturates)
         return self._limits[key]
 
-    def record(self, layer: int, point: int, before, after, spec, *, decode_scale=None,
-               clipped: int | None = None):
+    def record(self, layer: int, point: int, before: np.ndarray, after: np.ndarray, spec: Cast | None,
+               *, decode_scale: np.float32 | np.ndarray | None = None, clipped: int | None = None) -> None:
         """Statistics of one cast: ``before`` rounded by ``spec`` gave ``after``.
 
         A scaled FP8 cast (lowprec.scaling recipes) rounds ``before * scale`` and returns the
@@ -169,7 +179,7 @@ class Observer:
         self.amax[layer, point] = max(self.amax[layer, point], amax) if amax == amax else np.nan
         self.field_counts[layer, point] += exponent_fields(before, xp)
 
-    def record_update(self, layer: int, old, new, update):
+    def record_update(self, layer: int, old: np.ndarray, new: np.ndarray, update: np.ndarray) -> None:
         """Statistics of one weight update: ``new = round(old - update)``."""
         xp = self.xp
         moved = update != 0
@@ -190,7 +200,8 @@ class History:
       ``hysteresis`` (DeepSpeed), -1 where the scaler has none; and the culprit:
       ``culprit_layer, culprit_point, culprit_kind``, the first layer and cast point (an index
       into ``points``) whose result held an inf or NaN, and which (an index into CULPRIT_KINDS),
-      -1 when none;
+      -1 when none: the step's :class:`~lowprec.scaling.NonFiniteSource`, stored (``culprit(i)``
+      gives it back);
     * every evaluation: ``eval_step, train_loss, train_accuracy, test_loss, test_accuracy``;
     * every observed step: ``observed_step``, the cast statistics (``count``, ``zeros``,
       ``underflow``, ``subnormal``, ``overflow``, ``amax``, each (steps, layers, points)), ``exp_hist``
@@ -201,27 +212,39 @@ class History:
       fractions of values saturated and flushed to zero), each (steps, layers, points).
     """
 
-    def __init__(self, layers: int, points: tuple, meta: dict | None = None):
+    def __init__(self, layers: int, points: tuple, meta: dict | None = None) -> None:
         self.layers = layers
         self.points = tuple(points)  # names of the cast points, in the order of the stats' axis 2
         self.meta = dict(meta or {})  # JSON-able description: policy, configs, dataset
         self._rows = {name: [] for name in STEP_FIELDS + EVAL_FIELDS + OBSERVED_FIELDS + FP8_FIELDS}
 
     # --- recording ----------------------------------------------------------------------
-    def record_step(self, **values):
-        self._append(STEP_FIELDS, values)
+    def record_step(self, *, culprit: NonFiniteSource | None = None, **values: float) -> None:
+        """One step's fields (STEP_FIELDS but the culprit columns) and its culprit, the
+        NonFiniteSource of the step's first non-finite cast or None; stored as the columns
+        ``culprit_layer``, ``culprit_point`` (index into ``points``) and ``culprit_kind``
+        (index into CULPRIT_KINDS), -1 for none."""
+        if set(values) & set(_CULPRIT_COLUMNS):
+            raise TypeError(f"record_step takes the culprit as culprit=NonFiniteSource(...) or None, "
+                            f"not as {sorted(set(values) & set(_CULPRIT_COLUMNS))}")
+        if culprit is not None and not isinstance(culprit, NonFiniteSource):
+            raise TypeError(f"culprit must be a lowprec.scaling.NonFiniteSource or None, "
+                            f"got {type(culprit).__name__}")
+        columns = ((culprit.layer, self.point_index(culprit.cast_point),
+                    CULPRIT_KINDS.index(culprit.kind)) if culprit is not None else (-1, -1, -1))
+        self._append(STEP_FIELDS, {**values, **dict(zip(_CULPRIT_COLUMNS, columns))})
 
-    def record_eval(self, **values):
+    def record_eval(self, **values: float) -> None:
         self._append(EVAL_FIELDS, values)
 
-    def record_observation(self, step: int, observer: Observer):
+    def record_observation(self, step: int, observer: Observer) -> None:
         values = {"observed_step": step, "exp_hist": observer.exp_hist.astype(np.int32),
                   "amax": observer.amax.copy()}
         values.update({k: v.copy() for k, v in observer.cast_stats.items()})
         values.update({k: v.copy() for k, v in observer.update_stats.items()})
         self._append(OBSERVED_FIELDS, values)
 
-    def record_fp8(self, step: int, stats: dict):
+    def record_fp8(self, step: int, stats: dict) -> None:
         """One step's FP8 cast statistics: ``stats`` maps FP8_STATS to (layers, points) arrays."""
         self._append(FP8_FIELDS, {"fp8_step": step, **{f"fp8_{k}": np.asarray(v, np.float32)
                                                        for k, v in stats.items()}})
@@ -278,7 +301,7 @@ class History:
             raise ValueError(f"unknown cast point {point!r}; valid: {', '.join(self.points)}")
         return self.points.index(point)
 
-    def fraction(self, stat: str, point: str, layer: int | None = None):
+    def fraction(self, stat: str, point: str, layer: int | None = None) -> np.ndarray:
         """Per observed step: ``stat`` / ``count`` at ``point`` (all layers pooled if layer is None)."""
         if stat not in CAST_STATS[1:]:
             raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(CAST_STATS[1:])}")
@@ -292,7 +315,7 @@ class History:
         with np.errstate(invalid="ignore", divide="ignore"):
             return num / den
 
-    def update_lost_fraction(self, layer: int | None = None):
+    def update_lost_fraction(self, layer: int | None = None) -> np.ndarray:
         """Per observed step: share of non-zero updates that rounding discarded."""
         self._require("update_lost")
         lost, nonzero = self.update_lost, self.update_nonzero
@@ -303,30 +326,38 @@ class History:
         with np.errstate(invalid="ignore", divide="ignore"):
             return lost / nonzero
 
-    def update_ratio(self, layer: int):
+    def update_ratio(self, layer: int) -> np.ndarray:
         """Per observed step: ||update|| / ||weights|| of one layer."""
         self._require("update_sq")
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.sqrt(self.update_sq[:, layer] / self.weight_sq[:, layer])
 
+    def culprit(self, index: int) -> NonFiniteSource | None:
+        """The culprit of the step at row ``index`` (as stored by :meth:`record_step`), or None."""
+        layer, point, kind = (int(self._rows[name][index]) for name in _CULPRIT_COLUMNS)
+        if point < 0:
+            return None
+        return NonFiniteSource(layer, self.points[point], CULPRIT_KINDS[kind])
+
     def culprits(self) -> list:
         """[(step, layer, point name, "inf" or "nan")] for every step where a cast produced an
-        inf or NaN: the first such cast of the step, in execution order."""
+        inf or NaN: the first such cast of the step, in execution order (its NonFiniteSource's
+        fields after the step number)."""
         out = []
-        for step, layer, point, kind in zip(self.step, self.culprit_layer, self.culprit_point,
-                                            self.culprit_kind):
-            if point >= 0:
-                out.append((int(step), int(layer), self.points[int(point)], CULPRIT_KINDS[int(kind)]))
+        for index, step in enumerate(self._rows["step"]):
+            source = self.culprit(index)
+            if source is not None:
+                out.append((int(step), source.layer, source.cast_point, source.kind))
         return out
 
-    def fp8(self, stat: str, point: str, layer: int):
+    def fp8(self, stat: str, point: str, layer: int) -> np.ndarray:
         """Per step of an FP8-recipe run: ``stat`` (one of FP8_STATS) of the tensor at (layer, point)."""
         if stat not in FP8_STATS:
             raise ValueError(f"unknown FP8 statistic {stat!r}; valid: {', '.join(FP8_STATS)}")
         self._require(f"fp8_{stat}")
         return getattr(self, f"fp8_{stat}")[:, layer, self.point_index(point)]
 
-    def pooled(self, stat: str, point: str):
+    def pooled(self, stat: str, point: str) -> np.ndarray:
         """Per layer: ``stat`` / ``count`` at ``point`` pooled over all observed steps (NaN
         only for a layer whose cast point saw no values)."""
         if stat not in CAST_STATS[1:]:
@@ -406,7 +437,7 @@ class History:
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays) -> "History":
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> History:
         try:
             info = json.loads(str(arrays["meta"]))
             history = cls(int(info["layers"]), tuple(info["points"]), info["meta"])
@@ -420,12 +451,12 @@ class History:
             raise ValueError("not a consistent lowprec History: fields of one table differ in length")
         return history
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike | IO[bytes]) -> None:
         """Write every field to ``path`` (.npz, compressed; the suffix is added if missing)."""
         np.savez_compressed(_npz_path(path), **self.to_arrays())
 
     @classmethod
-    def load(cls, path) -> "History":
+    def load(cls, path: str | os.PathLike | IO[bytes]) -> History:
         """The History saved at ``path`` (with or without the .npz suffix, as in :meth:`save`)."""
         with np.load(_npz_path(path), allow_pickle=False) as data:
             return cls.from_arrays({k: data[k] for k in data.files})
@@ -440,7 +471,7 @@ def _npz_path(path):
     return path if path.endswith(".npz") else path + ".npz"
 
 
-def summarize(histories: dict, layer: int = 0) -> str:
+def summarize(histories: Mapping[str, History], layer: int = 0) -> str:
     """A table comparing runs (name -> History), from :meth:`History.summary`: final test
     accuracy and loss, final training loss, skipped steps, final loss scale ('-' without a
     scaler), and at ``layer`` the share of activation gradients that were zero / flushed by

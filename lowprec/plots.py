@@ -5,18 +5,28 @@ The figure command (``python -m lowprec figures``) is the only code that writes 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
 
-from .formats import BF16, E4M3, E5M2, FP16, FP32, as_format
+from .formats import BF16, E4M3, E5M2, FP16, FP32, FormatLike, as_format
+
+if TYPE_CHECKING:  # annotations only
+    from .observe import History
+
+__all__ = ["FORMAT_COLORS", "format_color", "plot_number_lines", "fp16_shares", "tail_scale",
+           "plot_underflow_histogram", "plot_underflow_heatmaps", "plot_loss_scale",
+           "plot_master_weights", "plot_accumulation_error", "plot_fp8_scaling"]
 
 FORMAT_COLORS = {"fp32": "#4c72b0", "tf32": "#64b5cd", "fp16": "#dd8452", "bf16": "#55a868",
                  "e4m3": "#c44e52", "e5m2": "#8172b3", "e3m2": "#937860", "e2m3": "#da8bc3",
                  "e2m1": "#8c8c8c", "e8m0": "#ccb974"}
 
 
-def format_color(fmt) -> str:
+def format_color(fmt: FormatLike) -> str:
     return FORMAT_COLORS.get(as_format(fmt).name, "#333333")
 
 
@@ -24,22 +34,25 @@ def _draw_ranges(ax, formats, label_eps: bool):
     for row, fmt in enumerate(formats):
         fmt = as_format(fmt)
         y = len(formats) - 1 - row
-        lo_sub, lo, hi = (math.log2(fmt.smallest_subnormal), math.log2(fmt.tiny), math.log2(fmt.max))
+        lo_sub, lo, hi = (math.log2(fmt.smallest_subnormal), math.log2(fmt.tiny),
+                          math.log2(fmt.max))
         color = format_color(fmt)
         ax.barh(y, hi - lo, left=lo, height=0.5, color=color)
         if fmt.has_zero and lo_sub < lo:
             ax.barh(y, lo - lo_sub, left=lo_sub, height=0.5, color=color, alpha=0.35, hatch="///",
                     edgecolor="white")
         if label_eps:
-            ax.text(hi + 0.6, y, f"max {fmt.max:g}\nmin subnormal 2^{lo_sub:.0f}\neps 2^-{fmt.mantissa_bits}",
+            ax.text(hi + 0.6, y, f"max {fmt.max:g}\nmin subnormal 2^{lo_sub:.0f}\n"
+                    f"eps 2^-{fmt.mantissa_bits}",
                     va="center", fontsize=8)
     ax.set_yticks(range(len(formats)))
     ax.set_yticklabels([as_format(f).name.upper() for f in reversed(formats)])
 
 
-def plot_number_lines(formats=(FP32, BF16, FP16, E5M2, E4M3)):
+def plot_number_lines(formats: tuple = (FP32, BF16, FP16, E5M2, E4M3)) -> Figure:
     """Representable magnitudes of each format on a log2 axis: normal and subnormal ranges, eps."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), gridspec_kw={"height_ratios": [1, 1]})
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5),
+                                      gridspec_kw={"height_ratios": [1, 1]})
     _draw_ranges(top, formats, label_eps=False)
     top.set_xlim(-155, 135)
     top.set_title("Representable magnitudes (log2 scale): full range")
@@ -63,7 +76,7 @@ def plot_number_lines(formats=(FP32, BF16, FP16, E5M2, E4M3)):
 FP16_ZERO_LOG2 = -25  # round to nearest sends |x| <= 2^-25 (half FP16's smallest subnormal) to 0
 
 
-def fp16_shares(counts, bin_log2, zeros: float, log2_scale: int = 0) -> dict:
+def fp16_shares(counts: ArrayLike, bin_log2: ArrayLike, zeros: float, log2_scale: int = 0) -> dict:
     """What FP16 makes of values scaled by 2**log2_scale, in percent of all values.
 
     counts: non-zero values per bin, bin k holding floor(log2|x|) == bin_log2[k]; zeros: the
@@ -81,7 +94,7 @@ def fp16_shares(counts, bin_log2, zeros: float, log2_scale: int = 0) -> dict:
             "overflow": float(percent[bins >= 16].sum())}
 
 
-def tail_scale(counts, bin_log2, amax: float) -> int:
+def tail_scale(counts: ArrayLike, bin_log2: ArrayLike, amax: float) -> int:
     """log2 of the loss scale for the second panel: the smallest power of two that lifts the
     smallest observed value to FP16's smallest subnormal 2^-24, but no more than the largest
     2^k with amax * 2^k <= 65504 (so nothing overflows); 0 if nothing needs lifting."""
@@ -91,8 +104,8 @@ def tail_scale(counts, bin_log2, amax: float) -> int:
     return max(min(lift, no_overflow), 0)
 
 
-def plot_underflow_histogram(counts, bin_log2, zeros: float, amax: float, what: str,
-                             log2_scale: int | None = None):
+def plot_underflow_histogram(counts: ArrayLike, bin_log2: ArrayLike, zeros: float, amax: float,
+                             what: str, log2_scale: int | None = None) -> Figure:
     """Micikevicius et al. 2018 ("Mixed Precision Training", ICLR), Fig. 3: the histogram of
     log2|activation gradient| of an FP32 run, in percent of all values, with a separate bin for
     the exact zeros, FP16's normal and subnormal ranges, and where FP16 rounds values to zero;
@@ -112,22 +125,25 @@ def plot_underflow_histogram(counts, bin_log2, zeros: float, amax: float, what: 
     zero_x = lo - 4  # the zero bin sits left of everything, on its own tick
     color = format_color(FP16)
     fig, axes = plt.subplots(2, 1, figsize=(10, 8), sharex=True)
-    why = (f"the smallest power of two that lifts the smallest value to 2^-24,\ncapped so that "
+    why = ("the smallest power of two that lifts the smallest value to 2^-24,\ncapped so that "
            if chosen else "\n")
     texts = (("as computed in FP32", 0),
              (f"multiplied by the loss scale 2^{log2_scale}: {why}max|g| * 2^{log2_scale} "
-              f"= {amax * 2.0**log2_scale:.3g}" + (" <= 65504 (FP16 max)" if chosen else ""), log2_scale))
+              f"= {amax * 2.0**log2_scale:.3g}" + (" <= 65504 (FP16 max)" if chosen else ""),
+              log2_scale))
     for ax, (title, shift) in zip(axes, texts):
         shares = fp16_shares(counts, bins, zeros, shift)
         ax.axvspan(math.log2(FP16.tiny), math.log2(FP16.max), color=color, alpha=0.15, lw=0)
-        ax.axvspan(math.log2(FP16.smallest_subnormal), math.log2(FP16.tiny), facecolor=color, alpha=0.3,
+        ax.axvspan(math.log2(FP16.smallest_subnormal), math.log2(FP16.tiny), facecolor=color,
+                   alpha=0.3,
                    hatch="///", edgecolor="white", lw=0)
         ax.axvline(FP16_ZERO_LOG2, color="#c44e52", lw=1.5, ls="--")
         ax.bar(bins + shift + 0.5, shares["percent"], width=1.0, color="#333333")
         ax.bar(zero_x, shares["zero"], width=1.0, color="#8172b3")
         top = max(shares["percent"].max(), shares["zero"]) * 1.35
         ax.set_ylim(0, top)
-        ax.text(zero_x, shares["zero"] + top * 0.02, f"{shares['zero']:.1f}%", ha="center", fontsize=8)
+        ax.text(zero_x, shares["zero"] + top * 0.02, f"{shares['zero']:.1f}%", ha="center",
+                fontsize=8)
         ax.text(0.01, 0.96, f"become zero in FP16: {shares['flushed']:.1f}% of all values\n"
                 f"(zero already: {shares['zero']:.1f}%; overflow: {shares['overflow']:.1f}%)",
                 transform=ax.transAxes, va="top", fontsize=9,
@@ -135,8 +151,8 @@ def plot_underflow_histogram(counts, bin_log2, zeros: float, amax: float, what: 
         ax.set_title(title, fontsize=10)
         ax.set_ylabel("% of all values")
         ax.grid(axis="y", alpha=0.3)
-    from matplotlib.patches import Patch
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
     axes[0].legend(handles=[
         Patch(facecolor=color, alpha=0.15, label="FP16 normal range (2^-14 .. 65504)"),
         Patch(facecolor=color, alpha=0.3, hatch="///", edgecolor="white",
@@ -154,7 +170,7 @@ def plot_underflow_histogram(counts, bin_log2, zeros: float, amax: float, what: 
 
 
 def plot_underflow_heatmaps(runs: dict, point: str = "activation_grad", stat: str = "underflow",
-                            task: str = "", empty_text: str | None = None):
+                            task: str = "", empty_text: str | None = None) -> Figure:
     """Per layer and observed step: share of values a cast flushed to zero, one panel per run.
     A panel whose shares all stay below 0.5% (black on the colour scale) says so in words
     (``empty_text``) with its largest share, since an all-black heatmap reads like missing data."""
@@ -165,7 +181,8 @@ def plot_underflow_heatmaps(runs: dict, point: str = "activation_grad", stat: st
     for ax, (label, history) in zip(axes[0], runs.items()):
         shares = np.stack([history.fraction(stat, point, layer) for layer in range(history.layers)])
         steps = history.observed_step
-        image = ax.imshow(100 * shares, aspect="auto", origin="lower", cmap="magma", vmin=0, vmax=100,
+        image = ax.imshow(100 * shares, aspect="auto", origin="lower", cmap="magma", vmin=0,
+                          vmax=100,
                           extent=(steps[0] - 0.5, steps[-1] + 0.5, -0.5, history.layers - 0.5),
                           interpolation="nearest")
         peak = 100 * float(np.nanmax(shares, initial=0))
@@ -184,7 +201,7 @@ def plot_underflow_heatmaps(runs: dict, point: str = "activation_grad", stat: st
     return fig
 
 
-def plot_loss_scale(runs: dict):
+def plot_loss_scale(runs: dict) -> Figure:
     """Loss-scale history of each run, skipped steps marked."""
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for label, history in runs.items():
@@ -201,7 +218,7 @@ def plot_loss_scale(runs: dict):
     return fig
 
 
-def plot_master_weights(runs: dict, layer: int = 0):
+def plot_master_weights(runs: dict, layer: int = 0) -> Figure:
     """Loss curves and the share of weight updates lost to rounding, per run. The first run is
     the reference: drawn last, black and dashed, so that the runs that match it cannot hide it."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
@@ -235,7 +252,7 @@ def _smooth(values, window: int = 20):
     return np.concatenate([head, np.convolve(values, kernel, mode="valid")])
 
 
-def plot_accumulation_error(ks, errors: dict, description: str):
+def plot_accumulation_error(ks: list[int], errors: dict, description: str) -> Figure:
     """Median relative error of a dot product against K, one line per accumulation model."""
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for label, values in errors.items():
@@ -243,7 +260,8 @@ def plot_accumulation_error(ks, errors: dict, description: str):
     for fmt, ls in ((FP32, ":"), (FP16, "--")):
         unit = fmt.eps / 2
         ax.loglog(ks, [k * unit for k in ks], ls, color="gray", lw=1)
-        ax.text(ks[-1], ks[-1] * unit, f"  K·u ({fmt.name.upper()})", color="gray", va="center", fontsize=8)
+        ax.text(ks[-1], ks[-1] * unit, f"  K·u ({fmt.name.upper()})", color="gray",
+                va="center", fontsize=8)
     ax.set_xlabel("K (length of the dot product)")
     ax.set_ylabel("median relative error")
     ax.set_title(f"Accumulation error against K: {description}")
@@ -253,7 +271,8 @@ def plot_accumulation_error(ks, errors: dict, description: str):
     return fig
 
 
-def plot_fp8_scaling(history, tensors, unscaled=None):
+def plot_fp8_scaling(history: History, tensors: list[tuple[int, str]],
+                     unscaled: History | None = None) -> Figure:
     """Per-tensor amax and scale over the steps of an FP8 delayed-scaling run; with ``unscaled``
     (the same training with scale 1, observed), a third panel compares, per tensor, the share
     of values each cast flushed to zero or saturated, pooled over the observed steps."""
@@ -266,9 +285,11 @@ def plot_fp8_scaling(history, tensors, unscaled=None):
     for layer, point in tensors:
         label = f"layer {layer} {point}"
         line, = top.semilogy(steps, history.fp8("amax", point, layer), label=label)
-        middle.semilogy(steps, history.fp8("scale", point, layer), color=line.get_color(), label=label)
+        middle.semilogy(steps, history.fp8("scale", point, layer), color=line.get_color(),
+                        label=label)
     top.set_ylabel("amax of the tensor")
-    top.set_title("FP8 delayed scaling: each tensor's amax, and the scale taken from the amax history")
+    top.set_title("FP8 delayed scaling: each tensor's amax, and the scale taken from the amax "
+                  "history")
     middle.set_ylabel("scale (fp8 max / history amax)")
     middle.set_xlabel("training step")
     for ax in (top, middle):
@@ -289,9 +310,9 @@ def plot_fp8_scaling(history, tensors, unscaled=None):
                 ax.text(xi, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(x, [f"layer {layer} {point}" for layer, point in tensors])
         ax.set_ylabel("% of the tensor's values")
-        ax.set_title("Each FP8 cast without a scale (scale 1: fp8_hybrid_unscaled) and with delayed "
-                     "scaling (fp8_hybrid):\nshare of values flushed to zero or saturated, pooled over "
-                     "the observed steps", fontsize=10)
+        ax.set_title("Each FP8 cast without a scale (scale 1: fp8_hybrid_unscaled) and with "
+                     "delayed scaling (fp8_hybrid):\nshare of values flushed to zero or "
+                     "saturated, pooled over the observed steps", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()

@@ -30,12 +30,13 @@ import builtins
 from enum import Enum
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _fastpaths
-from ._fastpaths import RandomSource, random_uint64, significand, stochastic_away
-from .formats import FloatFormat, as_format
+from ._bitwords import RandomSource, random_uint64, significand, stochastic_away
+from .formats import FloatFormat, FormatLike, as_format
 
-__all__ = ["round", "RoundingMode", "as_mode", "OVERFLOW_POLICIES"]
+__all__ = ["round", "RoundingMode", "as_mode", "as_real_array", "OVERFLOW_POLICIES"]
 
 
 class RoundingMode(str, Enum):
@@ -50,12 +51,15 @@ class RoundingMode(str, Enum):
     STOCHASTIC = "stochastic"  #: away from zero with probability distance / ulp
 
 
+# What a function taking a rounding mode accepts: a RoundingMode or its string value.
+ModeLike = RoundingMode | str
+
 OVERFLOW_POLICIES = ("inf", "nan", "saturate")
 
 _CHUNK = 1 << 17  # elements per pass: keeps temporaries in cache and memory bounded
 
 
-def as_mode(mode) -> RoundingMode:
+def as_mode(mode: ModeLike) -> RoundingMode:
     """Return the RoundingMode named by ``mode`` (a RoundingMode or its string value)."""
     if isinstance(mode, RoundingMode):
         return mode
@@ -70,7 +74,8 @@ def _overflow_policy(fmt: FloatFormat, overflow) -> str:
     if overflow is None:
         return fmt.default_overflow
     if overflow not in OVERFLOW_POLICIES:
-        raise ValueError(f"unknown overflow policy {overflow!r}; valid: {', '.join(OVERFLOW_POLICIES)}")
+        raise ValueError(f"unknown overflow policy {overflow!r}; valid: "
+                         f"{', '.join(OVERFLOW_POLICIES)}")
     if overflow == "inf" and not fmt.has_inf:
         raise ValueError(f"overflow='inf' is impossible: format {fmt.name} has no infinity")
     if overflow == "nan" and not fmt.has_nan:
@@ -78,9 +83,16 @@ def _overflow_policy(fmt: FloatFormat, overflow) -> str:
     return overflow
 
 
-def _as_float_array(x):
-    """The input's values, exactly, as a native float32 or float64 array (never a copy we later
-    write into the input)."""
+def as_real_array(x: ArrayLike, name: str = "x") -> np.ndarray:
+    """``x``'s values, exactly, as a native float32 or float64 array: the package's one input
+    coercer (round, arith, bits, tensorcore and the FP8 recipes all take their inputs through it).
+
+    float32 stays float32 (either byte order); float16, a float64-sized longdouble, ml_dtypes
+    arrays and integers widen exactly to float64. Refused, naming ``name``: complex, boolean,
+    object, string, datetime and other non-numeric dtypes (TypeError); a longdouble wider than
+    float64 (TypeError: it cannot be taken exactly); integers beyond float64's exact range
+    (ValueError). The result may be ``x`` itself, so callers never write into it.
+    """
     arr = np.asarray(x)
     if arr.dtype in (np.float32, np.float64):  # the common case (native byte order only)
         return arr
@@ -88,23 +100,23 @@ def _as_float_array(x):
     if kind == "f":
         nmant = np.finfo(arr.dtype).nmant
         if nmant > 52:  # x86 80-bit or double-double longdouble
-            raise TypeError(f"cannot round dtype {arr.dtype} exactly: its {nmant + 1}-bit significands "
-                            "are wider than float64's, from which lowprec rounds; pass x.astype(np.float64) "
-                            "to round through float64 first")
-        # float32 stays float32 in either byte order; float16 (and a float64-sized longdouble)
-        # widen exactly
+            raise TypeError(f"{name} has dtype {arr.dtype}, whose {nmant + 1}-bit significands are "
+                            "wider than float64's, from which lowprec rounds; pass "
+                            f"{name}.astype(np.float64) to round through float64 first")
         return arr.astype(np.float32 if nmant == 23 else np.float64, copy=False)
-    if kind == "c":
-        raise TypeError(f"cannot round complex input (dtype {arr.dtype}); round .real and .imag separately")
-    if kind == "b":
-        raise TypeError("cannot round a boolean array; convert it to a float dtype first")
     if kind == "V" and _is_float_format_dtype(arr.dtype):  # an ml_dtypes array: widen exactly
         return arr.astype(np.float64)
-    if kind in "OSUVMm":
-        raise TypeError(f"cannot round an array of dtype {arr.dtype}; expected real numbers")
+    if kind == "c":
+        raise TypeError(f"{name} is complex (dtype {arr.dtype}); expected real numbers: round "
+                        ".real and .imag separately")
+    if kind == "b":
+        raise TypeError(f"{name} is a boolean array; expected real numbers: convert it to a float "
+                        "dtype first")
+    if kind not in "iu":
+        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers (float or int)")
     as64 = arr.astype(np.float64)
-    if kind in "iu" and not np.array_equal(as64.astype(arr.dtype), arr):
-        raise ValueError("integer input too large to convert to float64 exactly")
+    if not np.array_equal(as64.astype(arr.dtype), arr):
+        raise ValueError(f"{name} holds integers too large to convert to float64 exactly")
     return as64
 
 
@@ -121,7 +133,8 @@ def _check_random_args(mode: RoundingMode, rng, random_bits):
     a NumPy integer does not overflow the 64-bit mask arithmetic."""
     if mode is RoundingMode.STOCHASTIC:
         if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"mode='stochastic' needs rng=np.random.Generator, got {type(rng).__name__}")
+            raise TypeError("mode='stochastic' needs rng=np.random.Generator, got "
+                            f"{type(rng).__name__}")
         if random_bits is not None and (
             not isinstance(random_bits, (int, np.integer)) or isinstance(random_bits, bool)
             or not 1 <= random_bits <= 64
@@ -136,7 +149,9 @@ def _check_random_args(mode: RoundingMode, rng, random_bits):
         return None
 
 
-def round(x, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
+def round(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *, overflow: str | None = None,
+          subnormals: bool = True, rng: np.random.Generator | None = None,
+          random_bits: int | None = None) -> np.ndarray:
     """Round ``x`` to the values of ``fmt``; return them in ``x``'s float dtype.
 
     Parameters
@@ -168,15 +183,15 @@ def round(x, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, r
         raise TypeError(f"subnormals must be True or False, got {subnormals!r}")
     random_bits = _check_random_args(mode, rng, random_bits)
 
-    arr = _as_float_array(x)
+    arr = as_real_array(x)
     out_dtype = np.float32 if arr.dtype == np.float32 and fmt.fits_float32 else np.float64
     flat = arr.reshape(-1)
     if not fmt.has_nan and flat.size and np.isnan(np.min(flat)):  # min propagates NaN
         raise ValueError(f"input holds {int(np.isnan(flat).sum())} NaN value(s), "
                          f"but format {fmt.name} has no NaN encoding")
     if not fmt.signed and not fmt.has_nan and flat.size and np.min(flat) < 0:
-        raise ValueError(f"input holds {int((flat < 0).sum())} negative value(s), but format {fmt.name} "
-                         f"is unsigned and has no NaN encoding for them")
+        raise ValueError(f"input holds {int((flat < 0).sum())} negative value(s), but format "
+                         f"{fmt.name} is unsigned and has no NaN encoding for them")
     out = np.empty(flat.shape, out_dtype)
     path = _fastpaths.choose(out_dtype, fmt, mode.value, random_bits)
     unsettled = []  # (indices, their top16) a fast path left to the exact rule
@@ -211,9 +226,11 @@ def _round_chunk(x, out, path, fmt: FloatFormat, mode: RoundingMode, policy, rng
     path, work = path
     if path is None:
         words = random_uint64(rng, x.size) if mode is RoundingMode.STOCHASTIC else None
-        out[...] = _round_float64(x.astype(np.float64, copy=False), fmt, mode, policy, words, rng, random_bits)
+        wide = x.astype(np.float64, copy=False)
+        out[...] = _round_float64(wide, fmt, mode, policy, words, rng, random_bits)
         return None
-    random = RandomSource.draw(rng, x.size, random_bits) if mode is RoundingMode.STOCHASTIC else None
+    stochastic = mode is RoundingMode.STOCHASTIC
+    random = RandomSource.draw(rng, x.size, random_bits) if stochastic else None
     if work == x.dtype:
         flagged = path(x, out, fmt, mode.value, policy, random)
     else:  # float32 values in float64 arithmetic (e.g. BF16 odd); the results are float32 values
@@ -223,7 +240,9 @@ def _round_chunk(x, out, path, fmt: FloatFormat, mode: RoundingMode, policy, rng
     return None if flagged is None else (flagged, random.top16[flagged])
 
 
-def settle(x, out, idx, words, fmt: FloatFormat, policy, rng, random_bits=None):
+def settle(x: np.ndarray, out: np.ndarray, idx: slice | np.ndarray, words: np.ndarray,
+           fmt: FloatFormat, policy: str, rng: np.random.Generator,
+           random_bits: int | None = None) -> None:
     """``out[idx]`` = the general path's stochastic rounding of ``x`` (the inputs at ``idx``)
     with the 64-bit words R = ``words``: for elements a fast path flagged as undecided."""
     with np.errstate(invalid="ignore"):  # (signalling NaNs warn as they widen)
@@ -239,7 +258,8 @@ def _flush_subnormals(out, fmt: FloatFormat):
 
 
 @np.errstate(all="ignore")
-def _round_float64(x, fmt: FloatFormat, mode: RoundingMode, policy, words=None, rng=None, random_bits=None):
+def _round_float64(x, fmt: FloatFormat, mode: RoundingMode, policy, words=None, rng=None,
+                   random_bits=None):
     """The general path: exact rounding of a float64 array (see the module docstring).
 
     ``words``: one uniform 64-bit random word per element (stochastic mode); ``rng`` supplies
@@ -251,12 +271,15 @@ def _round_float64(x, fmt: FloatFormat, mode: RoundingMode, policy, words=None, 
     sig, lb = significand(np.where(finite, np.abs(x), 0.0))  # |x| = sig * 2**lb
     qe = np.maximum(lb + 52, fmt.emin) - m  # weight of the target's last mantissa bit
     shift = qe - lb  # how many of sig's bits are rounded away (may exceed 64)
-    d = np.clip(shift, 0, 54).astype(np.uint64)  # beyond 54 every bit of sig is below half a quantum
+    # beyond 54 every bit of sig is below half a quantum
+    d = np.clip(shift, 0, 54).astype(np.uint64)
     kept = sig >> d
     rem = sig - (kept << d)  # the discarded bits: f = rem / 2**shift of a quantum
     half = (np.uint64(1) << d) >> np.uint64(1)
-    odd_last = (kept & np.uint64(1)) == 1  # the code's last bit ...
-    if m == 0:  # ... which without mantissa bits is the exponent field's (P3109; gfloat: 3 -> 2 in E8M0)
+    # the code's last bit, which without mantissa bits is the exponent field's (P3109; gfloat:
+    # 3 -> 2 in E8M0)
+    odd_last = (kept & np.uint64(1)) == 1
+    if m == 0:
         odd_last = np.where(kept == 1, ((qe + fmt.bias) & 1) == 1, odd_last)
     inexact = rem > 0
 
@@ -289,7 +312,8 @@ def _round_float64(x, fmt: FloatFormat, mode: RoundingMode, policy, words=None, 
     mag = np.where(np.isinf(x), np.inf if fmt.has_inf else policy_value, mag)
     mag = np.where(np.isnan(x), np.nan, mag)
     result = np.where(negative, -mag, mag)
-    if not fmt.signed:  # no negative numbers (NaN, as ml_dtypes' E8M0); -0 is 0 where there is a zero
+    # no negative numbers (NaN, as ml_dtypes' E8M0); -0 is 0 where there is a zero
+    if not fmt.signed:
         nothing = (negative & (x != 0)) | ((x == 0) & (not fmt.has_zero))
         result = np.where(nothing, np.nan, np.abs(result))
     if fmt.specials == "fnuz":

@@ -22,8 +22,9 @@ next block's c. Optionally (DeepSeek-V3 tech. report sec. 3.3.2) the partial res
 to an FP32 accumulator every ``promote_every`` products, and K can be split (split-K) into
 slices whose results are added in FP32.
 
-:func:`block_fma_scalar` is the same model written one term at a time in Python integers, to
-read next to the papers; the tests check the vectorised model against it.
+:func:`block_fma_scalar` (in :mod:`lowprec.reference`, importable from here) is the same model
+written one term at a time in exact arithmetic, to read next to the papers; the tests check
+the vectorised model against it.
 
 Not modelled: FP8 ``mma.sync`` on sm_90, which has no FP8 MMA of its own: the SASS that ptxas
 emits for it (``cuobjdump -sass``) converts to FP16 and runs two interleaved HMMA.16816 plus an
@@ -35,21 +36,23 @@ import builtins
 import dataclasses
 import math
 from dataclasses import dataclass
-from fractions import Fraction
+from types import MappingProxyType
 
 import numpy as np
 
+from ._deprecation import no_attribute, renamed
 from .formats import BF16, E4M3, E5M2, FP16, FP32, TF32, FloatFormat, as_format
-from .rounding import as_mode, round as _round
+from .reference import ZERO_EXPONENT as _ZERO_EXPONENT
+from .reference import block_fma_scalar
+from .rounding import as_mode, as_real_array, round as _round
 
-__all__ = ["TensorCoreModel", "PRESETS", "FP32_E8M13", "block_fma", "block_fma_scalar", "dot",
+__all__ = ["TensorCoreModel", "TENSOR_CORES", "FP32_E8M13", "block_fma", "block_fma_scalar", "dot",
            "matmul", "V100_FP16", "A100_FP16", "A100_BF16", "A100_TF32", "H100_FP16",
            "H100_BF16", "H100_TF32", "H100_FP8", "H100_FP8_PROMOTED"]
 
 # FP32's range with 13 fraction bits: what Hopper/Ada FP8 tensor-core sums keep (MMA-Sim's
 # "f32_e8m13"; DeepSeek-V3 sec. 3.3.2 measured "about 14 bits").
 FP32_E8M13 = FloatFormat("fp32_e8m13", 8, 13, description="FP32 range, 13 fraction bits (FP8 MMA)")
-_ZERO_EXPONENT = -126  # the exponent MMA-Sim gives a zero operand
 _ALL64 = 0xFFFFFFFFFFFFFFFF
 
 
@@ -168,8 +171,16 @@ H100_FP8 = TensorCoreModel("H100_FP8", E4M3, block=32, fraction_bits=13, output=
 H100_FP8_PROMOTED = TensorCoreModel("H100_FP8_PROMOTED", E4M3, block=32, fraction_bits=13,
                                     output=FP32_E8M13, c_format=FP32, promote_every=128)
 
-PRESETS = {m.name: m for m in (V100_FP16, A100_FP16, A100_BF16, A100_TF32, H100_FP16, H100_BF16,
-                                 H100_TF32, H100_FP8, H100_FP8_PROMOTED)}
+# Every preset model by name (read-only).
+TENSOR_CORES = MappingProxyType({m.name: m for m in (
+    V100_FP16, A100_FP16, A100_BF16, A100_TF32, H100_FP16, H100_BF16, H100_TF32, H100_FP8,
+    H100_FP8_PROMOTED)})
+
+
+def __getattr__(name: str):
+    if name == "PRESETS":
+        return renamed("lowprec.tensorcore.PRESETS", "lowprec.TENSOR_CORES", dict(TENSOR_CORES))
+    raise no_attribute(__name__, name)
 
 
 # --- the vectorised model ---------------------------------------------------------------------
@@ -339,10 +350,7 @@ def _representable(arr, fmt: FloatFormat) -> bool:
 
 
 def _operand(x, fmt: FloatFormat, name: str, truncate: bool = False):
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
+    arr = as_real_array(x, name).astype(np.float64)
     if truncate:
         return _round(arr, fmt, "toward_zero")
     if not _representable(arr, fmt):
@@ -422,76 +430,3 @@ def matmul(a, b, model: TensorCoreModel, c=None):
                       lambda k, out: np.add(ea[..., :, k, None], eb[..., None, k, :], out=out),
                       a.shape[-1], _accumulator(c, shape, model), model, _all_finite(a, b))
     return out.squeeze(axis=tuple(squeeze)) if squeeze else out
-
-
-# --- the scalar reference ---------------------------------------------------------------------
-def block_fma_scalar(a, b, c, model: TensorCoreModel) -> float:
-    """One block FMA for one output element, one term at a time in Python integers.
-
-    a, b: sequences of n numbers in the model's input formats (TF32 models truncate first);
-    c: one accumulator value. Returns a float. Output rounding "toward_zero" or "nearest".
-    """
-    fa, fb, out = model.inputs, model.b_format, model.output
-    a = [float(x) for x in a]
-    b = [float(x) for x in b]
-    if model.truncate_inputs:
-        a = [_truncate(x, fa) for x in a]
-        b = [_truncate(x, fb) for x in b]
-    # 1. NaN and infinity first.
-    infinite_signs = set()
-    for x, y in zip(a, b):
-        if x != x or y != y or (x == 0 and abs(y) == float("inf")) or (
-                y == 0 and abs(x) == float("inf")):
-            return float("nan")
-        if abs(x) == float("inf") or abs(y) == float("inf"):
-            infinite_signs.add((x > 0) == (y > 0))
-    if c != c:
-        return float("nan")
-    if abs(c) == float("inf"):
-        infinite_signs.add(c > 0)
-    if len(infinite_signs) == 2:
-        return float("nan")
-    if infinite_signs:
-        return float("inf") if infinite_signs.pop() else float("-inf")
-    # 2. Exact terms and their exponents from the (clamped) exponent fields.
-    terms = [(Fraction(x) * Fraction(y), _field_exponent(x, fa) + _field_exponent(y, fb))
-             for x, y in zip(a, b)]
-    terms.append((Fraction(c), _field_exponent(c, model.accumulator)))
-    # 3. Align to the largest exponent, truncate each term to F fraction bits, add exactly.
-    emax = max(e for _, e in terms)
-    unit = Fraction(2) ** (emax - model.fraction_bits)
-    units = 0
-    for value, _ in terms:
-        units += int(value / unit)  # int() truncates toward zero
-    # 4. Normalise once and round into the output format.
-    return _round_scalar(units * unit, out, model.output_rounding)
-
-
-def _truncate(x: float, fmt: FloatFormat) -> float:
-    return float(_round(np.float64(x), fmt, "toward_zero"))
-
-
-def _floor_log2(v: Fraction) -> int:
-    e = v.numerator.bit_length() - v.denominator.bit_length()
-    return e - 1 if Fraction(2) ** e > v else e
-
-
-def _field_exponent(x: float, fmt: FloatFormat) -> int:
-    return _ZERO_EXPONENT if x == 0 else max(_floor_log2(abs(Fraction(x))), fmt.emin)
-
-
-def _round_scalar(value: Fraction, fmt: FloatFormat, rounding: str) -> float:
-    if value == 0:
-        return 0.0
-    magnitude = abs(value)
-    quantum = Fraction(2) ** (max(_floor_log2(magnitude), fmt.emin) - fmt.mantissa_bits)
-    kept, rest = divmod(magnitude, quantum)
-    if rounding == "nearest":
-        kept += rest > quantum / 2 or (rest == quantum / 2 and kept % 2 == 1)
-    elif rounding != "toward_zero":
-        raise ValueError(f"block_fma_scalar rounds 'toward_zero' or 'nearest', not {rounding!r}")
-    result = kept * quantum
-    if magnitude >= Fraction(2) ** (fmt.emax + 1) or result > Fraction(fmt.max):
-        result = float("inf")
-    result = float(result)
-    return 0.0 if result == 0 else (-result if value < 0 else result)

@@ -16,7 +16,7 @@ from lowprec import BF16, E4M3, E5M2, FP16, FP32, arith, tensorcore
 from lowprec.accumulate import BLAS, FormatAccumulation, as_accumulator
 from lowprec.scaling import ScaledTensor
 
-from exact import round_exact
+from lowprec.reference import round_exact
 
 
 def _fp16_operands(rng, m, k, n, spread=10):

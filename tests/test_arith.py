@@ -13,9 +13,9 @@ import pytest
 
 import lowprec
 from lowprec import arith, tensorcore
-from lowprec.formats import PRESETS, FloatFormat
+from lowprec.formats import FORMATS, FloatFormat
 
-from exact import round_exact
+from lowprec.reference import round_exact
 
 DETERMINISTIC = ["nearest", "nearest_away", "toward_zero", "up", "down", "odd"]
 ALL64 = 0xFFFFFFFFFFFFFFFF
@@ -142,14 +142,14 @@ def check_every_mode(op, fmt, n, seed):
         check_against_exact(op, args, fmt, "stochastic", result, words, random_bits)
 
 
-@pytest.mark.parametrize("fmt", PRESETS, ids=lambda f: f.name)
+@pytest.mark.parametrize("fmt", list(FORMATS.values()), ids=lambda f: f.name)
 @pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "fma", "sqrt"])
 def test_correctly_rounded_in_every_mode(op, fmt):
     check_every_mode(op, fmt, 60, seed=7)
 
 
 @pytest.mark.exhaustive
-@pytest.mark.parametrize("fmt", PRESETS, ids=lambda f: f.name)
+@pytest.mark.parametrize("fmt", list(FORMATS.values()), ids=lambda f: f.name)
 @pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "fma", "sqrt"])
 def test_correctly_rounded_in_every_mode_many(op, fmt):
     check_every_mode(op, fmt, 3000, seed=8)
@@ -280,7 +280,7 @@ def test_fp16_one_plus_half_ulp():
 
 
 def reference_sum(terms, fmt, mode="nearest", order="sequential", block=None):
-    """Exact rational reference of arith's reductions, every addition rounded by tests/exact.py.
+    """Exact rational reference of arith's reductions, every addition rounded by lowprec.reference.
     sequential: ((0 + t0) + t1) + ...; pairwise: adjacent pairs level by level, an odd last one
     passing up unrounded (a lone term is rounded on its own); block: runs of `block` terms summed
     sequentially, the run sums combined in `order`. An infinite or NaN partial sum stays a float."""
@@ -394,7 +394,7 @@ def test_pairwise_and_blocked_products():
 
 
 # Every format a sum can start in (E8M0 has no zero).
-ACCUMULATORS = [f for f in PRESETS if f.has_zero]
+ACCUMULATORS = [f for f in FORMATS.values() if f.has_zero]
 REDUCTIONS = [("sequential", None), ("pairwise", None), ("sequential", 4), ("pairwise", 4)]
 LENGTHS = (1, 2, 3, 5, 128)
 
@@ -444,7 +444,7 @@ def test_dot_and_matmul_in_every_order_match_exact_reference(acc):
             np.testing.assert_array_equal(lowprec.matmul(a[:, 0], b.T, **options), got)
 
 
-@pytest.mark.parametrize("acc", ACCUMULATORS + list(tensorcore.PRESETS.values()),
+@pytest.mark.parametrize("acc", ACCUMULATORS + list(tensorcore.TENSOR_CORES.values()),
                          ids=lambda acc: acc.name)
 def test_empty_reductions_are_positive_zero(acc):
     # an empty sum is +0, as in NumPy, whatever the accumulator and the rounding mode
@@ -513,7 +513,7 @@ def test_bad_input_gets_clear_errors():
         lowprec.dot(np.ones(3) / 3, np.ones(3) / 3, order="pairwise")
 
 
-NO_NAN = [f for f in PRESETS if not f.has_nan]  # the MX element formats (no NaN, no infinity)
+NO_NAN = [f for f in FORMATS.values() if not f.has_nan]  # the MX element formats (no NaN, no infinity)
 
 
 @pytest.mark.parametrize("fmt", NO_NAN, ids=lambda f: f.name)

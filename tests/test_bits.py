@@ -4,20 +4,22 @@ import numpy as np
 import pytest
 from versions import ML_DTYPES_E8M0_TIES, ML_DTYPES_ROUNDS_FLOAT64_TWICE
 
-from lowprec import all_values, classify, decode, encode, from_ml_dtypes, next_down, next_up, to_ml_dtypes, ulp
+from lowprec import (all_values, classify, decode, encode, from_ml_dtypes, next_down, next_up,
+                     to_ml_dtypes, ulp)
 from lowprec.bits import code_dtype
-from lowprec.formats import PRESETS, FloatFormat, as_format
+from lowprec.formats import FORMATS, FloatFormat, as_format
 
 TWINS = {
     "fp16": np.float16, "bf16": ml_dtypes.bfloat16, "e4m3": ml_dtypes.float8_e4m3fn,
     "e5m2": ml_dtypes.float8_e5m2, "e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
     "e5m2fnuz": ml_dtypes.float8_e5m2fnuz, "e3m2": ml_dtypes.float6_e3m2fn,
-    "e2m3": ml_dtypes.float6_e2m3fn, "e2m1": ml_dtypes.float4_e2m1fn, "e8m0": ml_dtypes.float8_e8m0fnu,
+    "e2m3": ml_dtypes.float6_e2m3fn, "e2m1": ml_dtypes.float4_e2m1fn,
+    "e8m0": ml_dtypes.float8_e8m0fnu,
 }
-SMALL = [f for f in PRESETS if f.bits <= 16] + [FloatFormat("e3m4", 3, 4), FloatFormat("e5m7fn", 5, 7, specials="fn"),
-                                                 FloatFormat("e4m3b11", 4, 3, bias=11, specials="fnuz"),
-                                                 FloatFormat("e5m0", 5, 0), FloatFormat("g", 4, 3, bias=-1),
-                                                 FloatFormat("h", 4, 3, bias=16, specials="fn")]
+SMALL = [f for f in FORMATS.values() if f.bits <= 16] + [
+    FloatFormat("e3m4", 3, 4), FloatFormat("e5m7fn", 5, 7, specials="fn"),
+    FloatFormat("e4m3b11", 4, 3, bias=11, specials="fnuz"), FloatFormat("e5m0", 5, 0),
+    FloatFormat("g", 4, 3, bias=-1), FloatFormat("h", 4, 3, bias=16, specials="fn")]
 
 
 @np.errstate(invalid="ignore")
@@ -79,7 +81,8 @@ def test_encode_specials():
 def test_code_dtypes():
     assert [code_dtype(f) for f in ("e2m1", "e4m3", "fp16", "tf32", "fp32")] == \
         [np.uint8, np.uint8, np.uint16, np.uint32, np.uint32]
-    assert code_dtype(FloatFormat("e8m24", 8, 24)) == code_dtype(FloatFormat("e11m52", 11, 52)) == np.uint64
+    assert (code_dtype(FloatFormat("e8m24", 8, 24)) == code_dtype(FloatFormat("e11m52", 11, 52))
+            == np.uint64)
 
 
 def test_codes_wider_than_32_bits():
@@ -96,13 +99,15 @@ def test_codes_wider_than_32_bits():
 
 @pytest.mark.parametrize("exponent_bits", [2, 8, 11])
 def test_codes_of_every_width(exponent_bits):
-    """-(1 + 2**-m) * 2**(1 - bias) (the smallest normal binade) is 1.00..01.00..01 in every width."""
+    """-(1 + 2**-m) * 2**(1 - bias) (the smallest normal binade) is 1.00..01.00..01 in every
+    width."""
     for m in range(1, 53):
         fmt = FloatFormat(f"e{exponent_bits}m{m}", exponent_bits, m)
         x = -(1 + 2.0**-m) * fmt.tiny
         code = (1 << (exponent_bits + m)) | (1 << m) | 1
         assert encode(x, fmt) == code, fmt
-        assert encode(x, fmt).dtype == code_dtype(fmt) and np.dtype(code_dtype(fmt)).itemsize * 8 >= fmt.bits
+        assert encode(x, fmt).dtype == code_dtype(fmt)
+        assert np.dtype(code_dtype(fmt)).itemsize * 8 >= fmt.bits
         assert decode(code, fmt) == x and decode(np.array([code], np.uint64), fmt)[0] == x
 
 
@@ -147,7 +152,8 @@ def test_big_endian_input(dtype):
     np.testing.assert_array_equal(encode(x, "fp16"), native.astype(np.float16).view(np.uint16))
     if dtype != ">f8":  # (no preset is float64)
         assert same(from_ml_dtypes(x), native.astype(np.float64))
-    assert same(ulp(x, "bf16"), ulp(native, "bf16")) and same(next_up(x, "fp16"), next_up(native, "fp16"))
+    assert same(ulp(x, "bf16"), ulp(native, "bf16"))
+    assert same(next_up(x, "fp16"), next_up(native, "fp16"))
 
 
 def test_longdouble_input_is_exact_or_refused():
@@ -190,7 +196,8 @@ def test_next_up_down_equal_nextafter(name):
     big = np.array(np.inf if fmt.has_inf else np.nan, dtype)
     up_theirs = np.nextafter(v.astype(dtype), np.full(v.shape, np.inf).astype(dtype) if fmt.has_inf
                              else np.full(v.shape, fmt.max).astype(dtype))
-    down_theirs = np.nextafter(v.astype(dtype), np.full(v.shape, -np.inf).astype(dtype) if fmt.has_inf
+    down_theirs = np.nextafter(v.astype(dtype), np.full(v.shape, -np.inf).astype(dtype)
+                               if fmt.has_inf
                                else np.full(v.shape, -fmt.max).astype(dtype))
     up, down = next_up(v, fmt), next_down(v, fmt)
     inner_up, inner_down = v < fmt.max, v > -fmt.max  # nextafter toward max stays at max
@@ -203,7 +210,8 @@ def test_next_up_down_equal_nextafter(name):
 
 def test_next_up_down_specials():
     assert next_up(0.0, "fp16") == 2.0**-24 and next_down(0.0, "fp16") == -(2.0**-24)
-    assert next_up(-np.inf, "fp16") == -65504 and next_up(-65504.0, "fp16") == -65472 and next_up(np.inf, "fp16") == np.inf
+    assert next_up(-np.inf, "fp16") == -65504 and next_up(-65504.0, "fp16") == -65472
+    assert next_up(np.inf, "fp16") == np.inf
     assert next_down(np.inf, "fp16") == 65504 and np.isnan(next_up(np.nan, "fp16"))
     assert next_up(1.0, "fp16") == np.nextafter(np.float16(1), np.float16(2))
     # 0.3 is not on the grid; its neighbours are 1228/4096 and 1229/4096
@@ -211,7 +219,8 @@ def test_next_up_down_specials():
     assert np.signbit(next_up(-(2.0**-24), "fp16"))  # -0, as IEEE nextUp and np.nextafter
     up_fnuz = next_up(-(2.0**-10), "e4m3fnuz")  # fnuz formats have no -0
     assert up_fnuz == 0 and not np.signbit(up_fnuz)
-    assert np.isnan(next_up(448.0, "e4m3")) and next_down(-448.0, "e4m3") != next_down(-448.0, "e4m3")
+    assert np.isnan(next_up(448.0, "e4m3"))
+    assert next_down(-448.0, "e4m3") != next_down(-448.0, "e4m3")
 
 
 @pytest.mark.parametrize("name", ["fp16", "bf16"])
@@ -239,8 +248,10 @@ def test_classify_equals_numpy_predicates(name):
     v = all_values(name)
     t = v.astype(dtype).astype(np.float64)
     a = np.abs(t)
-    tiny = float(ml_dtypes.finfo(dtype).tiny) if dtype is not np.float16 else float(np.finfo(np.float16).tiny)
-    expected = np.select([np.isnan(t), np.isinf(t), t == 0, a < tiny], ["nan", "inf", "zero", "subnormal"], "normal")
+    finfo = np.finfo if dtype is np.float16 else ml_dtypes.finfo
+    tiny = float(finfo(dtype).tiny)
+    expected = np.select([np.isnan(t), np.isinf(t), t == 0, a < tiny],
+                         ["nan", "inf", "zero", "subnormal"], "normal")
     np.testing.assert_array_equal(classify(v, name), expected)
 
 
@@ -254,11 +265,13 @@ def test_ieee_format_without_mantissa_bits_has_inf_and_no_nan():
     # the all-ones exponent with mantissa 0 is inf; no mantissa bits are left to tell a NaN apart
     fmt = FloatFormat("e5m0", 5, 0)
     assert fmt.has_inf and not fmt.has_nan
-    assert encode(1.0, fmt) == 0x0F and encode(-np.inf, fmt) == 0x3F  # 0.01111 = 2**0; 1.11111 = -inf
+    # 0.01111 = 2**0; 1.11111 = -inf
+    assert encode(1.0, fmt) == 0x0F and encode(-np.inf, fmt) == 0x3F
     values = all_values(fmt)
     assert not np.isnan(values).any() and values[0x1F] == np.inf and values[0x0F] == 1.0
     # max is 0.11110 = 2**15; 2**16 overflows
-    np.testing.assert_array_equal(classify([2.0**-14, 2.0**15, 2.0**16], fmt), ["normal", "normal", "inf"])
+    np.testing.assert_array_equal(classify([2.0**-14, 2.0**15, 2.0**16], fmt),
+                                  ["normal", "normal", "inf"])
     with pytest.raises(ValueError, match="format e5m0 has no NaN encoding"):
         encode([np.nan], fmt)
     with pytest.raises(ValueError, match="overflow='nan' is impossible"):

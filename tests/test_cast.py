@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from lowprec import E4M3, E5M2, FP32, tensorcore
-from lowprec.nn import CAST_POINTS, PRESETS, Cast, Caster
+from lowprec.nn import CAST_POINTS, POLICIES, Cast, Caster
 from lowprec.nn.recipe_states import CastStats
 from lowprec.scaling import ScaledTensor
 
-from exact import round_exact
+from lowprec.reference import round_exact
 
 ML = {"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2}
 MAXES = {"e4m3": 448.0, "e5m2": 57344.0}
@@ -39,14 +39,14 @@ def _te_current_cast(x, fmt):
 def test_plain_casts_round_like_numpy_and_skip_what_is_already_held():
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((8, 5)) * 1e3).astype(np.float32)
-    cast = Caster(PRESETS["fp16_mixed"])
+    cast = Caster(POLICIES["fp16_mixed"])
     cast.begin_step()
     y = cast(x, "input", 0)
     assert np.array_equal(_bits(y), _bits(x.astype(np.float16).astype(np.float32)))
     assert cast(y, "input", 1, already=Cast("fp16")) is y  # FP16 values at an FP16 point: unchanged
     assert cast(x, "master_weights", 0) is x  # FP32 on float32 arrays rounds nothing
     assert cast(x, "weight_grad", 0) is not x  # FP16 there too
-    assert Caster(PRESETS["fp32"])(x, "input", 0) is x
+    assert Caster(POLICIES["fp32"])(x, "input", 0) is x
     # apply: a given Cast, same argument order (x, spec, point, layer), not traced
     traced = len(cast.trace)
     z = cast.apply(x, Cast("bf16", "toward_zero"), "weight", 0)
@@ -59,7 +59,7 @@ def test_plain_casts_round_like_numpy_and_skip_what_is_already_held():
 def test_scaled_cast_returns_a_scaled_tensor_of_the_te_recipe(point, fmt):
     rng = np.random.default_rng(1)
     x = (rng.standard_normal((16, 24)) * np.exp(rng.uniform(-9, 3, (16, 1)))).astype(np.float32)
-    cast = Caster(PRESETS["fp8_hybrid"].replace(fp8_recipe="current"))
+    cast = Caster(POLICIES["fp8_hybrid"].replace(fp8_recipe="current"))
     cast.begin_step()
     y = cast(x, point, 2)
     elements, scale_inv = _te_current_cast(x, fmt)
@@ -79,7 +79,7 @@ def test_scaled_cast_returns_a_scaled_tensor_of_the_te_recipe(point, fmt):
 
 
 def test_a_scaled_point_that_is_no_gemm_operand_holds_dequantized_values():
-    policy = PRESETS["fp8_hybrid"].replace(activation=Cast("e4m3", overflow="saturate"), fp8_recipe="current")
+    policy = POLICIES["fp8_hybrid"].replace(activation=Cast("e4m3", overflow="saturate"), fp8_recipe="current")
     cast = Caster(policy)
     cast.begin_step()
     x = np.float32([[0.5, -3.0, 1e-3]])
@@ -89,7 +89,7 @@ def test_a_scaled_point_that_is_no_gemm_operand_holds_dequantized_values():
 
 
 def test_frozen_copy_casts_with_the_scales_but_never_updates_them():
-    cast = Caster(PRESETS["fp8_hybrid"])
+    cast = Caster(POLICIES["fp8_hybrid"])
     x = np.float32([[2.0, -0.5]])
     for _ in range(2):
         cast.begin_step()
@@ -117,7 +117,7 @@ def test_gemm_of_two_scaled_tensors_is_the_exact_product_rounded_as_the_accumula
     products summed by the accumulator (sequential FP32 sums, or one block FMA reading the two
     operands' formats), then D = fl32(fl32(sa * sb) * sum)."""
     rng = np.random.default_rng(2)
-    policy = PRESETS["fp8_hybrid"].replace(fp8_recipe="current", accumulate=accumulate)
+    policy = POLICIES["fp8_hybrid"].replace(fp8_recipe="current", accumulate=accumulate)
     cast = Caster(policy)
     cast.begin_step()
     x = (rng.standard_normal((3, 32)) * 1e-2).astype(np.float32)
@@ -144,7 +144,7 @@ def test_plain_operands_take_their_formats_from_the_gemms_cast_points():
     """fp8_hybrid_unscaled + H100_FP8: the dgrad GEMM's operands are E5M2 and E4M3 values, which
     the Caster tells the tensor-core model by the GEMM's name (TE: E5M2 x E4M3 is an FP8 MMA)."""
     rng = np.random.default_rng(3)
-    cast = Caster(PRESETS["fp8_hybrid_unscaled"].replace(accumulate="H100_FP8"))
+    cast = Caster(POLICIES["fp8_hybrid_unscaled"].replace(accumulate="H100_FP8"))
     cast.begin_step()
     g8 = cast((rng.standard_normal((2, 32)) * 1e4).astype(np.float32), "grad_output", 0)
     W8 = cast(rng.standard_normal((32, 4)).astype(np.float32), "weight", 0)
@@ -158,14 +158,14 @@ def test_plain_operands_take_their_formats_from_the_gemms_cast_points():
 
 # --- bad input ---------------------------------------------------------------------------------------
 def test_bad_input_gets_a_clear_error():
-    cast = Caster(PRESETS["fp16_mixed"])
+    cast = Caster(POLICIES["fp16_mixed"])
     cast.begin_step()
     x = np.ones((2, 2), np.float32)
     with pytest.raises(ValueError, match="unknown cast point 'inputs'; valid: weight, input"):
         cast(x, "inputs", 0)
     with pytest.raises(ValueError, match="unknown GEMM 'forward'; valid: None, 'fprop', 'dgrad', 'wgrad'"):
         cast.matmul(x, x, "forward")
-    mx = Caster(PRESETS["fp8_hybrid"].replace(fp8_recipe="mx", accumulate="fp32"))
+    mx = Caster(POLICIES["fp8_hybrid"].replace(fp8_recipe="mx", accumulate="fp32"))
     mx.begin_step()
     with pytest.raises(ValueError, match="block-scaled and a per-tensor"):
         mx.matmul(mx(np.ones((2, 32), np.float32), "input", 0),

@@ -8,7 +8,7 @@ exact reference and explained by the float32 detour.
 import ml_dtypes
 import numpy as np
 import pytest
-from exact import round_exact
+from lowprec.reference import round_exact
 from versions import ML_DTYPES_ROUNDS_FLOAT64_TWICE
 
 import lowprec

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import lowprec
-from lowprec.formats import PRESETS, FloatFormat, as_format
+from lowprec.formats import FORMATS, FloatFormat, as_format
 
 # Every preset with a NumPy or ml_dtypes twin, and how finfo is asked about it.
 TWINS = {
@@ -65,17 +65,21 @@ def gfloat_info(fmt: FloatFormat):
     m = fmt.mantissa_bits
     high_nans = {"ieee": 2**m - 1, "fn": 1, "fnuz": 0, "finite": 0}[fmt.specials]
     domain = gfloat.Domain.Extended if fmt.specials == "ieee" else gfloat.Domain.Finite
-    return gfloat.FormatInfo(name=fmt.name, k=fmt.bits, precision=m + 1, bias=fmt.bias, is_signed=True,
+    return gfloat.FormatInfo(name=fmt.name, k=fmt.bits, precision=m + 1, bias=fmt.bias,
+                             is_signed=True,
                              domain=domain, has_nz=fmt.specials != "fnuz", num_high_nans=high_nans,
                              has_subnormals=True, is_twos_complement=False)
 
 
-CUSTOM = [FloatFormat("e3m4", 3, 4), FloatFormat("e6m9", 6, 9), FloatFormat("e5m7", 5, 7, specials="fn"),
-          FloatFormat("e4m3b11", 4, 3, bias=11, specials="fnuz"), FloatFormat("e3m3", 3, 3, specials="finite"),
+CUSTOM = [FloatFormat("e3m4", 3, 4), FloatFormat("e6m9", 6, 9),
+          FloatFormat("e5m7", 5, 7, specials="fn"),
+          FloatFormat("e4m3b11", 4, 3, bias=11, specials="fnuz"),
+          FloatFormat("e3m3", 3, 3, specials="finite"),
           FloatFormat("e2m0", 2, 0)]
 
 
-@pytest.mark.parametrize("fmt", CUSTOM + [f for f in PRESETS if f.signed and f.bits <= 16], ids=str)
+@pytest.mark.parametrize("fmt", CUSTOM + [f for f in FORMATS.values() if f.signed and f.bits <= 16],
+                         ids=str)
 def test_properties_equal_gfloat(fmt):
     gi = gfloat_info(fmt)
     assert fmt.max == gi.max and fmt.smallest_normal == gi.smallest_normal
@@ -93,16 +97,19 @@ def test_custom_format_values_equal_gfloat(fmt):
 
 # --- look-up and validation --------------------------------------------------------------------
 @pytest.mark.parametrize("alias, name", [
-    ("fp16", "fp16"), ("float16", "fp16"), ("HALF", "fp16"), (" bf16 ", "bf16"), ("bfloat16", "bf16"),
+    ("fp16", "fp16"), ("float16", "fp16"), ("HALF", "fp16"), (" bf16 ", "bf16"),
+    ("bfloat16", "bf16"),
     ("e4m3", "e4m3"), ("float8_e4m3fn", "e4m3"), ("e5m2", "e5m2"), ("float8_e5m2", "e5m2"),
-    ("float8_e4m3fnuz", "e4m3fnuz"), ("fp4", "e2m1"), ("float6_e3m2fn", "e3m2"), ("float8_e8m0fnu", "e8m0"),
+    ("float8_e4m3fnuz", "e4m3fnuz"), ("fp4", "e2m1"), ("float6_e3m2fn", "e3m2"),
+    ("float8_e8m0fnu", "e8m0"),
     ("tf32", "tf32"), ("float32", "fp32"),
 ])
 def test_aliases(alias, name):
     assert as_format(alias).name == name
 
 
-@pytest.mark.parametrize("dtype, name", [(np.float16, "fp16"), (np.float32, "fp32"), (ml_dtypes.bfloat16, "bf16"),
+@pytest.mark.parametrize("dtype, name", [(np.float16, "fp16"), (np.float32, "fp32"),
+                                         (ml_dtypes.bfloat16, "bf16"),
                                          (np.dtype(ml_dtypes.float8_e4m3fn), "e4m3")])
 def test_dtypes_name_formats(dtype, name):
     assert as_format(dtype).name == name
@@ -130,7 +137,8 @@ def test_non_format_is_a_type_error():
     (dict(exponent_bits=4, mantissa_bits=53), "mantissa_bits must be an int in 0..52"),
     (dict(exponent_bits=4, mantissa_bits=3, specials="ocp"), "specials must be one of"),
     (dict(exponent_bits=4, mantissa_bits=3, bias=7.5), "bias must be an int"),
-    (dict(exponent_bits=4, mantissa_bits=3, specials="fnuz", signed=False), "fnuz format needs a sign bit"),
+    (dict(exponent_bits=4, mantissa_bits=3, specials="fnuz", signed=False),
+     "fnuz format needs a sign bit"),
     (dict(exponent_bits=4, mantissa_bits=3, has_zero=False), "has_zero=False is only meaningful"),
     (dict(exponent_bits=11, mantissa_bits=52, bias=0), "outside float64's range"),
 ])
@@ -146,11 +154,12 @@ def test_formats_are_frozen_and_hashable():
 
 
 def test_default_overflow_policies():
-    assert [as_format(n).default_overflow for n in ("fp16", "bf16", "e5m2", "e4m3", "e4m3fnuz", "e2m1")] == \
+    names = ("fp16", "bf16", "e5m2", "e4m3", "e4m3fnuz", "e2m1")
+    assert [as_format(n).default_overflow for n in names] == \
         ["inf", "inf", "inf", "nan", "nan", "saturate"]
 
 
 def test_fits_float32():
-    assert all(f.fits_float32 for f in PRESETS)
+    assert all(f.fits_float32 for f in FORMATS.values())
     assert not FloatFormat("e11m52", 11, 52).fits_float32
     assert not FloatFormat("e9m3", 9, 3).fits_float32

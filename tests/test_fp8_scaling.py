@@ -1,7 +1,7 @@
 """FP8 scaling recipes against Transformer Engine's rules, ml_dtypes rounding and gfloat's OCP MX.
 
 References: element rounding is ml_dtypes' cast applied after clamping to +-max (CUDA's
-__NV_SATFINITE rule); scales are exact rationals rounded by tests/exact.py; OCP MX blocks are
+__NV_SATFINITE rule); scales are exact rationals rounded by lowprec.reference; OCP MX blocks are
 gfloat's ``quantize_block`` with ``compute_scale_amax``.
 """
 from fractions import Fraction
@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from exact import floor_log2, round_exact
+from lowprec.reference import floor_log2, round_exact
 from lowprec import E4M3, E5M2, FP32
 from lowprec.scaling import (CurrentScaling, DelayedScaling, MXBlockScaling, mx_quantize,
                              mx_scale_exponents, quantize)

@@ -3,7 +3,7 @@ MX blocks along each GEMM's reduction axis, the History's per-tensor FP8 record,
 and the demonstration that FP8 needs its scales.
 
 References: ml_dtypes' E4M3/E5M2 casts after clamping to +-max (CUDA's __NV_SATFINITE rule)
-and exact rational rounding (tests/exact.py) for the scales; an MX block quantizer written
+and exact rational rounding (lowprec.reference) for the scales; an MX block quantizer written
 here from Transformer Engine's rule (scale 2**ceil(log2(amax / fp8_max))).
 """
 from fractions import Fraction
@@ -12,10 +12,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from exact import round_exact
+from lowprec.reference import round_exact
 from lowprec import FP32, data
 from lowprec.data import Dataset
-from lowprec.nn import (CAST_POINTS, PRESETS, Adam, Caster, MLPConfig, PrecisionPolicy, TrainConfig,
+from lowprec.nn import (CAST_POINTS, POLICIES, Adam, Caster, MLPConfig, PrecisionPolicy, TrainConfig,
                         Trainer, load_checkpoint, train)
 from lowprec.nn.train import batch_indices, run_fingerprint
 from lowprec.observe import History, NotRecordedError, Observer
@@ -50,7 +50,7 @@ def test_delayed_scaling_cast_and_observation_match_ml_dtypes(point, fmt):
     rng = np.random.default_rng(3)
     tensors = [(rng.standard_normal((32, 40)) * 10.0 ** k).astype(np.float32) for k in (-3, -5, -2)]
     tensors[2][0, :3] = [1e9, -1e9, 0.0]  # the last step's scale is from smaller amaxes: clips
-    cast, observer = Caster(PRESETS["fp8_hybrid"]), Observer(1, CAST_POINTS)
+    cast, observer = Caster(POLICIES["fp8_hybrid"]), Observer(1, CAST_POINTS)
     scale, amaxes = np.float32(1.0), []
     for x in tensors:
         cast.begin_step(observer)
@@ -93,7 +93,7 @@ def test_mx_quantizes_each_gemm_operand_along_that_gemms_reduction_axis():
     x and dL/dz along the batch (axis 0): one quantization per use, as TE's row-wise and
     column-wise copies."""
     rng = np.random.default_rng(4)
-    policy = PRESETS["fp8_hybrid"].replace(name="mx", fp8_recipe="mx")
+    policy = POLICIES["fp8_hybrid"].replace(name="mx", fp8_recipe="mx")
     x = (rng.standard_normal((64, 96)) * np.exp(rng.uniform(-6, 6, (64, 1)))).astype(np.float32)
     W = (rng.standard_normal((96, 64)) * np.exp(rng.uniform(-6, 6, (1, 64)))).astype(np.float32)
     cast = Caster(policy)
@@ -112,14 +112,14 @@ def test_mx_quantizes_each_gemm_operand_along_that_gemms_reduction_axis():
     assert np.array_equal(_bits(cast.second_use(g_dgrad, "grad_output", 1).dequantize()),
                           _bits(_te_mx_ref(g, axis=0, fmt="e5m2")))
     # per-tensor recipes: the second use is the same array
-    plain = Caster(PRESETS["fp8_hybrid"])
+    plain = Caster(POLICIES["fp8_hybrid"])
     plain.begin_step()
     y = plain(x, "input", 0)
     assert plain.second_use(y, "input", 0) is y
 
 
 def test_mx_training_steps_run_and_record_no_per_tensor_scale(spirals):
-    policy = PRESETS["fp8_hybrid"].replace(name="mx", fp8_recipe="mx")
+    policy = POLICIES["fp8_hybrid"].replace(name="mx", fp8_recipe="mx")
     h = train(policy, spirals, SMALL, TrainConfig(steps=6, batch_size=64, eval_every=3, observe_every=2))
     assert np.all(np.isfinite(h.loss)) and len(h.fp8_step) == 6
     p = CAST_POINTS.index("input")
@@ -128,13 +128,13 @@ def test_mx_training_steps_run_and_record_no_per_tensor_scale(spirals):
 
 # --- the policy -------------------------------------------------------------------------------
 def test_policy_names_the_recipe_and_checks_it_fits_the_cast_points():
-    hybrid = PRESETS["fp8_hybrid"]
+    hybrid = POLICIES["fp8_hybrid"]
     assert hybrid.fp8_recipe == DelayedScaling() and hybrid.fp8_points == ("weight", "input", "grad_output")
-    assert PRESETS["fp8_hybrid_unscaled"].fp8_recipe is None
+    assert POLICIES["fp8_hybrid_unscaled"].fp8_recipe is None
     assert hybrid.replace(fp8_recipe="current").fp8_recipe == CurrentScaling()
     assert hybrid.replace(fp8_recipe="mx").fp8_recipe == MXBlockScaling(fp8_format="hybrid")
     assert hybrid.bias_cast == hybrid.output  # FP8 holds GEMM operands; the bias stays BF16
-    assert PRESETS["fp16_mixed"].bias_cast == PRESETS["fp16_mixed"].weight
+    assert POLICIES["fp16_mixed"].bias_cast == POLICIES["fp16_mixed"].weight
     assert hybrid.fingerprint()["fp8_recipe"]["type"] == "DelayedScaling"
     assert "fp8_recipe" in hybrid.describe()
     with pytest.raises(ValueError, match="unknown fp8_recipe"):
@@ -144,7 +144,7 @@ def test_policy_names_the_recipe_and_checks_it_fits_the_cast_points():
     with pytest.raises(ValueError, match="casts backward tensors to e4m3"):
         hybrid.replace(fp8_recipe=MXBlockScaling())  # TE's MXFP8 default: E4M3 for gradients too
     with pytest.raises(ValueError, match="needs at least one FP8 cast point"):
-        PRESETS["bf16_mixed"].replace(fp8_recipe="delayed")
+        POLICIES["bf16_mixed"].replace(fp8_recipe="delayed")
     with pytest.raises(ValueError, match="saturates"):
         hybrid.replace(input=("e4m3", "stochastic"))
     e4m3_only = PrecisionPolicy(input="e4m3", fp8_recipe=DelayedScaling(fp8_format="e4m3"))
@@ -185,7 +185,7 @@ def test_evaluation_does_not_move_the_delayed_scales(spirals):
 
 @pytest.mark.parametrize("recipe", [DelayedScaling(amax_history_len=8), "current"])
 def test_resume_mid_run_with_fp8_scaling_is_bit_identical(spirals, tmp_path, recipe):
-    policy = PRESETS["fp8_hybrid"].replace(name="fp8", fp8_recipe=recipe)
+    policy = POLICIES["fp8_hybrid"].replace(name="fp8", fp8_recipe=recipe)
     config = TrainConfig(steps=20, batch_size=32, eval_every=6, observe_every=4, checkpoint_every=5)
     whole = train(policy, spirals, SMALL, config)
     path = tmp_path / "run.npz"
@@ -283,7 +283,7 @@ def test_fp8_gemm_with_fp32_accumulation_accumulates_the_fp8_elements(recipe, st
     step, current scaling's first): the FP8 elements are 448, their products add up exactly in
     FP32, and the decode scales bring the sum back to 4 value**2. (Rounding the dequantized
     operands to E4M3 instead gives 4 * 2**-18 = 1.53e-5 for 1e-3, and 0 for 1e-5.)"""
-    cast = Caster(PRESETS["fp8_hybrid"].replace(accumulate="fp32", fp8_recipe=recipe))
+    cast = Caster(POLICIES["fp8_hybrid"].replace(accumulate="fp32", fp8_recipe=recipe))
     x = np.full((1, 4), value, np.float32)
     for _ in range(steps):
         cast.begin_step()
@@ -304,7 +304,7 @@ def test_fp8_hybrid_trains_with_an_accumulation_model(spirals, accumulate):
     """FP8 training with an exact accumulation model runs (the operands fed to the model are the
     FP8 elements, of the formats the model reads) and stays close to the BLAS run."""
     config = TrainConfig(steps=4, batch_size=32, eval_every=2)
-    h = train(PRESETS["fp8_hybrid"].replace(accumulate=accumulate), spirals, SMALL, config)
+    h = train(POLICIES["fp8_hybrid"].replace(accumulate=accumulate), spirals, SMALL, config)
     blas = train("fp8_hybrid", spirals, SMALL, config)
     assert np.all(np.isfinite(h.loss)) and np.all(np.isfinite(h.test_loss))
     np.testing.assert_allclose(h.loss, blas.loss, rtol=1e-3 if accumulate == "fp32" else 2e-2)
@@ -328,9 +328,9 @@ class _GemmRecorder(Caster):
 def test_each_fp8_gemm_of_a_step_is_the_exact_product_within_the_bound(spirals, accumulate, recipe):
     """Every GEMM of three training steps (fprop, dgrad, wgrad; E4M3 x E4M3, E5M2 x E4M3,
     E4M3 x E5M2) against the exact product of its dequantized operands (bound above)."""
-    policy = PRESETS["fp8_hybrid"].replace(accumulate=accumulate, fp8_recipe=recipe)
-    trainer = Trainer(policy, MLPConfig(sizes=(2, 8, 8, 3)), seed=0)
-    trainer.caster = recorder = _GemmRecorder(trainer.policy, rng=trainer.rounding_rng)
+    policy = POLICIES["fp8_hybrid"].replace(accumulate=accumulate, fp8_recipe=recipe)
+    trainer = Trainer(policy, MLPConfig(sizes=(2, 8, 8, 3)), seed=0, caster=_GemmRecorder)
+    recorder = trainer.caster
     for step in range(3):
         idx = batch_indices(len(spirals.x_train), 16, 0, step)
         trainer.step(spirals.x_train[idx], spirals.y_train[idx])
@@ -359,7 +359,7 @@ def test_mx_gemm_with_fp32_accumulation_sums_the_block_scaled_values():
     a format accumulator sums their exact products (an FFMA GEMM of the dequantized tensors),
     and a tensor-core model, which has no block-scaled MMA, is refused when the policy is made."""
     rng = np.random.default_rng(5)
-    policy = PRESETS["fp8_hybrid"].replace(fp8_recipe="mx", accumulate="fp32")
+    policy = POLICIES["fp8_hybrid"].replace(fp8_recipe="mx", accumulate="fp32")
     x = (rng.standard_normal((3, 64)) * np.exp(rng.uniform(-8, 8, (1, 64)))).astype(np.float32)
     W = (rng.standard_normal((64, 2)) * np.exp(rng.uniform(-8, 8, (64, 1)))).astype(np.float32)
     cast = Caster(policy)

@@ -4,7 +4,7 @@ import pytest
 
 import lowprec
 from lowprec import data
-from lowprec.nn import PRESETS, Caster, MLPConfig, TrainConfig, train
+from lowprec.nn import POLICIES, Caster, MLPConfig, TrainConfig, train
 
 
 def _sequential_fp32(a, b):
@@ -26,14 +26,14 @@ def test_sequential_fp32_accumulation_adds_in_order():
     a = lowprec.round((rng.standard_normal((4, 24)) * 2.0 ** rng.integers(-12, 12, (4, 24))), "fp16")
     b = lowprec.round(rng.standard_normal((24, 3)), "fp16")
     a, b = a.astype(np.float32), b.astype(np.float32)
-    cast = Caster(PRESETS["fp16_mixed"].replace(accumulate="fp32"))
+    cast = Caster(POLICIES["fp16_mixed"].replace(accumulate="fp32"))
     assert np.array_equal(cast.matmul(a, b), _sequential_fp32(a, b))
 
 
 @pytest.mark.parametrize("accumulate", ["fp32", "H100_FP16"])
 def test_training_runs_with_an_exact_accumulation_model(accumulate):
     spirals = data.spirals(np.random.default_rng(0), points_per_class=20)
-    policy = PRESETS["fp16_mixed"].replace(accumulate=accumulate)
+    policy = POLICIES["fp16_mixed"].replace(accumulate=accumulate)
     h = train(policy, spirals, MLPConfig(sizes=(2, 8, 3)), TrainConfig(steps=3, batch_size=8, eval_every=0))
     blas = train("fp16_mixed", spirals, MLPConfig(sizes=(2, 8, 3)), TrainConfig(steps=3, batch_size=8, eval_every=0))
     assert np.all(np.isfinite(h.loss))

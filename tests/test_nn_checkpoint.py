@@ -4,17 +4,19 @@ import numpy as np
 import pytest
 
 from lowprec import data
-from lowprec.nn import PRESETS, Adam, CheckpointError, MLPConfig, TrainConfig, train
+from lowprec import POLICIES as PRESET_POLICIES
+from lowprec.nn import Adam, CheckpointError, MLPConfig, TrainConfig, train
+from lowprec.scaling import StaticLossScaler
 
 SMALL = MLPConfig(sizes=(2, 16, 16, 3))
 CONFIG = TrainConfig(steps=24, batch_size=32, eval_every=7, observe_every=5, checkpoint_every=6)
 POLICIES = {
     # dynamic loss scaler state, FP32 master weights and momentum
-    "fp16_mixed": PRESETS["fp16_mixed"],
+    "fp16_mixed": PRESET_POLICIES["fp16_mixed"],
     # stochastic rounding: the RNG state must survive the checkpoint
-    "fp16_sr": PRESETS["fp16_pure"].replace(name="fp16_sr", update="stochastic"),
+    "fp16_sr": PRESET_POLICIES["fp16_pure"].replace(name="fp16_sr", update="stochastic"),
     # the Kahan compensation buffers must survive too
-    "bf16_kahan": PRESETS["fp16_pure"].replace(name="bf16_kahan", weight="bf16", update="kahan"),
+    "bf16_kahan": PRESET_POLICIES["fp16_pure"].replace(name="bf16_kahan", weight="bf16", update="kahan"),
 }
 
 
@@ -92,3 +94,10 @@ def test_not_a_checkpoint(spirals, tmp_path):
     np.savez(path, a=np.zeros(3))
     with pytest.raises(CheckpointError, match="not a lowprec checkpoint"):
         train("fp16_mixed", spirals, SMALL, CONFIG, resume=path)
+
+
+def test_a_checkpoint_whose_state_does_not_fit_the_trainer_is_refused(spirals, saved):
+    """Same run fingerprint, but a scaler passed in that cannot take the saved GradScaler state:
+    the trainer's load_state_dict refuses it and the error names the file."""
+    with pytest.raises(CheckpointError, match=r"run\.npz: .*unknown state keys"):
+        train("fp16_mixed", spirals, SMALL, CONFIG, scaler=StaticLossScaler(8.0), resume=saved)

@@ -7,7 +7,7 @@ the effect disappears.
 import numpy as np
 
 from lowprec import FP32, data
-from lowprec.nn import PRESETS, SGD, MLPConfig, TrainConfig, train
+from lowprec.nn import POLICIES, SGD, MLPConfig, TrainConfig, train
 
 
 def _fractions(history, stat, point):
@@ -50,7 +50,7 @@ def test_small_updates_stagnate_in_pure_fp16_and_stochastic_rounding_recovers():
     model = MLPConfig(sizes=(16, 64, 64, 64, 64, 4), loss="mse")
     config = TrainConfig(steps=800, batch_size=64, optimizer=SGD(lr=0.002, momentum=0.9),
                          observe_every=100, eval_every=0)
-    pure = PRESETS["fp16_pure"]
+    pure = POLICIES["fp16_pure"]
     policies = {
         "pure FP16, nearest": pure,
         "FP32 master weights": pure.replace(name="fp16_master", master_weights=FP32, optimizer_state=FP32),

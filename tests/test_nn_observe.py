@@ -10,6 +10,7 @@ from lowprec import data, observe
 from lowprec.nn import CAST_POINTS, Cast, MLPConfig, TrainConfig, train
 from lowprec.observe import (HIST_BINS, HIST_MIN_EXP, HIST_SAMPLE, History, Observer,
                              exponent_histogram)
+from lowprec.scaling import NonFiniteSource
 
 
 def _values(rng, n):
@@ -102,6 +103,29 @@ def test_history_round_trip_and_helpers(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(2))
     with pytest.raises(ValueError, match="not a lowprec History"):
         History.load(tmp_path / "other.npz")
+
+
+def test_the_culprit_goes_in_and_comes_back_as_a_non_finite_source(tmp_path):
+    """record_step takes the step's NonFiniteSource (or None); the saved columns index the cast
+    points and ("inf", "nan"), -1 for none; a loaded History gives the same NonFiniteSource."""
+    h = History(3, CAST_POINTS)
+    fields = {"loss": 1.5, "scale": 8.0, "new_scale": 8.0, "found_inf": False, "skipped": False,
+              "growth_tracker": -1, "hysteresis": -1}
+    h.record_step(step=1, **fields)
+    h.record_step(step=2, culprit=NonFiniteSource(2, "weight_grad", "nan"),
+                  **{**fields, "found_inf": True, "skipped": True})
+    h.save(tmp_path / "h.npz")
+    back = History.load(tmp_path / "h.npz")
+    assert back.culprit(0) is None and back.culprit(1) == NonFiniteSource(2, "weight_grad", "nan")
+    assert back.culprits() == [(2, 2, "weight_grad", "nan")]
+    assert list(back.culprit_layer) == [-1, 2] and list(back.culprit_kind) == [-1, 1]
+    assert list(back.culprit_point) == [-1, list(CAST_POINTS).index("weight_grad")]
+    with pytest.raises(TypeError, match="NonFiniteSource"):
+        h.record_step(step=3, culprit=(2, "weight_grad", "nan"), **fields)
+    with pytest.raises(TypeError, match="culprit=NonFiniteSource"):
+        h.record_step(step=3, culprit_layer=0, culprit_point=1, culprit_kind=0, **fields)
+    with pytest.raises(ValueError, match="unknown cast point 'gradient'"):
+        h.record_step(step=3, culprit=NonFiniteSource(0, "gradient"), **fields)
 
 
 @pytest.mark.parametrize("as_path", [str, pathlib.Path])

@@ -4,7 +4,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from exact import round_exact
+from lowprec.reference import round_exact
 
 import lowprec
 from lowprec.formats import FP32
@@ -69,7 +69,7 @@ def test_stochastic_rounding_keeps_updates_on_average():
 
 # --- the float32 fused multiply-add, against exact rational arithmetic ------------------------
 def fma_reference(a, b, c):
-    """a * b + c in Fraction arithmetic, rounded once to float32 (tests/exact.py)."""
+    """a * b + c in Fraction arithmetic, rounded once to float32 (lowprec.reference)."""
     a, b, c = float(a), float(b), float(c)
     if not all(map(math.isfinite, (a, b, c))):
         return np.float32(a * b + c)  # IEEE specials: as float64 arithmetic gives them

@@ -5,22 +5,22 @@ import numpy as np
 import pytest
 
 import lowprec
-from lowprec.nn import CAST_POINTS, PRESETS, Cast, PrecisionPolicy, get_policy
+from lowprec.nn import CAST_POINTS, POLICIES, Cast, PrecisionPolicy, get_policy
 
 
 def test_presets_say_what_the_frameworks_do():
-    amp = PRESETS["fp16_mixed"]
+    amp = POLICIES["fp16_mixed"]
     assert amp.weight.format == lowprec.FP16 and amp.activation_grad.format == lowprec.FP16
     assert amp.master_weights.format == lowprec.FP32 and amp.optimizer_state.format == lowprec.FP32
     assert amp.loss_scale == "dynamic"
-    pure = PRESETS["fp16_pure"]
+    pure = POLICIES["fp16_pure"]
     assert pure.master_weights is None and pure.loss_scale is None
     assert pure.optimizer_state.format == lowprec.FP16
-    assert PRESETS["bf16_mixed"].loss_scale is None
-    hybrid = PRESETS["fp8_hybrid"]
+    assert POLICIES["bf16_mixed"].loss_scale is None
+    hybrid = POLICIES["fp8_hybrid"]
     assert hybrid.input.format == lowprec.E4M3 and hybrid.weight.overflow == "saturate"
     assert hybrid.grad_output.format == lowprec.E5M2
-    for name, policy in PRESETS.items():
+    for name, policy in POLICIES.items():
         assert policy.name == name and get_policy(name) is policy
         text = policy.describe()
         assert all(point in text for point in CAST_POINTS)
@@ -53,7 +53,7 @@ def test_unknown_names():
     with pytest.raises(ValueError, match="presets: fp32"):
         get_policy("fp64")
     with pytest.raises(ValueError, match="unknown cast point"):
-        PRESETS["fp32"].cast("gradient")
+        POLICIES["fp32"].cast("gradient")
     with pytest.raises(ValueError, match="overflow"):
         Cast("fp16", overflow="wrap")
 
@@ -78,7 +78,24 @@ def test_contains_finds_the_obvious_cases():
 
 
 def test_a_numpy_loss_scale_is_stored_as_the_same_plain_number():
-    policy = PRESETS["fp16_mixed"].replace(loss_scale=np.float32(1024.0))
+    policy = POLICIES["fp16_mixed"].replace(loss_scale=np.float32(1024.0))
     assert policy.fingerprint()["loss_scale"] == 1024.0 and type(policy.loss_scale) is float
     with pytest.raises(ValueError, match="loss_scale must be"):
-        PRESETS["fp16_mixed"].replace(loss_scale=np.int64(-4))
+        POLICIES["fp16_mixed"].replace(loss_scale=np.int64(-4))
+
+
+def test_which_cast_writes_the_weights_the_optimizer_updates():
+    """Micikevicius et al. 2018, sec. 3.1: with a master copy the optimizer updates FP32 weights
+    and compute rounds them each step; pure low precision updates the weight-format copy itself,
+    rounded as ``update`` says (Kahan summation rounds to nearest)."""
+    amp = POLICIES["fp16_mixed"]
+    assert amp.keeps_master_weights and amp.stored_point == "master_weights"
+    assert amp.stored_cast == Cast("fp32") and amp.weight_already is None and amp.pure_update_cast is None
+    pure = POLICIES["fp16_pure"]
+    assert not pure.keeps_master_weights and pure.stored_point == "weight" and pure.stored_cast == Cast("fp16")
+    assert pure.weight_already == Cast("fp16") and pure.pure_update_cast == Cast("fp16")
+    stochastic = pure.replace(update="stochastic", weight=Cast("bf16", subnormals=False))
+    assert stochastic.pure_update_cast == Cast("bf16", "stochastic", subnormals=False)
+    kahan = pure.replace(update="kahan")
+    assert kahan.uses_kahan and kahan.pure_update_cast == Cast("fp16") and not pure.uses_kahan
+    assert PrecisionPolicy().pure_update_cast is None  # nothing rounded: nothing to write into

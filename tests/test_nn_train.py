@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from lowprec import data
-from lowprec.nn import CAST_POINTS, PRESETS, SGD, MLPConfig, TrainConfig, Trainer, train
+from lowprec.nn import (CAST_POINTS, POLICIES, SGD, Adam, Cast, Caster, MLPConfig, TrainConfig,
+                        Trainer, train)
+from lowprec.nn.train import batch_indices
 from lowprec.observe import History
+from lowprec.scaling import DelayedScaling, DynamicScalingConfig, NonFiniteSource
 
 SMALL = MLPConfig(sizes=(2, 16, 16, 3))
 SHORT = TrainConfig(steps=30, batch_size=32, eval_every=10, observe_every=5)
@@ -43,7 +46,7 @@ def _same_history(a, b):
         assert np.array_equal(arrays_a[name], arrays_b[name], equal_nan=name != "meta"), name
 
 
-@pytest.mark.parametrize("policy", ["fp16_mixed", PRESETS["fp16_pure"].replace(update="stochastic")])
+@pytest.mark.parametrize("policy", ["fp16_mixed", POLICIES["fp16_pure"].replace(update="stochastic")])
 def test_same_seed_same_history_bit_for_bit(spirals, policy):
     first = train(policy, spirals, SMALL, SHORT)
     again = train(policy, spirals, SMALL, SHORT)
@@ -71,7 +74,7 @@ def test_overflow_skips_the_step_and_names_the_culprit(spirals):
     before = [{k: v.copy() for k, v in p.items()} for p in trainer.stored]
     record = trainer.step(spirals.x_train[:32], spirals.y_train[:32])
     assert record["found_inf"] and record["skipped"]
-    assert (record["culprit_layer"], CAST_POINTS[record["culprit_point"]]) == (2, "activation_grad")
+    assert record["culprit"] == NonFiniteSource(2, "activation_grad", "inf")
     assert trainer.scaler.updates == [True]
     for old, new in zip(before, trainer.stored):  # the step was not applied
         assert all(np.array_equal(old[k], new[k]) for k in old)
@@ -82,7 +85,7 @@ def test_forward_overflow_is_traced_to_the_input_cast(spirals):
     trainer = Trainer("fp16_mixed", SMALL, scaler=_StaticScaler(1.0))
     record = trainer.step(x, spirals.y_train[:8])
     assert record["found_inf"] and record["skipped"]
-    assert (record["culprit_layer"], CAST_POINTS[record["culprit_point"]]) == (0, "input")
+    assert record["culprit"] == NonFiniteSource(0, "input", "inf")
 
 
 def test_without_a_loss_scaler_non_finite_gradients_are_applied(spirals):
@@ -95,7 +98,7 @@ def test_without_a_loss_scaler_non_finite_gradients_are_applied(spirals):
 
 
 def test_lowprec_dynamic_scaler_halves_after_overflow(spirals):
-    trainer = Trainer(PRESETS["fp16_mixed"].replace(loss_scale="dynamic"), SMALL)
+    trainer = Trainer(POLICIES["fp16_mixed"].replace(loss_scale="dynamic"), SMALL)
     x = spirals.x_train[:8] * np.float32(1e5)
     trainer.step(x, spirals.y_train[:8])
     assert trainer.scaler.scale == 32768.0  # GradScaler: backoff_factor 0.5 (torch/amp/grad_scaler.py)
@@ -163,11 +166,11 @@ def test_progress_false_and_the_default_under_pytest_print_nothing(spirals, monk
 def test_progress_default_shows_only_long_runs_someone_watches(monkeypatch, capsys):
     """progress=None: estimated from the first steps (a fake clock: 1 s per step), shown only
     when the run looks longer than 5 s and runs in a terminal or a Jupyter kernel."""
-    train_module = importlib.import_module("lowprec.nn.train")  # the module, not the function
+    train_module = importlib.import_module("lowprec.nn.progress")
 
     def run(total):
         ticks = iter(range(1000))
-        bar = train_module._Progress(total, None, clock=lambda: float(next(ticks)))
+        bar = train_module.Progress(total, None, clock=lambda: float(next(ticks)))
         for step in range(1, total + 1):
             bar.show(step, 0.5)
         bar.close()
@@ -233,7 +236,7 @@ def test_inputs_are_not_modified(spirals):
     assert np.array_equal(x, spirals.x_train[:16])
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+@pytest.mark.parametrize("name", list(POLICIES))
 def test_every_preset_trains(spirals, name):
     h = train(name, spirals, SMALL, TrainConfig(steps=60, batch_size=32, eval_every=0))
     assert np.all(np.isfinite(h.loss))
@@ -247,3 +250,112 @@ def test_summary_table(spirals):
     lines = summarize(runs).splitlines()
     assert len(lines) == 5 and lines[2].startswith("fp32") and lines[3].startswith("fp16_pure")
     assert lines[4].rstrip().endswith("-")
+
+
+# --- Trainer.state_dict / load_state_dict ---------------------------------------------------------
+STATE_CASES = {
+    # a dynamic scaler that backs off and grows within the run (init 2**24 overflows FP16)
+    "fp16_mixed_dynamic": (POLICIES["fp16_mixed"].replace(
+        name="dyn", loss_scale=DynamicScalingConfig(init_scale=2.0**24, growth_interval=3)), SGD()),
+    # per-tensor amax histories longer than the first part of the run
+    "fp8_delayed": (POLICIES["fp8_hybrid"].replace(fp8_recipe=DelayedScaling(amax_history_len=8)), SGD()),
+    # Adam moments and the stochastic-rounding generator (bf16 master weights rounded stochastically)
+    "adam_bf16_stochastic": (POLICIES["bf16_mixed"].replace(name="sr", master_weights=Cast("bf16", "stochastic")),
+                             Adam(lr=0.01)),
+    # the Kahan compensation buffers of pure BF16 weights
+    "bf16_kahan": (POLICIES["fp16_pure"].replace(name="kahan", weight="bf16", update="kahan"), SGD()),
+}
+
+
+def _steps(trainer, spirals, start, end, history):
+    """Steps start..end-1 of the batch schedule, recorded as train() records them."""
+    for s in range(start, end):
+        idx = batch_indices(len(spirals.x_train), 32, 0, s)
+        record = trainer.step(spirals.x_train[idx], spirals.y_train[idx], observe=s % 3 == 0)
+        fp8 = record.pop("fp8")
+        history.record_step(**record)
+        if fp8 is not None:
+            history.record_fp8(record["step"], fp8)
+        if s % 3 == 0:
+            history.record_observation(record["step"], trainer.observer)
+
+
+def _same_state(a: dict, b: dict):
+    """Two state_dicts hold the same values bit for bit (arrays compared as bytes)."""
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        other = b[key]
+        if isinstance(value, np.ndarray):
+            assert value.dtype == other.dtype and value.tobytes() == other.tobytes(), key
+        elif isinstance(value, dict):
+            _same_state(value, other)
+        elif isinstance(value, list):
+            assert len(value) == len(other), key
+            _same_state(dict(enumerate(value)), dict(enumerate(other)))
+        else:
+            assert value == other, key
+
+
+@pytest.mark.parametrize("name", list(STATE_CASES))
+def test_resume_from_state_dict_is_bit_identical(spirals, name):
+    """Steps 0-6, state_dict, then a trainer of another seed (other initial weights, other random
+    bits) loads it and takes steps 7-15: the same History and final state as 16 steps in one go."""
+    policy, optimizer = STATE_CASES[name]
+    whole, whole_history = Trainer(policy, SMALL, optimizer, seed=0), History(3, CAST_POINTS)
+    _steps(whole, spirals, 0, 16, whole_history)
+
+    first, history = Trainer(policy, SMALL, optimizer, seed=0), History(3, CAST_POINTS)
+    _steps(first, spirals, 0, 7, history)
+    state = first.state_dict()
+    _steps(first, spirals, 7, 9, History(3, CAST_POINTS))  # a state_dict is a copy: this changes nothing
+    resumed = Trainer(policy, SMALL, optimizer, seed=1)
+    assert not np.array_equal(resumed.stored[0]["weight"], first.stored[0]["weight"])
+    resumed.load_state_dict(state)
+    _steps(resumed, spirals, 7, 16, history)
+    _same_history(whole_history, history)
+    _same_state(whole.state_dict(), resumed.state_dict())
+    if name == "fp16_mixed_dynamic":  # the scaler's state mattered: it backed off and grew
+        assert whole_history.skipped.any() and len(set(whole_history.scale)) >= 3
+    if name == "fp8_delayed":  # and the recipe states did: 9 tensors, scales off their start of 1
+        assert len(state["fp8"]) == 9 and all(s["scale"] != 1.0 for _, _, s in state["fp8"])
+
+
+def test_a_state_dict_of_another_trainer_is_refused_and_changes_nothing(spirals):
+    trainer = Trainer("fp16_mixed", SMALL, seed=0)
+    before = trainer.state_dict()
+    others = {"policy.weight": Trainer("bf16_mixed", SMALL),
+              "model.sizes": Trainer("fp16_mixed", MLPConfig(sizes=(2, 8, 8, 3))),
+              "optimizer": Trainer("fp16_mixed", SMALL, Adam())}
+    for what, other in others.items():
+        with pytest.raises(ValueError, match=f"another policy, model or optimizer(.|\n)*{what}"):
+            trainer.load_state_dict(other.state_dict())
+    state = trainer.state_dict()
+    state["stored"][1]["weight"] = state["stored"][1]["weight"][:, :8]
+    with pytest.raises(ValueError, match=r"stored\.1\.weight.*\(16, 8\).*\(16, 16\)"):
+        trainer.load_state_dict(state)
+    with pytest.raises(ValueError, match="missing.*rounding_rng"):
+        trainer.load_state_dict({k: v for k, v in before.items() if k != "rounding_rng"})
+    with pytest.raises(ValueError, match="without.*loss scaler"):
+        trainer.load_state_dict({**before, "scaler": None})
+    with pytest.raises(TypeError, match="mapping"):
+        trainer.load_state_dict([before])
+    _same_state(before, trainer.state_dict())
+
+
+def test_caster_argument_makes_the_trainers_caster(spirals):
+    class Recording(Caster):
+        rounds = 0
+
+        def round(self, x, spec, layer, point):
+            Recording.rounds += 1
+            return super().round(x, spec, layer, point)
+
+    trainer = Trainer("fp16_mixed", SMALL, caster=Recording)
+    assert type(trainer.caster) is Recording and trainer.caster.rng is trainer.rounding_rng
+    plain = Trainer("fp16_mixed", SMALL)
+    x, y = spirals.x_train[:16], spirals.y_train[:16]
+    assert trainer.step(x, y)["loss"] == plain.step(x, y)["loss"] and Recording.rounds > 0
+    with pytest.raises(TypeError, match="Caster class or a callable"):
+        Trainer("fp16_mixed", SMALL, caster=Caster(POLICIES["fp16_mixed"]))
+    with pytest.raises(TypeError, match="not a lowprec.nn.Caster"):
+        Trainer("fp16_mixed", SMALL, caster=lambda policy, rng, xp: object())

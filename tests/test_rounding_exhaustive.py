@@ -23,7 +23,7 @@ from versions import ML_DTYPES_E8M0_SUBNORMAL_QUIRK, ML_DTYPES_E8M0_TIES
 
 import lowprec
 from lowprec import _fastpaths, rounding
-from lowprec._fastpaths import RandomSource
+from lowprec._bitwords import RandomSource
 from lowprec.formats import as_format
 from lowprec.rounding import RoundingMode
 

@@ -4,7 +4,7 @@ Expected sequences were measured by running torch.amp.GradScaler (torch/amp/grad
 whose update is _amp_update_scale_ in aten/src/ATen/native/cpu/AmpGradScalerKernels.cpp) and
 DeepSpeed's DynamicLossScaler (deepspeed/runtime/fp16/loss_scaler.py), or are derived by hand
 from those rules in the comments; float32 values come from the exact rational reference in
-tests/exact.py. tests/test_torch_gradscaler.py drives the real torch.amp.GradScaler.
+lowprec.reference. tests/test_torch_gradscaler.py drives the real torch.amp.GradScaler.
 """
 import dataclasses
 import math
@@ -13,12 +13,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from exact import round_exact
+from lowprec.reference import round_exact
 from lowprec import FP32, FloatFormat
 from lowprec.scaling import (APEX, PYTORCH, DeepSpeedConfig, DynamicLossScaler, DynamicScalingConfig,
                              HysteresisLossScaler, LossScaleAtMinimumError, NonFiniteSource,
-                             StaticLossScaler, make_loss_scaler, non_finite_source,
-                             unscale_and_check)
+                             StaticLossScaler, make_loss_scaler, unscale_and_check)
 
 FP64 = FloatFormat("fp64", 11, 52)
 
@@ -177,19 +176,23 @@ def test_static_scale_can_apply_non_finite_steps_like_apex():
 
 
 def test_record_names_the_layer_and_cast_point():
-    source = NonFiniteSource("fc3", "activation_grad")
+    source = NonFiniteSource(3, "activation_grad")
     record = make_loss_scaler(2.0**40).update(True, source=source)
     assert record.source == source
     text = record.describe()
-    assert "'fc3'" in text and "activation_grad" in text and "skipped" in text
+    assert "inf in layer 3 at cast point 'activation_grad'" in text and "skipped" in text
     assert make_loss_scaler(8.0).update(False, source=source).source is None
 
 
-def test_non_finite_source_reports_nan_before_inf():
-    assert non_finite_source("fc1", "output", np.ones(3, np.float32)) is None
-    assert non_finite_source(2, "weight_grad", np.array([np.inf, 1.0])) == NonFiniteSource("2", "weight_grad", "inf")
-    assert non_finite_source("fc1", "output", np.array([np.inf, np.nan])).kind == "nan"
-    assert non_finite_source("fc1", "output", np.arange(3)) is None
+def test_non_finite_source_takes_a_layer_index_and_a_known_kind():
+    assert NonFiniteSource(np.int64(2), "output", "nan") == NonFiniteSource(2, "output", "nan")
+    assert type(NonFiniteSource(np.int64(2), "output").layer) is int
+    with pytest.raises(TypeError, match="layer index"):
+        NonFiniteSource("fc3", "output")
+    with pytest.raises(ValueError, match=">= 0"):
+        NonFiniteSource(-1, "output")
+    with pytest.raises(ValueError, match="'inf', 'nan'"):
+        NonFiniteSource(0, "output", "overflow")
 
 
 # --- checkpoints --------------------------------------------------------------------------------

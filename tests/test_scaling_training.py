@@ -12,13 +12,13 @@ import pytest
 
 from lowprec import data
 from lowprec.data import Dataset
-from lowprec.nn import CAST_POINTS, PRESETS, SGD, Adam, MLPConfig, TrainConfig, Trainer, train
+from lowprec.nn import CAST_POINTS, POLICIES, SGD, Adam, MLPConfig, TrainConfig, Trainer, train
 from lowprec.nn.train import batch_indices
 from lowprec.observe import History
-from lowprec.scaling import DeepSpeedConfig, DynamicScalingConfig, LossScaleAtMinimumError
+from lowprec.scaling import DeepSpeedConfig, DynamicScalingConfig, LossScaleAtMinimumError, NonFiniteSource
 
 SMALL = MLPConfig(sizes=(2, 16, 16, 3))
-FP16_MIXED = PRESETS["fp16_mixed"]
+FP16_MIXED = POLICIES["fp16_mixed"]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_history_keeps_the_scaler_record_and_saves_it(spirals, tmp_path):
     assert summary["final_scale"] == h.new_scale[-1] and summary["first_culprit"] == h.culprits()[0]
     h.save(tmp_path / "h.npz")
     _same(h, History.load(tmp_path / "h.npz"))
-    unscaled = train(PRESETS["fp16_mixed_unscaled"], spirals, SMALL, config).summary()
+    unscaled = train(POLICIES["fp16_mixed_unscaled"], spirals, SMALL, config).summary()
     assert unscaled["skipped"] == 0 and np.isnan(unscaled["final_scale"])
 
 
@@ -84,12 +84,10 @@ def test_culprit_names_nan_and_inf_by_where_they_first_appear(spirals):
     x = spirals.x_train[:8].copy()
     x[3, 1] = np.nan
     record = Trainer(FP16_MIXED, SMALL).step(x, spirals.y_train[:8])
-    assert record["skipped"] and (record["culprit_layer"], CAST_POINTS[record["culprit_point"]],
-                                  record["culprit_kind"]) == (0, "input", 1)  # CULPRIT_KINDS[1] "nan"
+    assert record["skipped"] and record["culprit"] == NonFiniteSource(0, "input", "nan")
     x = spirals.x_train[:8] * np.float32(1e5)  # beyond FP16's 65504: inf at layer 0's input cast
     record = Trainer(FP16_MIXED, SMALL).step(x, spirals.y_train[:8])
-    assert (record["culprit_layer"], CAST_POINTS[record["culprit_point"]], record["culprit_kind"]) == (
-        0, "input", 0)
+    assert record["culprit"] == NonFiniteSource(0, "input", "inf")
 
 
 def test_deepspeed_stops_at_its_minimum_scale_and_keeps_the_history(spirals):

@@ -18,6 +18,6 @@ def test_formats_command_prints_every_preset(capsys):
 
     assert main(["formats"]) == 0
     out = capsys.readouterr().out
-    for fmt in lowprec.PRESETS:
+    for fmt in lowprec.FORMATS.values():
         assert fmt.name in out
     assert "448" in out and "57344" in out and "65504" in out

@@ -12,7 +12,7 @@ import pytest
 import lowprec
 from lowprec import tensorcore as tc
 
-ALL = list(tc.PRESETS.values())
+ALL = list(tc.TENSOR_CORES.values())
 FP16_OUT = dataclasses.replace(tc.V100_FP16, name="V100_FP16_out16", output=lowprec.FP16,
                                output_rounding="nearest")
 

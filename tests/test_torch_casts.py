@@ -9,7 +9,7 @@ Where PyTorch and ml_dtypes disagree, the test says which lowprec policy matches
 """
 import numpy as np
 import pytest
-from exact import round_exact
+from lowprec.reference import round_exact
 from test_rounding import assert_same, structured_float32
 
 import lowprec

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import lowprec
-from lowprec.nn import MLP, PRESETS, Caster, MLPConfig
+from lowprec.nn import MLP, POLICIES, Caster, MLPConfig
 from lowprec.nn.layers import ReLU, linear, linear_backward
 
 torch = pytest.importorskip("torch")
@@ -83,7 +83,7 @@ def _run_torch(params, x, y, dtype, scale):
 
 
 def _run_lowprec(model, params, x, y, policy, scale):
-    cast = Caster(PRESETS[policy])
+    cast = Caster(POLICIES[policy])
     weights = [{k: cast(v, "weight", l) for k, v in p.items()} for l, p in enumerate(params)]
     output, cache = model.forward(weights, x, cast)
     loss, grad_out = model.loss(output, y, scale)
@@ -114,7 +114,7 @@ def test_each_layer_matches_torch_given_torch_inputs(setup, policy):
     model, params, x, y = setup
     dtype, scale, fmt = CASES[policy]
     ref = _run_torch(params, x, y, dtype, scale)
-    cast = Caster(PRESETS[policy])
+    cast = Caster(POLICIES[policy])
     last = len(SIZES) - 2
     for l, t in enumerate(ref["layers"]):
         # the weights used in compute: the same cast, bit for bit

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 from lowprec import data  # noqa: E402
-from lowprec.nn import PRESETS, MLPConfig, Trainer  # noqa: E402
+from lowprec.nn import POLICIES, MLPConfig, Trainer  # noqa: E402
 
 
 def _torch_unscale(grads, scale):
@@ -34,7 +34,7 @@ def test_step_unscales_as_gradscaler(monkeypatch, scale):
         seen["result"] = original(self, grads)
         return seen["result"]
     monkeypatch.setattr(Trainer, "_unscale", spy)
-    trainer = Trainer(PRESETS["fp16_mixed"].replace(loss_scale=scale), MLPConfig(sizes=(2, 16, 16, 3)))
+    trainer = Trainer(POLICIES["fp16_mixed"].replace(loss_scale=scale), MLPConfig(sizes=(2, 16, 16, 3)))
     with np.errstate(over="ignore", invalid="ignore"):
         record = trainer.step(spirals.x_train[:64], spirals.y_train[:64])
     expected, found = _torch_unscale(seen["scaled"], scale)

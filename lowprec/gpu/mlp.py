@@ -9,8 +9,8 @@ cuBLAS ``gemmEx`` with 16-bit inputs, FP32 output and ``CUBLAS_COMPUTE_32F``
 CuPy arrays.
 
 :func:`compare_training` runs the simulator and the device in lock step: before each step the
-device gets the simulator's weights and optimizer state, so each step's differences are that
-step's own; every cast point's tensor is compared (bit-identical share, largest distance in
+device loads the simulator's ``Trainer.state_dict()`` (weights, optimizer state, loss scaler,
+random state), so each step's differences are that step's own; every cast point's tensor is compared (bit-identical share, largest distance in
 ulps of the cast point's format). Two independent runs then give each side's final accuracy.
 
 The device operations sit behind a small *ops* object so that the CPU tests can run the whole
@@ -18,13 +18,20 @@ comparison with :class:`NumpyOps`, a stand-in that does what the GPU would with 
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
+from ..data import Dataset
 from ..formats import FP32
 from ..accumulate import BLAS
 from ..nn.cast import Caster
-from ..nn.policy import CAST_POINTS
+from ..nn.model import MLPConfig
+from ..nn.policy import CAST_POINTS, PrecisionPolicy
+from ..nn.train import DEFAULT_HIDDEN, TrainConfig, Trainer, batch_indices, train
+from ..observe import History
 from ..rounding import round as lp_round
+from . import require_cupy
 from .probe import bit_agreement
 
 CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF = 0, 2, 14  # cudaDataType_t (library_types.h)
@@ -53,8 +60,6 @@ class CupyOps:
     """Device operations on CuPy arrays: native conversions and cuBLAS tensor-core GEMMs."""
 
     def __init__(self):
-        from . import require_cupy
-
         self.xp = require_cupy()
         self.name = "cupy"
 
@@ -75,6 +80,7 @@ class CupyOps:
     def matmul16(self, a, b, fmt):
         """a @ b on tensor cores: 16-bit inputs (values of ``fmt``), FP32 output and compute."""
         cp = self.xp
+        # CuPy is optional: imported only where the device works, never at module import
         from cupy.cuda import cublas, device
 
         m, k = a.shape
@@ -107,9 +113,14 @@ class TracingCaster(Caster):
 
 
 class DeviceCaster(TracingCaster):
-    """A Caster whose roundings and matmuls run on the device (``ops``); keeps each step's trace."""
+    """A Caster whose roundings and matmuls run on the device (``ops``); keeps each step's trace.
+    A Trainer makes one from ``caster=functools.partial(DeviceCaster, ops=ops)``."""
 
-    def __init__(self, policy, ops, *, rng=None, observer=None):
+    def __init__(self, policy: PrecisionPolicy, ops, *, rng: np.random.Generator | None = None,
+                 observer=None, xp=None) -> None:
+        if xp is not None and xp is not ops.xp:
+            raise ValueError(f"DeviceCaster works in its ops' array namespace {ops.xp.__name__}, "
+                             f"got xp={getattr(xp, '__name__', xp)}")
         super().__init__(policy, rng=rng, observer=observer, xp=ops.xp)
         self.ops = ops
 
@@ -140,36 +151,24 @@ def _holds(x, fmt, xp) -> bool:
     return bool(((xp.ascontiguousarray(x).view(xp.uint32) & 0xFFFF) == 0).all())  # bf16: low half zero
 
 
-def _copy_state(source, target, xp):
-    """Give ``target`` (a Trainer) the stored weights and optimizer state of ``source``."""
-    target.stored = [{k: xp.asarray(v) for k, v in p.items()} for p in source.stored]
-    target.opt_state = [{k: {b: xp.asarray(s) for b, s in state.items()} for k, state in p.items()}
-                        for p in source.opt_state]
-    target.updates_done, target.steps_done = source.updates_done, source.steps_done
-
-
-def compare_training(policy, data, *, steps=20, ops=None, model=None, batch_size=128, seed=0,
-                     final_steps=200) -> dict:
+def compare_training(policy: PrecisionPolicy | str, data: Dataset, *, steps: int = 20,
+                     ops: NumpyOps | CupyOps | None = None, model: MLPConfig | None = None,
+                     batch_size: int = 128, seed: int = 0, final_steps: int = 200) -> dict:
     """Per step and per cast point: how the device's tensors differ from the simulator's.
 
     Returns {"policy", "device", "steps": [{"step", "points": {"layer/point": agreement}}],
     "summary": {"layer/point": mean share, worst ulp}, "final": {"simulator", "device"}}.
     """
-    from ..nn import MLPConfig, train
-    from ..nn.train import DEFAULT_HIDDEN, Trainer, TrainConfig, batch_indices
-
     ops = ops or CupyOps()
     xp = ops.xp
     model = model or MLPConfig(sizes=(data.n_features, *DEFAULT_HIDDEN, data.n_outputs))
-    sim = Trainer(policy, model, seed=seed)
-    dev = Trainer(policy, model, seed=seed, xp=xp)
-    sim.caster = TracingCaster(sim.policy, rng=sim.rounding_rng)
-    dev.caster = DeviceCaster(dev.policy, ops, rng=dev.rounding_rng)
+    sim = Trainer(policy, model, seed=seed, caster=TracingCaster)
+    dev = Trainer(policy, model, seed=seed, caster=partial(DeviceCaster, ops=ops), xp=xp)
     records = []
     for s in range(steps):
         idx = batch_indices(len(data.x_train), batch_size, seed, s)
         x, y = data.x_train[idx], data.y_train[idx]
-        _copy_state(sim, dev, xp)
+        dev.load_state_dict(sim.state_dict())  # weights, optimizer, scaler, RNG: the simulator's
         sim.step(x, y)
         dev.step(xp.asarray(x), y)
         points = {}
@@ -187,33 +186,16 @@ def compare_training(policy, data, *, steps=20, ops=None, model=None, batch_size
         summary[key] = {"bit_identical_share": float(np.mean([e["bit_identical_share"] for e in entries])),
                         "max_ulp": int(max(e["max_ulp"] for e in entries))}
     config = TrainConfig(steps=final_steps, batch_size=batch_size, seed=seed, eval_every=0)
-    final_sim = train(policy, data, model, config, progress=False)
-    final = {"simulator": _final(final_sim)}
-    try:
-        final_dev = _train_on_device(policy, data, model, config, ops)
-        final["device"] = _final(final_dev)
+    final = {"simulator": _final(train(policy, data, model, config, progress=False))}
+    try:  # an independent run on the device (same seed and batches)
+        final["device"] = _final(train(policy, data, model, config, progress=False,
+                                       caster=partial(DeviceCaster, ops=ops), xp=xp))
     except Exception as exc:  # report, do not hide: the per-step comparison above still stands
         final["device"] = {"error": f"{type(exc).__name__}: {exc}"}
     return {"policy": str(policy), "device": ops.name, "steps": records, "summary": summary,
             "final": final, "cast_points": list(CAST_POINTS)}
 
 
-def _train_on_device(policy, data, model, config, ops):
-    """An independent training run on the device (same seed and batches)."""
-    from ..nn.train import Trainer, batch_indices
-
-    xp = ops.xp
-    trainer = Trainer(policy, model, config.optimizer, seed=config.seed, xp=xp)
-    trainer.caster = DeviceCaster(trainer.policy, ops, rng=trainer.rounding_rng)
-    for s in range(config.steps):
-        idx = batch_indices(len(data.x_train), config.batch_size, config.seed, s)
-        trainer.step(xp.asarray(data.x_train[idx]), data.y_train[idx])
-    loss, accuracy = trainer.evaluate(data.x_test, data.y_test)
-    return {"test_loss": float(loss), "test_accuracy": float(accuracy)}
-
-
-def _final(result) -> dict:
-    """Test loss and accuracy: a dict already, or the last evaluation of a History."""
-    if isinstance(result, dict):
-        return result
+def _final(result: History) -> dict:
+    """Test loss and accuracy of a run's last evaluation."""
     return {"test_loss": float(result.test_loss[-1]), "test_accuracy": float(result.test_accuracy[-1])}

@@ -191,7 +191,7 @@ def presets_for(instr: MmaInstruction) -> dict:
     An FP16 accumulator rounds each block's sum to nearest (Fasi et al. 2021: RN for FP16 output).
     """
     found = {}
-    for name, model in tensorcore.PRESETS.items():
+    for name, model in tensorcore.TENSOR_CORES.items():
         fmt = model.inputs.name
         if instr.input_format == "e5m2" and fmt == "e4m3":
             model = dataclasses.replace(model, inputs=as_format("e5m2"))

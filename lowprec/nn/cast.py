@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..rounding import round as round_to_format
+from ..scaling import NonFiniteSource
 from .policy import CAST_POINTS, Cast, PrecisionPolicy
 from .recipe_states import RecipeStates
 
@@ -183,19 +184,14 @@ class Caster:
         """Drop this step's tensors and the observer (which keeps its statistics)."""
         self.observer, self.trace, self._sources = None, [], {}
 
-    def culprit(self):
+    def culprit(self) -> NonFiniteSource | None:
         """The first cast of this step, in execution order, whose result held a NaN or an inf,
         as a :class:`lowprec.scaling.NonFiniteSource` (layer, cast point, kind), or None.
         A tensor holding both is reported as "nan"."""
-        from ..scaling import NonFiniteSource
         xp = self.xp
         for layer, point, y in self.trace:
             if not bool(xp.isfinite(y).all()):
                 kind = "nan" if bool(xp.isnan(y).any()) else "inf"
-                return NonFiniteSource(str(layer), point, kind)
+                return NonFiniteSource(layer, point, kind)
         return None
 
-    def first_nonfinite(self) -> tuple[int, str] | None:
-        """(layer, point) of the first cast whose result held an inf or NaN in this step."""
-        source = self.culprit()
-        return None if source is None else (int(source.layer), source.cast_point)

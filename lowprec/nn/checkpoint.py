@@ -1,24 +1,33 @@
 """Checkpoints: save a run mid-way, resume it bit-identically, refuse anything else.
 
-A checkpoint is one .npz file (no pickles) holding the stored weights (the master copy, or
-the pure low-precision weights; the compute copy is re-rounded from them), the optimizer
-state, the Kahan compensation, the loss scaler's ``state_dict()``, every FP8 recipe state's
-``state_dict()`` (scale, scale_inv, amax history), the stochastic-rounding RNG state, the
+A checkpoint is one .npz file (no pickles) holding the trainer's ``state_dict()`` (the stored
+weights -- the master copy, or the pure low-precision weights; the compute copy is re-rounded
+from them --, the optimizer state, the Kahan compensation, the loss scaler's and every FP8
+recipe state's ``state_dict()``, the stochastic-rounding RNG state, the step counters), the
 History so far, the run's fingerprint (policy, model, config, data hash) and a sha256 over
-all of it. Loading checks the digest (corrupt file) and the fingerprint (a
-different run) and raises :class:`CheckpointError` naming what is wrong.
+all of it. The state's arrays are entries of their own (``state.stored.0.weight``, ...); the
+rest of it is JSON. Loading checks the digest (corrupt file) and the fingerprint (a different
+run), then hands the state to ``trainer.load_state_dict``, and raises :class:`CheckpointError`
+naming what is wrong. The helpers that copy and check a state's arrays live here too.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..observe import History
 
-FORMAT_VERSION = 2  # 2: FP8 recipe states, scaler records and culprit kinds in the History
+if TYPE_CHECKING:  # train.py imports this module: the name only, for the hints
+    from .train import Trainer
+
+FORMAT_VERSION = 3  # 3: the trainer's state_dict; 2: FP8 recipe states, culprit kinds in the History
+_ARRAY = "__array__"  # {_ARRAY: entry name} stands for an array in the JSON part of a state
 
 
 class CheckpointError(ValueError):
@@ -44,30 +53,38 @@ def _digest(arrays: dict) -> str:
     return h.hexdigest()
 
 
-def _host(a) -> np.ndarray:
-    return np.asarray(a.get() if hasattr(a, "get") else a)
+def _split(tree, arrays: dict, name: str):
+    """``tree`` (dicts and lists of arrays and plain values) with each array moved into
+    ``arrays`` under a name from its path and replaced by ``{_ARRAY: name}``."""
+    if isinstance(tree, np.ndarray):
+        arrays[name] = tree
+        return {_ARRAY: name}
+    if isinstance(tree, dict):
+        return {k: _split(v, arrays, f"{name}.{k}") for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_split(v, arrays, f"{name}.{i}") for i, v in enumerate(tree)]
+    return tree
 
 
-def save_checkpoint(path, trainer, history: History, fingerprint: dict):
+def _join(tree, arrays: dict):
+    """The inverse of :func:`_split`."""
+    if isinstance(tree, dict):
+        if set(tree) == {_ARRAY}:
+            return arrays[tree[_ARRAY]]
+        return {k: _join(v, arrays) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_join(v, arrays) for v in tree]
+    return tree
+
+
+def save_checkpoint(path: str | os.PathLike, trainer: Trainer, history: History,
+                    fingerprint: dict) -> None:
     """Write the trainer's state and the history to ``path`` (atomically: temp file, rename)."""
     arrays = {}
-    for l, layer in enumerate(trainer.stored):
-        for name, value in layer.items():
-            arrays[f"stored.{l}.{name}"] = _host(value)
-            for buf, state in trainer.opt_state[l][name].items():
-                arrays[f"optimizer.{l}.{name}.{buf}"] = _host(state)
-            if trainer.compensation is not None:
-                arrays[f"kahan.{l}.{name}"] = _host(trainer.compensation[l][name])
-    for (l, point), state in trainer.fp8_states.items():
-        for key, value in state.state_dict().items():  # floats and lists of float32 values
-            arrays[f"fp8.{l}.{point}.{key}"] = np.asarray(value, np.float64)
+    state = _split(trainer.state_dict(), arrays, "state")
     for name, value in history.to_arrays().items():
         arrays[f"history.{name}"] = value
-    meta = {"version": FORMAT_VERSION, "fingerprint": fingerprint, "steps_done": trainer.steps_done,
-            "updates_done": trainer.updates_done,
-            "rng": trainer.rounding_rng.bit_generator.state,
-            "scaler": None if trainer.scaler is None else trainer.scaler.state_dict(),
-            "fp8_states": [[l, point] for l, point in trainer.fp8_states]}
+    meta = {"version": FORMAT_VERSION, "fingerprint": fingerprint, "trainer": state}
     arrays["meta"] = np.array(_to_json(meta))
     arrays["sha256"] = np.array(_digest(arrays))
     path = os.fspath(path)
@@ -92,47 +109,80 @@ def _read(path) -> dict:
     return arrays
 
 
-def _differences(saved, now, prefix="") -> list:
+# --- what a state holds and must match (Trainer.state_dict uses these) -----------------------
+Tree = list | dict | np.ndarray | None  # per-layer lists of dicts of arrays, as a Trainer holds them
+
+
+def host_copy(tree: Tree) -> Tree:
+    """A copy of ``tree`` (lists and dicts of arrays, or None) with host NumPy arrays."""
+    if tree is None:
+        return None
+    if isinstance(tree, list):
+        return [host_copy(t) for t in tree]
+    if isinstance(tree, dict):
+        return {k: host_copy(v) for k, v in tree.items()}
+    return np.array(tree.get() if hasattr(tree, "get") else tree)  # a copy, also of a CuPy array
+
+
+def device_copy(tree: Tree, xp: ModuleType) -> Tree:
+    """A copy of ``tree`` with ``xp`` arrays (the trainer's own, not the caller's)."""
+    if tree is None:
+        return None
+    if isinstance(tree, (list, tuple)):
+        return [device_copy(t, xp) for t in tree]
+    if isinstance(tree, Mapping):
+        return {k: device_copy(v, xp) for k, v in tree.items()}
+    return xp.array(tree)
+
+
+def check_like(saved: object, held: Tree, where: str) -> None:
+    """Raise ValueError unless ``saved`` has the structure, shapes and dtypes of ``held``."""
+    if held is None or saved is None:
+        if (held is None) != (saved is None):
+            raise ValueError(f"state[{where!r}] is {'None' if saved is None else 'set'}, this trainer "
+                             f"{'keeps none' if held is None else 'keeps one'}")
+    elif isinstance(held, list):
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(held):
+            raise ValueError(f"state[{where!r}] must hold {len(held)} layers, got {saved!r:.80}")
+        for i, (s, h) in enumerate(zip(saved, held)):
+            check_like(s, h, f"{where}.{i}")
+    elif isinstance(held, dict):
+        if not isinstance(saved, Mapping) or set(saved) != set(held):
+            got = sorted(saved) if isinstance(saved, Mapping) else type(saved).__name__
+            raise ValueError(f"state[{where!r}] must hold {sorted(held)}, got {got}")
+        for k in held:
+            check_like(saved[k], held[k], f"{where}.{k}")
+    elif getattr(saved, "shape", None) != held.shape or getattr(saved, "dtype", None) != held.dtype:
+        raise ValueError(f"state[{where!r}] is {getattr(saved, 'dtype', type(saved).__name__)} "
+                         f"{getattr(saved, 'shape', '')}, this trainer holds {held.dtype} {held.shape}")
+
+
+def fingerprint_differences(saved: object, now: object, prefix: str = "") -> list[str]:
     """Paths where two JSON-like values differ, e.g. ['policy.weight: saved ... now ...']."""
     if isinstance(saved, dict) and isinstance(now, dict):
         out = []
         for key in sorted(set(saved) | set(now)):
-            out += _differences(saved.get(key), now.get(key), f"{prefix}{key}.")
+            out += fingerprint_differences(saved.get(key), now.get(key), f"{prefix}{key}.")
         return out
     return [] if saved == now else [f"{prefix.rstrip('.')}: saved {saved!r}, now {now!r}"]
 
 
-def load_checkpoint(path, trainer, fingerprint: dict) -> History:
+def load_checkpoint(path: str | os.PathLike, trainer: Trainer, fingerprint: dict) -> History:
     """Restore ``trainer`` from ``path``; return the saved History. Raises CheckpointError."""
     arrays = _read(path)
     meta = json.loads(str(arrays["meta"]))
     if meta.get("version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {meta.get('version')}, "
                               f"this lowprec reads version {FORMAT_VERSION}")
-    diffs = _differences(meta["fingerprint"], json.loads(_to_json(fingerprint)))
+    diffs = fingerprint_differences(meta["fingerprint"], json.loads(_to_json(fingerprint)))
     if diffs:
         raise CheckpointError(f"{path} comes from a different run; resuming would not continue it:\n  "
                               + "\n  ".join(diffs))
-    if (meta["scaler"] is None) != (trainer.scaler is None):
-        raise CheckpointError(f"{path}: saved {'without' if meta['scaler'] is None else 'with'} "
-                              "a loss scaler, but this run is the opposite")
-    xp = trainer.xp
-    for l, layer in enumerate(trainer.stored):
-        for name in layer:
-            layer[name] = xp.asarray(arrays[f"stored.{l}.{name}"])
-            state = trainer.opt_state[l][name]
-            for buf in state:
-                state[buf] = xp.asarray(arrays[f"optimizer.{l}.{name}.{buf}"])
-            if trainer.compensation is not None:
-                trainer.compensation[l][name] = xp.asarray(arrays[f"kahan.{l}.{name}"])
-    trainer.steps_done = int(meta["steps_done"])
-    trainer.updates_done = int(meta["updates_done"])
-    trainer.rounding_rng.bit_generator.state = meta["rng"]
-    if trainer.scaler is not None:
-        trainer.scaler.load_state_dict(meta["scaler"])
-    for l, point in meta["fp8_states"]:
-        prefix = f"fp8.{l}.{point}."
-        state = trainer.caster.recipes.state(point, int(l))
-        state.load_state_dict({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+    try:
+        trainer.load_state_dict(_join(meta["trainer"], arrays))
+    except KeyError as missing:
+        raise CheckpointError(f"{path}: not a complete checkpoint (entry {missing} is missing)") from None
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: {err}") from None
     prefix = "history."
     return History.from_arrays({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})

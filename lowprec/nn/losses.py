@@ -5,8 +5,14 @@ multiplies the gradient that starts the backward pass, exactly as ``(loss * scal
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import ModuleType
 
-def softmax_cross_entropy(logits, labels, xp, scale=1.0):
+import numpy as np
+
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, xp: ModuleType,
+                          scale: float = 1.0) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of softmax(logits) against integer class labels.
 
     logits (batch, classes), labels (batch,) ints. Returns (loss as a float, grad (batch, classes)).
@@ -24,7 +30,7 @@ def softmax_cross_entropy(logits, labels, xp, scale=1.0):
     return loss, grad
 
 
-def mse(pred, target, xp, scale=1.0):
+def mse(pred: np.ndarray, target: np.ndarray, xp: ModuleType, scale: float = 1.0) -> tuple[float, np.ndarray]:
     """Mean over all elements of (pred - target)^2. pred, target (batch, d_out)."""
     diff = pred - target.astype(pred.dtype)  # (batch, d_out)
     loss = float((diff.astype(xp.float64) ** 2).mean())
@@ -32,7 +38,7 @@ def mse(pred, target, xp, scale=1.0):
     return loss, grad
 
 
-def accuracy(logits, labels, xp) -> float:
+def accuracy(logits: np.ndarray, labels: np.ndarray, xp: ModuleType) -> float:
     """Share of rows whose largest logit is at the label."""
     return float((logits.argmax(axis=1) == labels).mean())
 
@@ -40,7 +46,7 @@ def accuracy(logits, labels, xp) -> float:
 LOSSES = {"cross_entropy": softmax_cross_entropy, "mse": mse}
 
 
-def get_loss(name: str):
+def get_loss(name: str) -> Callable[..., tuple[float, np.ndarray]]:
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
     return LOSSES[name]

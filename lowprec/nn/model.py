@@ -8,9 +8,11 @@ at its cast point; they are pure functions of their arguments.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
+from .cast import Caster
 from .layers import get_activation, linear, linear_backward
 from .losses import get_loss
 
@@ -42,7 +44,7 @@ class MLPConfig:
 class MLP:
     """Forward, backward and loss of an MLP described by an :class:`MLPConfig`."""
 
-    def __init__(self, config: MLPConfig = MLPConfig(), xp=np):
+    def __init__(self, config: MLPConfig = MLPConfig(), xp: ModuleType = np) -> None:
         self.config = config
         self.xp = xp
         self.act = get_activation(config.activation)
@@ -63,7 +65,7 @@ class MLP:
                            "bias": self.xp.asarray(b * gain, dtype=self.dtype)})
         return params
 
-    def forward(self, weights, x, cast):
+    def forward(self, weights: list[dict], x: np.ndarray, cast: Caster) -> tuple[np.ndarray, list]:
         """Output (batch, d_out) of the network, and the cache the backward pass needs."""
         xp, last = self.xp, self.layers - 1
         a = xp.asarray(x, dtype=self.dtype)  # (batch, d_in)
@@ -81,7 +83,7 @@ class MLP:
             cache.append((x_c, z, a))
         return a, cache
 
-    def backward(self, weights, cache, grad_out, cast) -> list:
+    def backward(self, weights: list[dict], cache: list, grad_out: np.ndarray, cast: Caster) -> list:
         """Weight and bias gradients given dL/d(output) (batch, d_out), one dict per layer."""
         xp, last = self.xp, self.layers - 1
         grads = [None] * self.layers
@@ -106,6 +108,6 @@ class MLP:
             g = grad_x  # (batch, d_in) = dL/d(activation of layer l-1), rounded at the loop's top
         return grads
 
-    def loss(self, output, target, scale=1.0):
+    def loss(self, output: np.ndarray, target: np.ndarray, scale: float = 1.0) -> tuple[float, np.ndarray]:
         """(loss, d(scale * loss)/d(output)) in the working precision."""
         return self.loss_fn(output, target, self.xp, scale=scale)

@@ -42,7 +42,9 @@ Writing the step back:
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -50,6 +52,7 @@ from ..arith import _sum_to_odd
 from ..rounding import RoundingMode
 
 _F32 = np.float32
+RoundState = Callable[[np.ndarray], np.ndarray]  # rounds a buffer at its cast point
 
 
 def _array_module(*arrays):
@@ -59,7 +62,7 @@ def _array_module(*arrays):
     return np
 
 
-def fma_fp32(a, b, c):
+def fma_fp32(a: np.ndarray | float, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """``a * b + c`` for float32 arrays, rounded once to float32 (nearest, ties to even).
 
     The product of two float32s (24-bit significands) is exact in float64 (53 bits), but the
@@ -101,10 +104,11 @@ class SGD:
     dampening: float = 0.0  # scales the gradient added to the velocity (not at step 1)
     nesterov: bool = False  # Nesterov momentum, torch's form (Sutskever et al., ICML 2013)
 
-    def init_state(self, param, xp) -> dict:
+    def init_state(self, param: np.ndarray, xp: ModuleType) -> dict:
         return {"velocity": xp.zeros_like(param)} if self.momentum else {}
 
-    def apply(self, w, grad, state: dict, step: int, round_state):
+    def apply(self, w: np.ndarray, grad: np.ndarray, state: dict, step: int,
+              round_state: RoundState) -> tuple[np.ndarray, np.ndarray, dict]:
         """(new weights, update u, new state) for one parameter; ``step`` counts from 1."""
         # torch/optim/sgd.py, _single_tensor_sgd, op by op
         if self.weight_decay:
@@ -137,10 +141,11 @@ class Adam:
 
     decoupled = False  # AdamW: decay the weights instead of adding to the gradient
 
-    def init_state(self, param, xp) -> dict:
+    def init_state(self, param: np.ndarray, xp: ModuleType) -> dict:
         return {"m": xp.zeros_like(param), "v": xp.zeros_like(param)}
 
-    def apply(self, w, grad, state: dict, step: int, round_state):
+    def apply(self, w: np.ndarray, grad: np.ndarray, state: dict, step: int,
+              round_state: RoundState) -> tuple[np.ndarray, np.ndarray, dict]:
         """(new weights, update u, new state) for one parameter; ``step`` counts from 1."""
         # torch/optim/adam.py, _single_tensor_adam (amsgrad off), op by op
         decayed = w
@@ -181,10 +186,8 @@ def _lerp(start, end, weight):
     return fma_fp32(weight - _F32(1), end - start, end)
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
-
-
-def kahan_update(w, u, compensation, round_to_weights):
+def kahan_update(w: np.ndarray, u: np.ndarray, compensation: np.ndarray,
+                 round_to_weights: RoundState) -> tuple[np.ndarray, np.ndarray]:
     """Kahan-compensated ``w - u`` in low precision: returns (new w, new compensation).
 
     ``compensation`` holds what earlier roundings lost (in the weights' format); adding it back

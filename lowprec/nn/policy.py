@@ -42,12 +42,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
+from .._deprecation import no_attribute, renamed
 from ..accumulate import BLAS, as_accumulator
 from ..formats import BF16, E4M3, E5M2, FP16, FP32, FloatFormat, as_format
 from ..rounding import OVERFLOW_POLICIES, as_mode
+from ..scaling import CurrentScaling, DelayedScaling, MXBlockScaling, format_for
+
+Recipe = DelayedScaling | CurrentScaling | MXBlockScaling  # an FP8 scaling recipe
 
 FORWARD_POINTS = ("weight", "input", "output", "activation")
 BACKWARD_POINTS = ("activation_grad", "grad_output", "weight_grad", "bias_grad")
@@ -95,7 +100,7 @@ class Cast:
                 ) and self.subnormals and (self.overflow is None or f == g)
 
 
-def as_cast(spec) -> Cast | None:
+def as_cast(spec: Cast | FloatFormat | str | tuple | dict | None) -> Cast | None:
     """A Cast from ``None``, a Cast, a format (or its name), ``(format, mode)`` or a dict of fields."""
     if spec is None or isinstance(spec, Cast):
         return spec
@@ -169,8 +174,47 @@ class PrecisionPolicy:
             return self.output
         return self.weight
 
-    def _check_recipe_points(self):
-        from ..scaling import MXBlockScaling, format_for
+    # --- which cast applies to the weights the optimizer updates (train.py asks these) --------
+    @property
+    def keeps_master_weights(self) -> bool:
+        """True when the optimizer updates a master copy (rounded at ``master_weights``), False
+        for pure low-precision training, where it updates the ``weight``-format weights."""
+        return self.master_weights is not None
+
+    @property
+    def stored_point(self) -> str:
+        """The cast point of the weights the optimizer updates: "master_weights" or "weight"."""
+        return "master_weights" if self.keeps_master_weights else "weight"
+
+    @property
+    def stored_cast(self) -> Cast | None:
+        """How the initial weights are rounded into the stored copy (the ``stored_point``'s Cast)."""
+        return self.cast(self.stored_point)
+
+    @property
+    def weight_already(self) -> Cast | None:
+        """The Cast whose values the stored weights already hold when they are cast at
+        ``weight`` for compute: pure weights hold ``weight`` (so that cast changes nothing and
+        is skipped); a master copy is None (it is rounded every step)."""
+        return None if self.keeps_master_weights else self.weight
+
+    @property
+    def pure_update_cast(self) -> Cast | None:
+        """How an optimizer step is written into pure low-precision weights: the ``weight``
+        format, rounded to nearest or stochastically as ``update`` says (Kahan summation rounds
+        to nearest). None with master weights (the ``master_weights`` cast writes those) or
+        without a ``weight`` cast (nothing to round)."""
+        if self.keeps_master_weights or self.weight is None:
+            return None
+        mode = "stochastic" if self.update == "stochastic" else "nearest"
+        return Cast(self.weight.format, mode, self.weight.overflow, self.weight.subnormals)
+
+    @property
+    def uses_kahan(self) -> bool:
+        """True when pure low-precision weights carry a Kahan compensation buffer."""
+        return self.update == "kahan"
+
+    def _check_recipe_points(self) -> None:
         recipe = self.fp8_recipe
         acc = self.accumulate
         if isinstance(recipe, MXBlockScaling) and not acc.block_scales_supported:
@@ -202,7 +246,7 @@ class PrecisionPolicy:
             raise ValueError(f"unknown cast point {point!r}; valid: {', '.join(CAST_POINTS)}")
         return getattr(self, point)
 
-    def replace(self, **changes) -> "PrecisionPolicy":
+    def replace(self, **changes: object) -> PrecisionPolicy:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -238,16 +282,14 @@ class PrecisionPolicy:
 def _recipes() -> dict:
     """The recipe names ``fp8_recipe`` accepts. "mx" uses the HYBRID formats (E5M2 gradients) so
     it fits the FP8 hybrid policy; TE's MXFP8BlockScaling default is E4M3 everywhere."""
-    from ..scaling import CurrentScaling, DelayedScaling, MXBlockScaling
     return {"delayed": DelayedScaling(), "current": CurrentScaling(),
             "mx": MXBlockScaling(fp8_format="hybrid")}
 
 
-def as_recipe(spec):
+def as_recipe(spec: Recipe | str | None) -> Recipe | None:
     """None, a recipe object (DelayedScaling, CurrentScaling, MXBlockScaling) or its name."""
     if spec is None:
         return None
-    from ..scaling import CurrentScaling, DelayedScaling, MXBlockScaling
     if isinstance(spec, (DelayedScaling, CurrentScaling, MXBlockScaling)):
         return spec
     if isinstance(spec, str):
@@ -286,7 +328,7 @@ def _fp8_hybrid(name, recipe) -> PrecisionPolicy:
 # The presets people run. Weight and bias gradients hold values of the compute format even where
 # the framework stores them in FP32 tensors: under autocast the wgrad GEMM writes FP16/BF16 and
 # the cast's backward only widens the dtype (checked against torch in tests/test_torch_mlp.py).
-PRESETS = {
+POLICIES = MappingProxyType({
     # Plain FP32 training: every cast point is FP32, which on float32 arrays rounds nothing.
     "fp32": _uniform("fp32", FP32, optimizer_state=FP32),
     # Apex O3 / model.half(): everything FP16, the optimizer updates FP16 weights directly,
@@ -304,13 +346,19 @@ PRESETS = {
     "fp8_hybrid": _fp8_hybrid("fp8_hybrid", "delayed"),
     # The same casts with no scale at all (scale 1; a teaching counterpart, not something TE does).
     "fp8_hybrid_unscaled": _fp8_hybrid("fp8_hybrid_unscaled", None),
-}
+})
 
 
-def get_policy(policy) -> PrecisionPolicy:
+def __getattr__(name: str):
+    if name == "PRESETS":
+        return renamed("lowprec.nn.policy.PRESETS", "lowprec.POLICIES", dict(POLICIES))
+    raise no_attribute(__name__, name)
+
+
+def get_policy(policy: PrecisionPolicy | str) -> PrecisionPolicy:
     """A PrecisionPolicy, or the preset of that name."""
     if isinstance(policy, PrecisionPolicy):
         return policy
-    if isinstance(policy, str) and policy in PRESETS:
-        return PRESETS[policy]
-    raise ValueError(f"unknown precision policy {policy!r}; presets: {', '.join(PRESETS)}")
+    if isinstance(policy, str) and policy in POLICIES:
+        return POLICIES[policy]
+    raise ValueError(f"unknown precision policy {policy!r}; presets: {', '.join(POLICIES)}")

@@ -25,18 +25,27 @@ lets that error through, naming the culprit, with the History so far attached as
 """
 from __future__ import annotations
 
+import copy
 import json
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, is_dataclass
+from types import ModuleType
+from typing import Protocol
 
 import numpy as np
 
-from ..observe import CULPRIT_KINDS, History, Observer
+from ..data import Dataset
+from ..observe import History, Observer
+from ..scaling import (LossScaleAtMinimumError, LossScaler, StaticLossScaler, make_loss_scaler,
+                       unscale_and_check)
 from .cast import Caster
+from .checkpoint import (check_like, device_copy, fingerprint_differences, host_copy, load_checkpoint,
+                         save_checkpoint)
 from .model import MLP, MLPConfig
 from .optim import SGD, Adam, kahan_update
-from .policy import CAST_POINTS, Cast, PrecisionPolicy, get_policy
+from .policy import CAST_POINTS, PrecisionPolicy, get_policy
+from .progress import Progress
 
 
 @dataclass(frozen=True)
@@ -62,24 +71,48 @@ class TrainConfig:
             raise TypeError(f"optimizer must be lowprec.nn.SGD or Adam, got {self.optimizer!r}")
 
 
-def make_scaler(policy: PrecisionPolicy):
+def make_scaler(policy: PrecisionPolicy) -> LossScaler | None:
     """The policy's loss scaler (lowprec.scaling), or None when it scales nothing."""
     if policy.loss_scale is None:
         return None
-    from ..scaling import make_loss_scaler
     return make_loss_scaler(policy.loss_scale)
+
+
+class ScalerLike(Protocol):
+    """What a loss scaler passed as ``scaler=`` must offer (lowprec.scaling's LossScalers do,
+    and also return a StepRecord from ``update`` and take the culprit)."""
+
+    scale: float
+
+    def update(self, found_inf: bool) -> object: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: Mapping) -> None: ...
 
 
 # Four hidden layers with torch.nn.Linear's initialisation: every layer shrinks the backward
 # signal by about 0.4, so early-layer gradients sit a few binades below the loss gradient.
 DEFAULT_HIDDEN = (64, 64, 64, 64)
 
+STATE_KEYS = ("identity", "steps_done", "updates_done", "stored", "optimizer", "kahan", "scaler",
+              "fp8", "rounding_rng")  # the entries of Trainer.state_dict()
+
 
 class Trainer:
-    """The state of one run -- stored weights, optimizer state, loss scaler, RNG -- and its step."""
+    """The state of one run -- stored weights, optimizer state, loss scaler, RNG -- and its step.
 
-    def __init__(self, policy, model: MLPConfig = MLPConfig(), optimizer=SGD(), *, seed: int = 0,
-                 scaler=None, xp=np):
+    ``scaler`` replaces the policy's loss scaler (see :func:`train`). ``caster`` says how the
+    step rounds: a :class:`~lowprec.nn.cast.Caster` class (Caster by default, or a subclass) or
+    any callable ``(policy, *, rng, xp) -> Caster``, e.g. ``functools.partial(DeviceCaster,
+    ops=ops)``; the trainer calls it once with its own stochastic-rounding generator and keeps
+    the result as ``trainer.caster``. :meth:`state_dict` and :meth:`load_state_dict` save and
+    restore everything a step depends on.
+    """
+
+    def __init__(self, policy: PrecisionPolicy | str, model: MLPConfig = MLPConfig(),
+                 optimizer: SGD | Adam = SGD(), *, seed: int = 0, scaler: ScalerLike | None = None,
+                 caster: Callable[..., Caster] = Caster, xp: ModuleType = np) -> None:
         self.policy = get_policy(policy)
         self.model = MLP(model, xp)
         self.optimizer = optimizer
@@ -87,35 +120,36 @@ class Trainer:
         self.scaler = scaler if scaler is not None else make_scaler(self.policy)
         self.rounding_rng = np.random.default_rng([seed, 2])  # stochastic rounding only
         self.observer = Observer(self.model.layers, CAST_POINTS, xp)
-        self.caster = Caster(self.policy, rng=self.rounding_rng, xp=xp)  # holds the FP8 states
+        self.caster = _make_caster(caster, self.policy, self.rounding_rng, xp)  # holds the FP8 states
         self.steps_done = 0  # steps taken, skipped ones included
         self.updates_done = 0  # optimizer steps applied (Adam's bias correction counts these)
         params = self.model.init_params(np.random.default_rng([seed, 0]))
-        stored_point = "master_weights" if self.policy.master_weights is not None else "weight"
-        spec = self.policy.cast(stored_point)
-        self.stored = [{k: self.caster.apply(v, spec, stored_point, l) for k, v in p.items()}
+        point, spec = self.policy.stored_point, self.policy.stored_cast
+        self.stored = [{k: self.caster.apply(v, spec, point, l) for k, v in p.items()}
                        for l, p in enumerate(params)]  # master copy, or the pure weights
         self.opt_state = [{k: optimizer.init_state(v, xp) for k, v in p.items()} for p in self.stored]
         self.compensation = ([{k: xp.zeros_like(v) for k, v in p.items()} for p in self.stored]
-                             if self.policy.update == "kahan" else None)
+                             if self.policy.uses_kahan else None)
 
     # --- one step ---------------------------------------------------------------------------
-    def compute_weights(self, cast) -> list:
+    def compute_weights(self, cast: Caster) -> list:
         """The weights as used in compute: the stored weights rounded at the ``weight`` point
         (the bias by ``policy.bias_cast``: FP8 holds GEMM operands only)."""
-        held = None if self.policy.master_weights is not None else self.policy.weight
+        held = self.policy.weight_already
         return [{k: cast(v, "weight", l, already=held, bias=k == "bias") for k, v in p.items()}
                 for l, p in enumerate(self.stored)]
 
     @property
     def fp8_states(self) -> dict:
         """(layer, point) -> the FP8 recipe state of that tensor (empty without a recipe)."""
-        return self.caster.fp8_states
+        return _recipe_states(self.caster)
 
     @np.errstate(over="ignore", invalid="ignore", divide="ignore")  # inf/NaN are recorded instead
-    def step(self, x, y, observe: bool = False) -> dict:
+    def step(self, x: np.ndarray, y: np.ndarray, observe: bool = False) -> dict:
         """One training step on the batch (x, y); returns this step's record: the History's
-        step fields, and ``fp8`` (this step's FP8 cast statistics, or None without a recipe)."""
+        step fields with ``culprit`` (the :class:`~lowprec.scaling.NonFiniteSource` of the
+        step's first non-finite cast, or None) for the three culprit columns, and ``fp8`` (this
+        step's FP8 cast statistics, or None without a recipe)."""
         xp, cast = self.xp, self.caster
         cast.begin_step(self.observer if observe else None)
         try:
@@ -142,14 +176,10 @@ class Trainer:
         return {"step": self.steps_done, "loss": loss, "scale": scale, "new_scale": new_scale,
                 "found_inf": found_inf, "skipped": skipped,
                 "growth_tracker": counter("growth_tracker"), "hysteresis": counter("hysteresis"),
-                "culprit_layer": int(culprit.layer) if culprit else -1,
-                "culprit_point": CAST_POINTS.index(culprit.cast_point) if culprit else -1,
-                "culprit_kind": CULPRIT_KINDS.index(culprit.kind) if culprit else -1,
-                "fp8": fp8}
+                "culprit": culprit, "fp8": fp8}
 
     def _unscale(self, grads):
         """(unscaled grads, found_inf), found_inf judged on the scaled gradients (GradScaler)."""
-        from ..scaling import LossScaler, StaticLossScaler, unscale_and_check
         if self.scaler is None:
             return grads, not all(bool(self.xp.isfinite(g).all()) for p in grads for g in p.values())
         scaler = self.scaler
@@ -160,7 +190,6 @@ class Trainer:
     def _update_scaler(self, found_inf: bool, culprit):
         """scaler.update(found_inf); lowprec's own scalers also get the culprit and return a
         StepRecord. None without a scaler."""
-        from ..scaling import LossScaleAtMinimumError, LossScaler
         if self.scaler is None:
             return None
         if not isinstance(self.scaler, LossScaler):
@@ -176,20 +205,16 @@ class Trainer:
         """Optimizer step on the stored weights (master or pure)."""
         self.updates_done += 1
         policy, observer, t = self.policy, cast.observer, self.updates_done
-        pure_rounding = None
-        if policy.master_weights is None and policy.weight is not None:
-            mode = "stochastic" if policy.update == "stochastic" else "nearest"
-            pure_rounding = Cast(policy.weight.format, mode, policy.weight.overflow,
-                                 policy.weight.subnormals)
+        pure_rounding = policy.pure_update_cast
         for l, layer_grads in enumerate(grads):
             for name, grad in layer_grads.items():
                 w = self.stored[l][name]
                 new, u, self.opt_state[l][name] = self.optimizer.apply(
                     w, grad, self.opt_state[l][name], t,
                     lambda s, l=l: cast(s, "optimizer_state", l))
-                if policy.master_weights is not None:
+                if policy.keeps_master_weights:
                     new = cast(new, "master_weights", l)
-                elif policy.update == "kahan":
+                elif policy.uses_kahan:
                     new, self.compensation[l][name] = kahan_update(
                         w, u, self.compensation[l][name],
                         lambda v, l=l: cast.apply(v, pure_rounding, "weight", l))
@@ -199,9 +224,89 @@ class Trainer:
                     observer.record_update(l, w, new, u)
                 self.stored[l][name] = new
 
+    # --- saving and restoring ----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything the next step depends on, to resume this run bit for bit (the pattern of
+        the loss scalers' and recipe states' ``state_dict``): host NumPy copies of the arrays
+        and plain values, under STATE_KEYS --
+
+        ``identity`` (the policy, model and optimizer: :meth:`load_state_dict` refuses a state
+        of another), ``steps_done``, ``updates_done``, ``stored`` (master or pure weights, per
+        layer), ``optimizer`` (its buffers, per layer and parameter), ``kahan`` (compensation
+        buffers, or None), ``scaler`` (its ``state_dict()``, or None), ``fp8`` (``[layer, point,
+        state_dict]`` of every FP8 recipe state) and ``rounding_rng`` (the stochastic-rounding
+        generator's state).
+        """
+        return {
+            "identity": self._identity(), "steps_done": self.steps_done,
+            "updates_done": self.updates_done, "stored": host_copy(self.stored),
+            "optimizer": host_copy(self.opt_state), "kahan": host_copy(self.compensation),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "fp8": [[l, point, state.state_dict()] for (l, point), state in self.fp8_states.items()],
+            "rounding_rng": self.rounding_rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Continue from ``state``, a :meth:`state_dict` of a trainer with the same policy, model
+        and optimizer. Raises ValueError (TypeError for a non-mapping) naming what does not fit,
+        before anything is changed."""
+        self._check_state(state)
+        xp = self.xp
+        self.stored = device_copy(state["stored"], xp)
+        self.opt_state = device_copy(state["optimizer"], xp)
+        self.compensation = device_copy(state["kahan"], xp)
+        self.steps_done, self.updates_done = int(state["steps_done"]), int(state["updates_done"])
+        self.rounding_rng.bit_generator.state = state["rounding_rng"]  # the caster's generator too
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.fp8_states.clear()  # a tensor not in the state starts afresh, as it did then
+        for layer, point, recipe_state in state["fp8"]:
+            _recipe_state(self.caster, int(layer), point).load_state_dict(recipe_state)
+
+    def _identity(self) -> dict:
+        """What a state must come from: the policy, the model and the optimizer (plain JSON values)."""
+        return json.loads(json.dumps(_plain({"policy": self.policy.fingerprint(),
+                                             "model": asdict(self.model.config),
+                                             "optimizer": _optimizer_fingerprint(self.optimizer)})))
+
+    def _check_state(self, state) -> None:
+        """Raise if ``state`` cannot be loaded here; changes nothing (the scaler's and the recipe
+        states' own checks run on copies)."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"a Trainer state is a mapping (from Trainer.state_dict()), got "
+                            f"{type(state).__name__}")
+        missing, unknown = set(STATE_KEYS) - set(state), set(state) - set(STATE_KEYS)
+        if missing or unknown:
+            raise ValueError(f"not a Trainer state_dict: missing {sorted(missing)}, unknown {sorted(unknown)}")
+        diffs = fingerprint_differences(state["identity"], self._identity())
+        if diffs:
+            raise ValueError("this state comes from a trainer with another policy, model or optimizer; "
+                             "loading it would not continue that run:\n  " + "\n  ".join(diffs))
+        steps, updates = state["steps_done"], state["updates_done"]
+        counts = all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in (steps, updates))
+        if not counts or not 0 <= updates <= steps:
+            raise ValueError(f"steps_done {steps!r} and updates_done {updates!r} must be ints with "
+                             "0 <= updates_done <= steps_done")
+        check_like(state["stored"], self.stored, "stored")
+        check_like(state["optimizer"], self.opt_state, "optimizer")
+        check_like(state["kahan"], self.compensation, "kahan")
+        if (state["scaler"] is None) != (self.scaler is None):
+            raise ValueError(f"the state was saved {'without' if state['scaler'] is None else 'with'} "
+                             "a loss scaler, but this trainer is the opposite")
+        if self.scaler is not None:
+            copy.deepcopy(self.scaler).load_state_dict(state["scaler"])
+        probe = Caster(self.policy)  # fresh recipe states to try the saved ones on
+        for layer, point, recipe_state in state["fp8"]:
+            scaled = self.policy.fp8_recipe is not None and point in self.policy.fp8_points
+            if not scaled or not 0 <= int(layer) < self.model.layers:
+                raise ValueError(f"the state holds an FP8 recipe state for layer {layer}, point "
+                                 f"{point!r}, which this trainer does not scale")
+            _recipe_state(probe, int(layer), point).load_state_dict(recipe_state)
+        type(self.rounding_rng.bit_generator)().state = state["rounding_rng"]
+
     # --- evaluation -----------------------------------------------------------------------
     @np.errstate(over="ignore", invalid="ignore", divide="ignore")
-    def evaluate(self, x, y, batch_size: int = 1024) -> tuple[float, float]:
+    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> tuple[float, float]:
         """(mean loss, accuracy or NaN for regression) of the current weights on (x, y)."""
         xp = self.xp
         rng = np.random.default_rng([self.steps_done, 3])  # only stochastic forward casts use it
@@ -220,7 +325,35 @@ class Trainer:
         return total_loss / n, accuracy
 
 
-def batch_indices(n: int, batch_size: int, seed: int, step: int):
+def _make_caster(factory: Callable[..., Caster], policy: PrecisionPolicy, rng, xp) -> Caster:
+    """The trainer's Caster, made by ``factory`` with the trainer's own generator."""
+    if isinstance(factory, Caster) or not callable(factory):
+        raise TypeError(f"caster takes a Caster class or a callable (policy, *, rng, xp) -> Caster, "
+                        f"got {factory!r}; the trainer makes the Caster itself, with its own "
+                        "stochastic-rounding generator (pass the class, or functools.partial of it)")
+    caster = factory(policy, rng=rng, xp=xp)
+    if not isinstance(caster, Caster):
+        raise TypeError(f"caster={factory!r} made a {type(caster).__name__}, not a lowprec.nn.Caster")
+    return caster
+
+
+# The Caster holds the FP8 recipe states, (layer, point) -> state; these two functions are the
+# only places that know where (so that a move of that holder changes them alone).
+def _recipe_states(caster: Caster) -> dict:
+    return caster.recipes.states
+
+
+def _recipe_state(caster: Caster, layer: int, point: str):
+    """The recipe state of (layer, point), created on first use."""
+    return caster.recipes.state(point, layer)
+
+
+def _optimizer_fingerprint(optimizer) -> list:
+    """[class name, hyperparameters] of an optimizer."""
+    return [type(optimizer).__name__, asdict(optimizer) if is_dataclass(optimizer) else repr(optimizer)]
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     """Example indices of batch ``step`` (from 0): consecutive slices of per-epoch permutations.
 
     A pure function of its arguments, so a resumed run draws the same batches.
@@ -231,12 +364,11 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int):
     return order[k * batch_size:(k + 1) * batch_size]
 
 
-def run_fingerprint(policy, model: MLPConfig, config: TrainConfig, data) -> dict:
+def run_fingerprint(policy: PrecisionPolicy, model: MLPConfig, config: TrainConfig, data: Dataset) -> dict:
     """What a checkpoint must match to be resumed: everything that shapes the run, as plain
     Python values (the History's meta and the checkpoint store it as JSON)."""
     return _plain({"policy": policy.fingerprint(), "model": asdict(model),
-                   "train": {**asdict(config), "optimizer": [type(config.optimizer).__name__,
-                                                             asdict(config.optimizer)]},
+                   "train": {**asdict(config), "optimizer": _optimizer_fingerprint(config.optimizer)},
                    "data": data.fingerprint()})
 
 
@@ -251,85 +383,11 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _in_kernel() -> bool:
-    """True inside a Jupyter (IPython) kernel, where stderr is not a terminal but a person watches."""
-    ipython = sys.modules.get("IPython")  # only imported where IPython already runs
-    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
-
-
-class _Progress:
-    """Progress of a run, shown where someone watches: tqdm.auto when tqdm is installed (a widget
-    in Jupyter, a bar in a terminal), else a one-line bar on a terminal's stderr, else (Jupyter
-    without tqdm) a printed line every few seconds.
-
-    ``enabled=None`` decides after the first steps: shown only if the whole run looks to take
-    more than LONG_RUN_S and someone watches (stderr is a terminal, or a Jupyter kernel), so that
-    short runs, pytest and CI logs stay quiet. Display only: it never touches the run's numbers.
-    """
-
-    LONG_RUN_S = 5.0  # runs estimated shorter than this show nothing by default
-    DECIDE_AFTER = (3, 1.0)  # estimate once this many steps ran, or this many seconds passed
-    NOTEBOOK_LINE_S = 5.0  # the plain notebook fallback prints at most one line this often
-
-    def __init__(self, total: int, enabled: bool | None, start: int = 0, clock=time.monotonic):
-        self.total, self.start, self.clock = total, start, clock
-        self.began = clock()
-        self.last = -float("inf")
-        self.mode = None  # "tqdm", "terminal", "notebook", or None: nothing shown (yet)
-        self.decided = enabled is not None
-        self.bar = None
-        if enabled:
-            self._open()
-
-    def _open(self):
-        try:
-            from tqdm.auto import tqdm  # optional (the "lab" extra); never required
-        except ImportError:
-            self.mode = "notebook" if _in_kernel() and not sys.stderr.isatty() else "terminal"
-        else:
-            self.mode = "tqdm"
-            self.bar = tqdm(total=self.total, initial=self.start, unit="step", desc="training")
-
-    def _decide(self, step: int):
-        done, elapsed = step - self.start, self.clock() - self.began
-        if done < self.DECIDE_AFTER[0] and elapsed < self.DECIDE_AFTER[1] and step < self.total:
-            return
-        self.decided = True
-        estimate = elapsed / max(done, 1) * (self.total - self.start)
-        if estimate > self.LONG_RUN_S and (sys.stderr.isatty() or _in_kernel()):
-            self._open()
-
-    def show(self, step: int, loss: float):
-        if not self.decided:
-            self._decide(step)
-        if self.mode == "tqdm":
-            self.bar.set_postfix_str(f"loss {loss:.4g}", refresh=False)
-            self.bar.update(step - self.bar.n)
-            return
-        now = self.clock()
-        final = step == self.total
-        if self.mode == "terminal" and (now - self.last > 0.1 or final):
-            done = int(30 * step / max(self.total, 1))
-            sys.stderr.write(f"\r[{'#' * done}{'.' * (30 - done)}] {step}/{self.total} loss {loss:.4f}")
-            if final:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.last = now
-        elif self.mode == "notebook" and (now - self.last >= self.NOTEBOOK_LINE_S or final):
-            # "\r" does not redraw a notebook cell: one short line now and then instead
-            print(f"step {step}/{self.total}  loss {loss:.4g}  ({now - self.began:.0f} s)", flush=True)
-            self.last = now
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def train(policy, data, model: MLPConfig | None = None, config: TrainConfig = TrainConfig(), *,
-          scaler=None, checkpoint=None, resume=None, stop_after: int | None = None,
-          progress: bool | None = None, xp=np) -> History:
+def train(policy: PrecisionPolicy | str, data: Dataset, model: MLPConfig | None = None,
+          config: TrainConfig = TrainConfig(), *, scaler: ScalerLike | None = None,
+          checkpoint: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
+          stop_after: int | None = None, progress: bool | None = None,
+          caster: Callable[..., Caster] = Caster, xp: ModuleType = np) -> History:
     """Train an MLP on ``data`` under ``policy``; returns the :class:`~lowprec.observe.History`.
 
     policy: a PrecisionPolicy or a preset name ("fp32", "fp16_pure", "fp16_mixed",
@@ -351,13 +409,13 @@ def train(policy, data, model: MLPConfig | None = None, config: TrainConfig = Tr
         is a terminal or this is a Jupyter kernel. With tqdm installed (``pip install
         lowprec[lab]``) it is a tqdm.auto bar (a widget in Jupyter); without, a text bar on a
         terminal, or a line every few seconds in a notebook. Display only: the History is the same.
+    caster: how the steps round: a Caster class or factory, as :class:`Trainer` takes it (e.g.
+        the GPU backend's); ``xp`` the array namespace it works in (NumPy, or CuPy).
     Same arguments, same seed: the same History, bit for bit.
 
     Raises LossScaleAtMinimumError where DeepSpeed's rule stops the run; the History up to
     then is attached to the error as ``error.history``.
     """
-    from . import checkpoint as ckpt  # checkpoint imports this module
-
     policy = get_policy(policy)
     if model is None:
         model = MLPConfig(sizes=(data.n_features, *DEFAULT_HIDDEN, data.n_outputs),
@@ -366,12 +424,13 @@ def train(policy, data, model: MLPConfig | None = None, config: TrainConfig = Tr
         raise ValueError(f"model sizes {model.sizes} do not fit the data: {data.n_features} "
                          f"features in, {data.n_outputs} outputs")
     fingerprint = run_fingerprint(policy, model, config, data)
-    trainer = Trainer(policy, model, config.optimizer, seed=config.seed, scaler=scaler, xp=xp)
+    trainer = Trainer(policy, model, config.optimizer, seed=config.seed, scaler=scaler,
+                      caster=caster, xp=xp)
     history = History(trainer.model.layers, CAST_POINTS, meta=json.loads(json.dumps(fingerprint)))
     if resume is not None:
-        history = ckpt.load_checkpoint(resume, trainer, fingerprint)
+        history = load_checkpoint(resume, trainer, fingerprint)
     end = config.steps if stop_after is None else min(stop_after, config.steps)
-    bar = _Progress(end, progress, start=trainer.steps_done)
+    bar = Progress(end, progress, start=trainer.steps_done)
     try:
         _loop(trainer, history, data, config, end, fingerprint, checkpoint, bar)
     finally:
@@ -381,9 +440,6 @@ def train(policy, data, model: MLPConfig | None = None, config: TrainConfig = Tr
 
 def _loop(trainer, history, data, config, end, fingerprint, checkpoint, bar):
     """train()'s steps from ``trainer.steps_done`` to ``end``, recorded into ``history``."""
-    from . import checkpoint as ckpt  # checkpoint imports this module
-    from ..scaling import LossScaleAtMinimumError
-
     x_train, y_train = data.x_train, data.y_train
     while trainer.steps_done < end:
         s = trainer.steps_done
@@ -408,5 +464,5 @@ def _loop(trainer, history, data, config, end, fingerprint, checkpoint, bar):
                                 test_loss=test_loss, test_accuracy=test_acc)
         if checkpoint is not None and ((config.checkpoint_every and step % config.checkpoint_every == 0)
                                        or step == end):
-            ckpt.save_checkpoint(checkpoint, trainer, history, fingerprint)
+            save_checkpoint(checkpoint, trainer, history, fingerprint)
         bar.show(step, record["loss"])

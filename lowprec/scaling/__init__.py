@@ -7,7 +7,7 @@
 * :mod:`.mx`: MX block scaling (E8M0 scale per 32 values), OCP MX v1.0 rule and TE's rule.
 * :mod:`.tensor`: :class:`ScaledTensor`, what a scaled cast returns: elements and decode scales.
 """
-from .loss import (LossScaler, NonFiniteSource, StaticLossScaler, StepRecord, non_finite_source,
+from .loss import (NON_FINITE_KINDS, LossScaler, NonFiniteSource, StaticLossScaler, StepRecord,
                    unscale_and_check)
 from .dynamic import (APEX, PYTORCH, DeepSpeedConfig, DynamicLossScaler, DynamicScalingConfig,
                       HysteresisLossScaler, LossScaleAtMinimumError, make_loss_scaler)
@@ -21,7 +21,7 @@ from .tensor import ScaledTensor, held_values
 __all__ = [
     "APEX", "PYTORCH", "DeepSpeedConfig", "DynamicLossScaler", "DynamicScalingConfig",
     "HysteresisLossScaler", "LossScaleAtMinimumError", "LossScaler", "NonFiniteSource",
-    "non_finite_source", "StaticLossScaler", "StepRecord", "make_loss_scaler", "unscale_and_check",
+    "NON_FINITE_KINDS", "StaticLossScaler", "StepRecord", "make_loss_scaler", "unscale_and_check",
     "FP8_FORMATS", "ROLES", "CastRecord", "CurrentScaling", "CurrentScalingState",
     "DelayedScaling", "DelayedScalingState", "format_for", "quantize", "satfinite_cast",
     "scaled_cast", "ScaledTensor", "held_values", "mx_cast",

@@ -43,33 +43,39 @@ class DynamicScalingConfig:
     growth_factor: float = 2.0  # multiplier after growth_interval clean steps (must be > 1)
     backoff_factor: float = 0.5  # multiplier after a non-finite step (0 < backoff < 1)
     growth_interval: int = 2000  # consecutive clean steps before the scale grows
-    min_scale: float | None = None  # floor for backoff (Apex min_loss_scale); None: no floor, as PyTorch
-    max_scale: float | None = None  # cap for growth (Apex max_loss_scale); None: growth refused only at inf
-    float32_scale: bool = True  # True: scale held in float32 (PyTorch); False: a Python float (Apex)
+    # floor for backoff (Apex min_loss_scale); None: no floor, as PyTorch
+    min_scale: float | None = None
+    # cap for growth (Apex max_loss_scale); None: growth refused only at inf
+    max_scale: float | None = None
+    # True: scale held in float32 (PyTorch); False: a Python float (Apex)
+    float32_scale: bool = True
     name: str = "dynamic"  # label used in messages and reprs
 
     def __post_init__(self):
         _positive_finite(self.init_scale, "init_scale")
         if _positive_finite(self.growth_factor, "growth_factor") <= 1.0:
-            raise ValueError(f"growth_factor must be > 1 (GradScaler asserts it), got {self.growth_factor}")
+            raise ValueError("growth_factor must be > 1 (GradScaler asserts it), got "
+                             f"{self.growth_factor}")
         if not 0 < _positive_finite(self.backoff_factor, "backoff_factor") < 1.0:
             raise ValueError(f"backoff_factor must be in (0, 1), got {self.backoff_factor}")
         _positive_int(self.growth_interval, "growth_interval")
         for bound in ("min_scale", "max_scale"):
             if getattr(self, bound) is not None:
                 _positive_finite(getattr(self, bound), bound)
-        if self.min_scale is not None and self.max_scale is not None and self.min_scale > self.max_scale:
+        if (self.min_scale is not None and self.max_scale is not None
+                and self.min_scale > self.max_scale):
             raise ValueError(f"min_scale {self.min_scale} exceeds max_scale {self.max_scale}")
 
 
 PYTORCH = DynamicScalingConfig()
-APEX = DynamicScalingConfig(growth_interval=2000, max_scale=2.0**24, float32_scale=False, name="apex")
+APEX = DynamicScalingConfig(growth_interval=2000, max_scale=2.0**24, float32_scale=False,
+                            name="apex")
 
 
 class DynamicLossScaler(LossScaler):
     """torch.amp.GradScaler's rule (and Apex's, with ``APEX``); see the module docstring."""
 
-    def __init__(self, config: DynamicScalingConfig = PYTORCH):
+    def __init__(self, config: DynamicScalingConfig = PYTORCH) -> None:
         super().__init__()
         if not isinstance(config, DynamicScalingConfig):
             raise TypeError(f"config must be a DynamicScalingConfig, got {type(config).__name__}")
@@ -119,8 +125,9 @@ class DynamicLossScaler(LossScaler):
 
     def _load(self, state: dict) -> None:
         cfg = self.config
-        updates = {key: state[key] for key in ("growth_factor", "backoff_factor", "growth_interval",
-                                               "min_scale", "max_scale", "float32_scale") if key in state}
+        names = ("growth_factor", "backoff_factor", "growth_interval", "min_scale", "max_scale",
+                 "float32_scale")
+        updates = {key: state[key] for key in names if key in state}
         self.config = DynamicScalingConfig(**{**asdict(cfg), **updates})
         self._scale = self._round(state.get("scale", self._scale))
         self.growth_tracker = int(state.get("_growth_tracker", self.growth_tracker))
@@ -132,10 +139,13 @@ class DeepSpeedConfig:
 
     init_scale: float = 2.0**16  # 2 ** fp16.initial_scale_power (16)
     scale_window: int = 1000  # fp16.loss_scale_window
-    hysteresis: int = 2  # fp16.hysteresis (DeepSpeed's delayed_shift): overflows tolerated per halving
-    consecutive_hysteresis: bool = False  # fp16.consecutive_hysteresis: refill hysteresis on every clean step
+    # fp16.hysteresis (DeepSpeed's delayed_shift): overflows tolerated per halving
+    hysteresis: int = 2
+    # fp16.consecutive_hysteresis: refill hysteresis on every clean step
+    consecutive_hysteresis: bool = False
     min_scale: float = 1.0  # fp16.min_loss_scale: the scale never goes below this
-    raise_at_min_scale: bool = True  # DynamicLossScaler(raise_error_at_min_scale=True): stop the run
+    # DynamicLossScaler(raise_error_at_min_scale=True): stop the run
+    raise_at_min_scale: bool = True
     scale_factor: float = 2.0  # fixed at 2.0 inside DeepSpeed
 
     def __post_init__(self):
@@ -155,7 +165,7 @@ class HysteresisLossScaler(LossScaler):
 
     name = "deepspeed"
 
-    def __init__(self, config: DeepSpeedConfig = DeepSpeedConfig()):
+    def __init__(self, config: DeepSpeedConfig = DeepSpeedConfig()) -> None:
         super().__init__()
         if not isinstance(config, DeepSpeedConfig):
             raise TypeError(f"config must be a DeepSpeedConfig, got {type(config).__name__}")
@@ -175,9 +185,10 @@ class HysteresisLossScaler(LossScaler):
             if cfg.hysteresis == 1 or self.cur_hysteresis == 1:
                 if self.cur_scale == cfg.min_scale and cfg.raise_at_min_scale:
                     raise LossScaleAtMinimumError(
-                        f"step {self.steps}: gradients overflowed with the loss scale already at its "
-                        f"minimum {cfg.min_scale:g}; DeepSpeed stops the run here ('Current loss "
-                        "scale already at minimum'); lower min_scale or pass raise_at_min_scale=False")
+                        f"step {self.steps}: gradients overflowed with the loss scale already "
+                        f"at its minimum {cfg.min_scale:g}; DeepSpeed stops the run here ('Current "
+                        "loss scale already at minimum'); lower min_scale or pass "
+                        "raise_at_min_scale=False")
                 self.cur_scale = max(self.cur_scale / cfg.scale_factor, cfg.min_scale)
             else:
                 self.cur_hysteresis -= 1
@@ -220,7 +231,8 @@ _NAMED = {
 }
 
 
-def make_loss_scaler(spec=None) -> LossScaler:
+def make_loss_scaler(spec: LossScaler | float | str | DynamicScalingConfig | DeepSpeedConfig
+                     | None = None) -> LossScaler:
     """Build a loss scaler from a short description.
 
     ``None`` or ``"none"``: no scaling (scale 1.0; non-finite steps are still skipped);
@@ -245,5 +257,6 @@ def make_loss_scaler(spec=None) -> LossScaler:
         return build()
     if isinstance(spec, (int, float, np.integer, np.floating)) and not isinstance(spec, bool):
         return StaticLossScaler(spec)
-    raise TypeError(f"cannot make a loss scaler from {type(spec).__name__} {spec!r}; expected None, "
-                    "a number, a name, a DynamicScalingConfig/DeepSpeedConfig or a LossScaler")
+    raise TypeError(f"cannot make a loss scaler from {type(spec).__name__} {spec!r}; expected "
+                    "None, a number, a name, a DynamicScalingConfig/DeepSpeedConfig or a "
+                    "LossScaler")

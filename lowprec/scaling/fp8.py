@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..formats import E4M3, E5M2, FloatFormat, as_format
-from ..rounding import round as round_to
+from ..rounding import as_real_array, round as round_to
 from .tensor import ScaledTensor
 
 __all__ = ["FP8_FORMATS", "ROLES", "CastRecord", "format_for", "satfinite_cast", "amax_of",
@@ -65,10 +65,7 @@ def _check_fp8_format(fp8_format: str, allowed=FP8_FORMATS) -> None:
 
 def as_float32_array(x) -> np.ndarray:
     """``x`` as a float32 array (TE's widest input type); rejects non-real input clearly."""
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"expected an array of real numbers, got dtype {arr.dtype}")
-    return arr.astype(np.float32, copy=False)
+    return as_real_array(x).astype(np.float32, copy=False)
 
 
 def amax_of(x: np.ndarray) -> np.float32:

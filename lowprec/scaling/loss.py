@@ -11,7 +11,7 @@ Per step, the training loop does::
     seed = np.float32(scaler.scale)               # d(scaled loss)/d(loss), the backward seed
     ... backward pass with the seed ...
     grads, found_inf = unscale_and_check(grads, scaler)
-    record = scaler.update(found_inf, source=first_non_finite)   # a StepRecord
+    record = scaler.update(found_inf, source=culprit)   # a StepRecord; culprit: a NonFiniteSource
     if not record.skipped:
         optimizer step with grads
 
@@ -22,10 +22,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["NonFiniteSource", "non_finite_source", "StepRecord", "LossScaler", "StaticLossScaler",
+__all__ = ["NON_FINITE_KINDS", "NonFiniteSource", "StepRecord", "LossScaler", "StaticLossScaler",
            "unscale_and_check"]
 
 
@@ -42,32 +43,31 @@ def _inverse(scale: float) -> float:
         return _float32(1.0 / scale) if scale != 0 else math.inf
 
 
+NON_FINITE_KINDS = ("inf", "nan")  # what a NonFiniteSource can name; a NaN is reported first
+
+
 @dataclass(frozen=True)
 class NonFiniteSource:
-    """Where a non-finite value first appeared in a step (found by the training loop)."""
+    """Where a non-finite value first appeared in a step: the culprit. The training step's Caster
+    finds it, the scaler's StepRecord carries it and the History stores it."""
 
-    layer: str  # layer name or index as the model reports it, e.g. "fc2" or "3"
+    layer: int  # index of the layer (0 = the first), as the model counts them
     cast_point: str  # which cast produced it, e.g. "activation_grad", "weight_grad", "output"
-    kind: str = "inf"  # "inf" or "nan": what was found first
+    kind: str = "inf"  # "inf" or "nan": what was found first (a tensor holding both: "nan")
+
+    def __post_init__(self):
+        if isinstance(self.layer, bool) or not isinstance(self.layer, (int, np.integer)):
+            raise TypeError(f"layer must be a layer index (an int), got {self.layer!r}")
+        if self.layer < 0:
+            raise ValueError(f"layer must be a layer index >= 0, got {self.layer}")
+        object.__setattr__(self, "layer", int(self.layer))
+        if not isinstance(self.cast_point, str):
+            raise TypeError(f"cast_point must be a cast point name, got {self.cast_point!r}")
+        if self.kind not in NON_FINITE_KINDS:
+            raise ValueError(f"kind must be one of {NON_FINITE_KINDS}, got {self.kind!r}")
 
     def __str__(self) -> str:
-        return f"{self.kind} in layer {self.layer!r} at cast point {self.cast_point!r}"
-
-
-def non_finite_source(layer, cast_point: str, values) -> NonFiniteSource | None:
-    """A :class:`NonFiniteSource` when ``values`` holds NaN (reported first) or inf, else None.
-
-    The training loop calls it at each cast in execution order and keeps the first hit:
-    ``source = source or non_finite_source("fc2", "activation_grad", grad)``.
-    """
-    arr = np.asarray(values)
-    if arr.dtype.kind not in "fc":
-        return None  # integers and booleans cannot be inf or NaN
-    if np.isnan(arr).any():
-        return NonFiniteSource(str(layer), cast_point, "nan")
-    if np.isinf(arr).any():
-        return NonFiniteSource(str(layer), cast_point, "inf")
-    return None
+        return f"{self.kind} in layer {self.layer} at cast point {self.cast_point!r}"
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,11 @@ class StepRecord:
     found_inf: bool  # a gradient held inf or NaN
     skipped: bool  # the optimizer step must not be applied
     new_scale: float  # scale for the next step
-    growth_tracker: int | None = None  # PyTorch/Apex: consecutive clean steps counted towards growth
+    # PyTorch/Apex: consecutive clean steps counted towards growth
+    growth_tracker: int | None = None
     hysteresis: int | None = None  # DeepSpeed: overflows still tolerated before the scale halves
-    source: NonFiniteSource | None = None  # first layer and cast point that produced a non-finite value
+    # first layer and cast point that produced a non-finite value
+    source: NonFiniteSource | None = None
 
     def describe(self) -> str:
         """One plain sentence, e.g. for a log line."""
@@ -104,7 +106,7 @@ class LossScaler:
 
     name = "loss scaler"
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.steps = 0  # updates so far (the next StepRecord.step)
 
     @property
@@ -117,14 +119,15 @@ class LossScaler:
         """float32(1 / float64(scale)), the factor the gradients are multiplied by."""
         return _inverse(self.scale)
 
-    def update(self, found_inf, source: NonFiniteSource | None = None) -> StepRecord:
+    def update(self, found_inf: bool, source: NonFiniteSource | None = None) -> StepRecord:
         """Advance one step: ``found_inf`` says whether any gradient was inf or NaN."""
         if isinstance(found_inf, np.ndarray) and found_inf.size == 1:
             found_inf = found_inf.item()
         if not isinstance(found_inf, (bool, int, float, np.bool_, np.number)):
             raise TypeError(f"found_inf must be a bool (or 0/1), got {type(found_inf).__name__}")
         if source is not None and not isinstance(source, NonFiniteSource):
-            raise TypeError(f"source must be a NonFiniteSource or None, got {type(source).__name__}")
+            raise TypeError("source must be a NonFiniteSource or None, got "
+                            f"{type(source).__name__}")
         found_inf = bool(found_inf)
         used = self.scale
         skipped = self._advance(found_inf)
@@ -190,7 +193,8 @@ class StaticLossScaler(LossScaler):
     not check and applies the update anyway; the record still says ``found_inf=True``.
     """
 
-    def __init__(self, scale: float = 1.0, *, skip_non_finite: bool = True, name: str = "static"):
+    def __init__(self, scale: float = 1.0, *, skip_non_finite: bool = True,
+                 name: str = "static") -> None:
         super().__init__()
         self._scale = _float32(_positive_finite(scale, "static loss scale"))
         if not isinstance(skip_non_finite, bool):
@@ -218,8 +222,8 @@ def _unscale_one(grad, inv32: np.float32):
     arr = grad if hasattr(grad, "__cuda_array_interface__") else np.asarray(grad)
     if arr.dtype == np.float16:
         # GradScaler.unscale_ refuses float16 gradients too: master gradients belong in float32.
-        raise ValueError("cannot unscale FP16 (float16) gradients: keep the gradients to unscale in "
-                         "float32 arrays (FP16 values stored in float32 are fine)")
+        raise ValueError("cannot unscale FP16 (float16) gradients: keep the gradients to unscale "
+                         "in float32 arrays (FP16 values stored in float32 are fine)")
     if arr.dtype not in (np.float32, np.float64):
         raise TypeError(f"gradients must be float32 or float64 arrays, got dtype {arr.dtype}")
     found = not bool(np.isfinite(arr).all())  # checked on the scaled input, as the kernel does
@@ -239,7 +243,7 @@ def _unscale_tree(grads, inv32: np.float32):
     return _unscale_one(grads, inv32)
 
 
-def unscale_and_check(grads, scaler: LossScaler):
+def unscale_and_check(grads: Any, scaler: LossScaler) -> tuple[Any, bool]:
     """Multiply every gradient by ``scaler.inv_scale``; report whether any was inf or NaN.
 
     ``grads`` is one array or nested lists/tuples/dicts of arrays (e.g. one dict per layer);
@@ -250,6 +254,7 @@ def unscale_and_check(grads, scaler: LossScaler):
     itself is inf) is not flagged, exactly as in PyTorch.
     """
     if not isinstance(scaler, LossScaler):
-        raise TypeError(f"scaler must be a LossScaler (see make_loss_scaler), got {type(scaler).__name__}")
+        raise TypeError("scaler must be a LossScaler (see make_loss_scaler), got "
+                        f"{type(scaler).__name__}")
     with np.errstate(over="ignore", invalid="ignore"):
         return _unscale_tree(grads, np.float32(scaler.inv_scale))
