@@ -115,7 +115,7 @@ class FormatAccumulation(_Protocol):
 
     format: FloatFormat  # the accumulator's format (a FloatFormat or a name like "fp32")
     order: str = "sequential"  # "sequential": ((0 + t0) + t1) + ...; "pairwise": a balanced tree
-    block: int | None = None  # sum each run of `block` terms sequentially, then the block sums in `order`
+    block: int | None = None  # sum runs of `block` terms in order, then the run sums in `order`
 
     block_scales_supported = True  # block-scaled products are exact in float64
 
@@ -198,7 +198,8 @@ def as_accumulator(spec, *, order: str = "sequential", block=None):
         return as_accumulator(BLAS, order=order, block=block)
     if isinstance(spec, str) and spec in tensorcore.TENSOR_CORES:
         return as_accumulator(tensorcore.TENSOR_CORES[spec], order=order, block=block)
-    dtype_like = isinstance(spec, np.dtype) or (isinstance(spec, type) and issubclass(spec, np.generic))
+    dtype_like = isinstance(spec, np.dtype) or (isinstance(spec, type)
+                                                and issubclass(spec, np.generic))
     if isinstance(spec, (str, FloatFormat)) or dtype_like:
         try:
             fmt = as_format(spec)
@@ -269,8 +270,8 @@ def sum(x, fmt, mode="nearest", *, axis=None, accumulate=None, order="sequential
     is +0. An accumulator or fmt without NaN raises ValueError for a NaN in x or an inf - inf.
     """
     if not isinstance(mode, str):  # in lowprec 0.1 the third positional argument was axis
-        raise TypeError(f"sum(x, fmt, mode): the third argument is the rounding mode, got {mode!r}; "
-                        f"pass the axis as a keyword, axis={mode!r}")
+        raise TypeError(f"sum(x, fmt, mode): the third argument is the rounding mode, got "
+                        f"{mode!r}; pass the axis as a keyword, axis={mode!r}")
     acc = as_accumulator(fmt if accumulate is None else accumulate, order=order, block=block)
     return acc.sum(x, axis, output=_arith_format(fmt), mode=mode, rng=rng, random_bits=random_bits)
 
@@ -279,7 +280,7 @@ dot.__doc__ += _ACCUMULATION_DOC
 matmul.__doc__ += _ACCUMULATION_DOC
 
 
-# --- what every accumulator shares ------------------------------------------------------------------
+# --- what every accumulator shares ----------------------------------------------------------
 def _native_float(m) -> bool:
     """A NumPy or CuPy array of float32/float64 with a dimension at least (what a model holds)."""
     return (hasattr(m, "__array_priority__") and getattr(m, "ndim", 0) >= 1
@@ -314,7 +315,8 @@ def _product_reduction(acc, a, b, gemm: bool, inputs, held, output, mode, rng, r
     if fb is not None:
         b, hb = _round(b, fb), fb
     out32 = a.dtype == b.dtype == np.float32
-    result = np.asarray(acc._sum_of_products(a, b, ha, hb, gemm, mode, rng, random_bits), np.float64)
+    result = acc._sum_of_products(a, b, ha, hb, gemm, mode, rng, random_bits)
+    result = np.asarray(result, np.float64)
     if out_fmt is not None:
         _reject_invalid(result, out_fmt, "inf - inf or 0 * inf")
         result = _round(result, out_fmt, mode, rng=rng, random_bits=random_bits)
@@ -353,14 +355,16 @@ def _scaled_matmul(acc, a, b, inputs, held, output, mode, rng, random_bits):
     scaled = [m for m in (a, b) if isinstance(m, ScaledTensor)]
     if any(m.block_scaled for m in scaled):
         if not all(m.block_scaled for m in scaled):
-            raise ValueError("a GEMM of a block-scaled and a per-tensor scaled operand is not modelled")
+            raise ValueError("a GEMM of a block-scaled and a per-tensor scaled operand is not "
+                             "modelled")
         if not acc.block_scales_supported:
-            raise ValueError(f"a block-scaled GEMM takes each block's scales into its products, and "
-                             f"the accumulator {acc.name!r} has no block-scaled MMA; use "
+            raise ValueError(f"a block-scaled GEMM takes each block's scales into its products, "
+                             f"and the accumulator {acc.name!r} has no block-scaled MMA; use "
                              f"{BLAS.name!r} or a format such as 'fp32'")
         a, b = (m.exact_values() if isinstance(m, ScaledTensor) else m for m in (a, b))
         out = acc.matmul(a, b, output=output, mode=mode, rng=rng, random_bits=random_bits)
-        fits = (FP32 if output is None else as_format(output)).fits_float32 and acc.result_format.fits_float32
+        stored = FP32 if output is None else as_format(output)
+        fits = stored.fits_float32 and acc.result_format.fits_float32
         return np.asarray(out, np.float32) if fits else out
     ha, hb = _pair(held)
     decode = np.float32(1)
@@ -378,7 +382,7 @@ def _scaled_matmul(acc, a, b, inputs, held, output, mode, rng, random_bits):
     return out
 
 
-# --- the format accumulator's loop -------------------------------------------------------------------
+# --- the format accumulator's loop ----------------------------------------------------------
 def _dtype_format(x) -> FloatFormat | None:
     """The format of ``x``'s dtype (float16, float32, ml_dtypes arrays), or None."""
     try:

@@ -443,7 +443,8 @@ def _sum_to_odd(x, y, mode):
 def _moved(name: str):
     """lowprec.accumulate, after a DeprecationWarning naming the new home of ``name``."""
     warnings.warn(f"lowprec.arith.{name} moved: use lowprec.{name} (lowprec.accumulate.{name}); "
-                  f"arith.{name} will be removed in the next release", DeprecationWarning, stacklevel=3)
+                  f"arith.{name} will be removed in the next release", DeprecationWarning,
+                  stacklevel=3)
     from . import accumulate  # accumulate imports this module's exact operations
     return accumulate
 

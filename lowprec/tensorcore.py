@@ -116,7 +116,8 @@ class TensorCoreModel:
     def matmul(self, a, b, *, inputs=None, held=None, output=None, mode="nearest", rng=None,
                random_bits=None):
         """``a @ b`` on this tensor core (see :func:`lowprec.matmul`)."""
-        return _accumulate_module()._matmul(self, a, b, inputs, held, output, mode, rng, random_bits)
+        return _accumulate_module()._matmul(self, a, b, inputs, held, output, mode, rng,
+                                            random_bits)
 
     def dot(self, a, b, *, inputs=None, held=None, output=None, mode="nearest", rng=None,
             random_bits=None):
@@ -134,7 +135,9 @@ class TensorCoreModel:
         alignment and rounding for all four pairs (MMA-Sim, mmasim/simulator/nv_ptx.py), as the
         dgrad (E5M2 x E4M3) and wgrad (E4M3 x E5M2) GEMMs of Format.HYBRID need."""
         fp8 = (E4M3, E5M2)
-        if not (self.inputs in fp8 and fa in fp8 and fb in fp8) or (fa, fb) == (self.inputs, self.b_format):
+        if not (self.inputs in fp8 and fa in fp8 and fb in fp8):
+            return self
+        if (fa, fb) == (self.inputs, self.b_format):
             return self
         return dataclasses.replace(self, inputs=fa, inputs_b=None if fb == fa else fb)
 

@@ -98,7 +98,8 @@ MODE_CALLS = {
     "lowprec.FormatAccumulation.sum": lambda m: FP16_ACC.sum(np.array([1.0, 2.0**-12]), mode=m),
     "lowprec.FormatAccumulation.dot": lambda m: FP16_ACC.dot([1.0, 2.0**-12], [1.0, 1.0], mode=m),
     "lowprec.FormatAccumulation.matmul": lambda m: FP16_ACC.matmul([[X]], [[1.0]], mode=m)[0, 0],
-    "lowprec.TensorCoreModel.sum": lambda m: tensorcore.H100_FP16.sum([1.0, 2.0**-11], output="fp16", mode=m),
+    "lowprec.TensorCoreModel.sum": lambda m: tensorcore.H100_FP16.sum([1.0, 2.0**-11],
+                                                                      output="fp16", mode=m),
     "lowprec.TensorCoreModel.dot": lambda m: tensorcore.H100_FP16.dot([1.0, 2.0**-11], [1.0, 1.0],
                                                                       output="fp16", mode=m),
     "lowprec.TensorCoreModel.matmul": lambda m: tensorcore.H100_FP16.matmul(

@@ -1,4 +1,4 @@
-"""The policy's non-default accumulation: matmuls through the policy's accumulator (lowprec.accumulate)."""
+"""The policy's non-default accumulation: matmuls through its accumulator (lowprec.accumulate)."""
 import numpy as np
 import pytest
 

@@ -43,7 +43,7 @@ GEMM_OPERANDS = {"fprop": ("input", "weight"), "dgrad": ("grad_output", "weight"
 
 
 class Caster:
-    """Rounds tensors at their cast points for one policy; its matmul calls the policy's accumulator.
+    """Rounds tensors at their cast points for one policy; its matmul calls the accumulator.
 
     ``fp8_states`` maps (layer, point) to the recipe state of that tensor (see
     :class:`~lowprec.nn.recipe_states.RecipeStates`); ``frozen=True`` casts with the states'
@@ -60,7 +60,7 @@ class Caster:
         self._index = {p: i for i, p in enumerate(CAST_POINTS)}
         self.recipes = RecipeStates(policy, fp8_states, frozen)
         self._block_scaled = bool(self.recipes.points) and policy.fp8_recipe.block_scaled
-        self._sources: dict = {}  # (layer, point) -> unrounded tensor, for a block-scaled second use
+        self._sources: dict = {}  # (layer, point) -> unrounded tensor, for an MX second use
 
     @property
     def fp8_states(self) -> dict:
@@ -74,7 +74,8 @@ class Caster:
     def spec(self, point: str) -> Cast | None:
         return self.policy.cast(point)
 
-    def __call__(self, x, point: str, layer: int, *, already: Cast | None = None, bias: bool = False):
+    def __call__(self, x, point: str, layer: int, *, already: Cast | None = None,
+                 bias: bool = False):
         """``x`` rounded at cast point ``point`` of ``layer``: an array, or a ScaledTensor for a
         scaled GEMM operand.
 
@@ -105,7 +106,8 @@ class Caster:
         tensor, record = self.recipes.cast(x, point, layer, axis)
         values = self.xp.asarray(tensor.dequantize(), dtype=x.dtype)
         # the observer judges value / decode scale against the format's limits
-        decode = tensor.scale_inv if not tensor.block_scaled else tensor.decode_scales().astype(np.float32)
+        decode = (tensor.decode_scales().astype(np.float32) if tensor.block_scaled
+                  else tensor.scale_inv)
         scaling = {"decode_scale": decode, "clipped": int(round(record.clipped * x.size))}
         return (tensor if point in GEMM_AXES else values), values, scaling
 
@@ -148,7 +150,7 @@ class Caster:
         (see :meth:`RecipeStates.step_arrays`)."""
         return self.recipes.step_arrays(layers)
 
-    def frozen_copy(self, rng=None) -> "Caster":
+    def frozen_copy(self, rng=None) -> Caster:
         """A Caster for evaluation: copies of the FP8 states, used but never updated."""
         return Caster(self.policy, rng=rng, xp=self.xp,
                       fp8_states=self.recipes.frozen_copy(self.policy).states, frozen=True)
@@ -162,7 +164,8 @@ class Caster:
         operands carry their own); None: not known.
         """
         if gemm is not None and gemm not in GEMM_OPERANDS:
-            raise ValueError(f"unknown GEMM {gemm!r}; valid: None, {', '.join(map(repr, GEMM_OPERANDS))}")
+            raise ValueError(f"unknown GEMM {gemm!r}; valid: None, "
+                             f"{', '.join(map(repr, GEMM_OPERANDS))}")
         held = tuple(self._held_format(p) for p in GEMM_OPERANDS[gemm]) if gemm else None
         out = self.policy.accumulate.matmul(a, b, held=held)
         return self.xp.asarray(out, dtype=a.dtype)

@@ -25,7 +25,8 @@ def linear_backward(grad_z, x, W, matmul, need_grad_x=True, grad_z_for_wgrad=Non
     ``grad_z_for_wgrad``: dL/dz as the wgrad GEMM's operand when it differs from ``grad_z``
     (block scaling quantizes it along the batch for that GEMM); by default ``grad_z``.
     """
-    grad_W = matmul(x.T, grad_z if grad_z_for_wgrad is None else grad_z_for_wgrad, "wgrad")  # (d_in, d_out)
+    grad_z_w = grad_z if grad_z_for_wgrad is None else grad_z_for_wgrad
+    grad_W = matmul(x.T, grad_z_w, "wgrad")  # (d_in, d_out)
     grad_b = held_values(grad_z).sum(axis=0)  # (d_out,)
     grad_x = matmul(grad_z, W.T, "dgrad") if need_grad_x else None  # (batch, d_in)
     return grad_x, grad_W, grad_b

@@ -131,7 +131,7 @@ class PrecisionPolicy:
     bias_grad: Cast | None = None  # dL/db, batch sum of grad_output
     optimizer_state: Cast | None = None  # momentum / Adam moment buffers
     master_weights: Cast | None = None  # the copy the optimizer updates; None = pure: it updates `weight`
-    accumulate: object = BLAS  # matmul accumulator (lowprec.accumulate): "blas", a format, a tensor-core preset name...
+    accumulate: object = BLAS  # matmul accumulator: "blas", a format, a tensor-core preset name...
     update: str = "nearest"  # pure low precision only: round w - u by "nearest", "stochastic" or "kahan"
     loss_scale: object = None  # lowprec.scaling.make_loss_scaler spec: a float, "dynamic", "deepspeed"...
     fp8_recipe: object = None  # None, "delayed", "current", "mx" or a lowprec.scaling recipe object
@@ -220,8 +220,8 @@ class PrecisionPolicy:
         if isinstance(recipe, MXBlockScaling) and not acc.block_scales_supported:
             raise ValueError(f"fp8_recipe {recipe!r} with accumulate={acc.name!r}: a block-scaled GEMM "
                              "takes each block's scales into its products, and the tensor-core models "
-                             f"have no block-scaled MMA; use accumulate={BLAS.name!r} or a format such "
-                             "as 'fp32'")
+                             f"have no block-scaled MMA; use accumulate={BLAS.name!r} or a format "
+                             "such as 'fp32'")
         points = self.fp8_points
         if not points:
             raise ValueError(f"fp8_recipe {recipe!r} needs at least one FP8 cast point (a format of "

@@ -33,7 +33,8 @@ class CastStats:
         self.amax = max(self.amax, record.amax)
         if record.scale is not None:
             self.scale = record.scale
-        self.clipped += int(round(record.clipped * size))  # the record's fractions are count / size exactly
+        # the record's fractions are count / size exactly
+        self.clipped += int(round(record.clipped * size))
         self.flushed += int(round(record.flushed * size))
         self.count += size
 
@@ -93,6 +94,6 @@ class RecipeStates:
             out["flushed"][layer, p] = stats.flushed / max(stats.count, 1)
         return out
 
-    def frozen_copy(self, policy: PrecisionPolicy) -> "RecipeStates":
+    def frozen_copy(self, policy: PrecisionPolicy) -> RecipeStates:
         """Copies of the states, used but never updated (for evaluation)."""
         return RecipeStates(policy, copy.deepcopy(self.states), frozen=True)

@@ -115,7 +115,8 @@ def _per_tensor_cast(x32, scale: np.float32, scale_inv: np.float32, fmt, amax):
         rounded = satfinite_cast(scaled, fmt)
     tensor = ScaledTensor(rounded, fmt, scale_inv)
     clipped, flushed = cast_statistics(x32, scaled, rounded, fmt)
-    return tensor, CastRecord(fmt.name, float(amax), float(scale), float(scale_inv), clipped, flushed)
+    record = CastRecord(fmt.name, float(amax), float(scale), float(scale_inv), clipped, flushed)
+    return tensor, record
 
 
 @dataclass(frozen=True)

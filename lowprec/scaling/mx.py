@@ -31,7 +31,8 @@ from .fp8 import (ROLES, CastRecord, RecipeState, amax_of, as_float32_array, cas
                   format_for, satfinite_cast)
 from .tensor import ScaledTensor
 
-__all__ = ["MX_RULES", "MX_ELEMENTS", "MXBlockScaling", "MXState", "mx_cast", "mx_quantize", "mx_scale_exponents"]
+__all__ = ["MX_RULES", "MX_ELEMENTS", "MXBlockScaling", "MXState", "mx_cast", "mx_quantize",
+           "mx_scale_exponents"]
 
 MX_RULES = ("te", "ocp")
 MX_ELEMENTS = (E4M3, E5M2, E3M2, E2M3, E2M1)  # MXFP8, MXFP6, MXFP4 element formats (OCP MX v1.0)

@@ -26,10 +26,10 @@ __all__ = ["ScaledTensor", "held_values"]
 class ScaledTensor:
     """Elements of ``fmt`` and their decode scale(s): per tensor or per block, never both."""
 
-    elements: np.ndarray = field(repr=False)  # float32 numbers of fmt, unscaled (NaN: a NaN read back)
+    elements: np.ndarray = field(repr=False)  # float32 numbers of fmt, unscaled (NaN: reads NaN)
     fmt: FloatFormat  # the element format
     scale_inv: np.float32 | None = None  # per-tensor decode scale (TE's scale_inv), or None
-    block_scales: np.ndarray | None = field(default=None, repr=False)  # per block; `axis` runs over blocks
+    block_scales: np.ndarray | None = field(default=None, repr=False)  # one per block, along axis
     block_size: int | None = None  # elements per block along `axis` (MX: 32)
     axis: int | None = None  # the axis blocks run along (the GEMM's reduction axis)
 
@@ -37,13 +37,15 @@ class ScaledTensor:
         if not isinstance(self.fmt, FloatFormat):
             raise TypeError(f"fmt must be a FloatFormat, got {self.fmt!r}")
         if (self.scale_inv is None) == (self.block_scales is None):
-            raise ValueError("a ScaledTensor has a per-tensor scale_inv or block_scales, exactly one")
+            raise ValueError("a ScaledTensor has a per-tensor scale_inv or block_scales, "
+                             "exactly one")
         if self.block_scales is not None:
             if not (isinstance(self.block_size, (int, np.integer)) and self.block_size >= 1):
                 raise ValueError(f"block_size must be an int >= 1, got {self.block_size!r}")
             ndim = np.ndim(self.elements)
             if not (isinstance(self.axis, (int, np.integer)) and -ndim <= self.axis < ndim):
-                raise ValueError(f"axis {self.axis!r} is out of range for {ndim}-dimensional elements")
+                raise ValueError(f"axis {self.axis!r} is out of range for {ndim}-dimensional "
+                                 "elements")
             object.__setattr__(self, "axis", int(self.axis) % ndim)
         else:
             object.__setattr__(self, "scale_inv", np.float32(self.scale_inv))
@@ -62,7 +64,7 @@ class ScaledTensor:
         return self.block_scales is not None
 
     @property
-    def T(self) -> "ScaledTensor":  # noqa: N802 - numpy's name
+    def T(self) -> ScaledTensor:  # noqa: N802 - numpy's name
         """The transpose (of a 2-D tensor): the same elements and scales, axes swapped."""
         if self.elements.ndim != 2:
             raise ValueError(f"T needs a 2-D ScaledTensor, got shape {self.shape}")
