@@ -129,12 +129,12 @@ def _02_3(pytorch, deepspeed):
 
 # --- lab 3: master weights and stochastic rounding ---------------------------------------------
 def _03_1(up, down):
-    one, u, d = np.float16(1), np.float16(_number(up)), np.float16(_number(down))
+    w, u, d = np.float16(4), np.float16(_number(up)), np.float16(_number(down))   # NumPy's float16
     hints = []
-    if not (one + u != one and one + np.float16(u / 2) == one):
-        hints.append("upward: not the smallest power of two that moves 1 (ties go to even)")
-    if not (one - d != one and one - np.float16(d / 2) == one):
-        hints.append("downward: not the smallest power of two that moves 1 (the spacing below 1 is finer)")
+    if not (w + u != w and w + np.float16(u / 2) == w):
+        hints.append("upward: not the smallest power of two that moves 4 (ties go to even)")
+    if not (w - d != w and w - np.float16(d / 2) == w):
+        hints.append("downward: not the smallest power of two that moves 4 (the spacing below 4 is finer)")
     return "; ".join(hints) or None
 
 
@@ -166,10 +166,10 @@ def _03_3(w):
 
 # --- lab 4: FP8 scaling ----------------------------------------------------------------------
 def _04_1(limits):
-    if not isinstance(limits, dict) or set(limits) != {"e4m3", "e5m2"}:
-        raise _Unreadable('expected a dict {"e4m3": (max, smallest subnormal), "e5m2": (...)}')
+    if not isinstance(limits, dict) or set(limits) != {"e2m3", "e3m2"}:
+        raise _Unreadable('expected a dict {"e2m3": (max, smallest subnormal), "e3m2": (...)}')
     wrong = []
-    for name, dtype in (("e4m3", ml_dtypes.float8_e4m3fn), ("e5m2", ml_dtypes.float8_e5m2)):
+    for name, dtype in (("e2m3", ml_dtypes.float6_e2m3fn), ("e3m2", ml_dtypes.float6_e3m2fn)):
         info = ml_dtypes.finfo(dtype)
         largest, smallest = _pair(limits[name], "(max, smallest subnormal)")
         if largest != float(info.max):
@@ -191,12 +191,15 @@ def _04_2(scale):
         return "not (fp8_max / 2**margin) / max(amax history)"
 
 
+AMAX_04_3 = 7.6   # 1.9 x 2^2: a significand above 1.75, where the two rules differ
+
+
 def _04_3(ocp, te):
     e4m3 = ml_dtypes.float8_e4m3fn  # ml_dtypes rounds, math picks the exponent
-    ocp_scale = 2.0 ** (math.floor(math.log2(15.2)) - 8)
-    ocp_value = float(e4m3(min(15.2 / ocp_scale, 448.0))) * ocp_scale  # saturate, then round
-    te_scale = 2.0 ** math.ceil(math.log2(15.2 / 448))
-    te_value = float(e4m3(15.2 / te_scale)) * te_scale
+    ocp_scale = 2.0 ** (math.floor(math.log2(AMAX_04_3)) - 8)
+    ocp_value = float(e4m3(min(AMAX_04_3 / ocp_scale, 448.0))) * ocp_scale  # saturate, then round
+    te_scale = 2.0 ** math.ceil(math.log2(AMAX_04_3 / 448))
+    te_value = float(e4m3(AMAX_04_3 / te_scale)) * te_scale
     hints = []
     o, t = _pair(ocp, "(scale, value)"), _pair(te, "(scale, value)")
     if o[0] != ocp_scale:
@@ -234,71 +237,16 @@ def _truncated_sum(terms, fraction_bits, largest_exponent=0):
 
 
 def _05_3(v100, a100):
-    c = -(1 - 2.0**-24)
+    c = -(1 - 3 * 2.0**-24)
     hints = []
     if _number(v100) != _truncated_sum([1.0, c], 23):
-        hints.append("V100: truncate c toward zero to a multiple of 2^-23 first")
+        hints.append("V100: truncate c toward zero (its magnitude shrinks) to a multiple of 2^-23 first")
     if _number(a100) != _truncated_sum([1.0, c], 24):
         hints.append("A100: with F = 24, is anything of c lost?")
     return "; ".join(hints) or None
 
 
 # --- lab 6: fingerprinting a tensor core -------------------------------------------------------
-def _floor_log2(v: Fraction) -> int:
-    e = v.numerator.bit_length() - v.denominator.bit_length()
-    return e - 1 if Fraction(2) ** e > v else e
-
-
-def _by_hand(products, c, K, block, fraction_bits):
-    """Output (0, 0) of a probe tile under the block-FMA rule (Fasi et al. 2021): each block of
-    ``block`` products, with the running sum as its c, aligned to the largest exponent, every
-    term truncated to ``fraction_bits`` bits below it, added exactly, truncated to FP32."""
-    acc = Fraction(c)
-    for start in range(0, K, block):
-        terms = [(Fraction(a) * Fraction(b), _floor_log2(Fraction(abs(a))) + _floor_log2(Fraction(abs(b))))
-                 for k, (a, b) in products.items() if start <= k < start + block]
-        terms.append((acc, _floor_log2(abs(acc)) if acc else -126))
-        unit = Fraction(2) ** (max(e for _, e in terms) - fraction_bits)
-        total = sum(math.trunc(value / unit) for value, _ in terms) * unit
-        if total:
-            quantum = Fraction(2) ** (_floor_log2(abs(total)) - 23)
-            total = math.trunc(total / quantum) * quantum
-        acc = total
-    return float(acc)
-
-
-_FP16_MODELS = {"V100_FP16": (4, 23), "A100_FP16": (8, 24), "H100_FP16": (16, 25)}  # (block, F)
-_D1 = ({0: (1.0, 1.0)}, -(1 - 2.0**-24), 16)
-_SPLIT = ({0: (2.0**-12, 2.0**-12), 15: (2.0**-12, 2.0**-12)}, 1.0, 16)
-_CANCEL = ({0: (1.0, 1.0), 1: (-1.0, 1.0), 2: (2.0**-12, 2.0**-13)}, 0.0, 16)
-
-
-def _predictions(answer, tile, what):
-    if not isinstance(answer, dict) or not set(answer) <= set(_FP16_MODELS) or not answer:
-        raise _Unreadable(f"expected a dict from preset names ({', '.join(_FP16_MODELS)}) to numbers")
-    wrong = [p for p, v in answer.items() if _number(v) != _by_hand(*tile, *_FP16_MODELS[p])]
-    if wrong:
-        return f"{', '.join(wrong)}: work {what} through the rule block by block"
-
-
-def _06_1(answer):
-    return _predictions(answer, _D1, "1 x 1 - (1 - 2^-24)")
-
-
-def _06_2(answer):
-    return _predictions(answer, _SPLIT, "the two tiny products")
-
-
-def _06_3(preset):
-    observed = ((_D1, 2.0**-24), (_SPLIT, 1 + 2.0**-23), (_CANCEL, 2.0**-25))
-    explains = [p for p, model in _FP16_MODELS.items()
-                if all(_by_hand(*tile, *model) == value for tile, value in observed)]
-    if preset not in _FP16_MODELS:
-        raise _Unreadable(f"expected one of {', '.join(_FP16_MODELS)}")
-    if [preset] != explains:
-        return "that preset predicts a different output for at least one of the three probes"
-
-
 BLOCKS = (4, 8, 16, 32)           # products fused per block (V100 4, A100 8, H100 16 for FP16)
 FRACTION_BITS = (24, 25, 26, 27)  # bits kept below the largest exponent: 23 + 1..4 extra bits
 OUTPUT_ROUNDINGS = ("toward_zero", "nearest")
@@ -369,17 +317,17 @@ def _hidden(accumulator):
     return _draw(accumulator.seed)
 
 
-def _06_4(block, accumulator):
+def _06_1(block, accumulator):
     if _integer(block) != _hidden(accumulator).block:
         return "probe 1*1 + (-1)*1 + a tiny product at position j: from which j does it survive?"
 
 
-def _06_5(fraction_bits, accumulator):
+def _06_2(fraction_bits, accumulator):
     if _integer(fraction_bits) != _hidden(accumulator).fraction_bits:
         return "cancel 1*1 against (-1)*1 in one block and find the smallest term 2^-m that survives"
 
 
-def _06_6(rounding, accumulator):
+def _06_3(rounding, accumulator):
     if rounding not in OUTPUT_ROUNDINGS:
         raise _Unreadable(f"expected one of {', '.join(map(repr, OUTPUT_ROUNDINGS))}")
     if rounding != _hidden(accumulator).output_rounding:
@@ -388,8 +336,8 @@ def _06_6(rounding, accumulator):
 
 # --- lab 7: summation (CS336) -------------------------------------------------------------
 def _07_1(spacing):
-    if _number(spacing) != float(np.spacing(np.float16(10))):   # NumPy's float16
-        return "in [2^e, 2^(e+1)) FP16's spacing is 2^(e-10): which e holds 10?"
+    if _number(spacing) != float(np.spacing(np.float16(100))):   # NumPy's float16
+        return "in [2^e, 2^(e+1)) FP16's spacing is 2^(e-10): which e holds 100?"
 
 
 def _07_2(value, additions):
@@ -534,3 +482,89 @@ def check(exercise: str, *answers, **context) -> None:
     except TypeError:
         hint = "wrong number of answers: pass every answer_... of the exercise, in order"
     print(f"Exercise {exercise}: {CORRECT}" if hint is None else f"Exercise {exercise}: {WRONG}. Hint: {hint}")
+
+
+# --- the student build ------------------------------------------------------------------------
+# The notebooks in notebooks/ are the solutions. Cells tagged "solution" hold answers (code) or
+# derivations that give them away (markdown); the build replaces each answer cell by a
+# placeholder that assigns `...` to the same names, drops the markdown ones, clears every output,
+# and writes the pip requirement of the setup cell. One source, so the two cannot drift.
+SOLUTION_TAG = "solution"
+SETUP_TAG = "setup"
+_SOURCE_LINE = 'LAB_SOURCE = ""'
+
+
+def _placeholder(source: str) -> str:
+    """The student's version of an answer cell: every name it assigns, set to ``...``; every
+    function it defines, as a stub with the same signature."""
+    import ast
+
+    lines = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef):
+            doc = ast.get_docstring(node)
+            lines += [f"def {node.name}({ast.unparse(node.args)}):",
+                      *([f'    """{doc}"""'] if doc else []), "    ...  # your code", ""]
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for name in ([target] if isinstance(target, ast.Name) else getattr(target, "elts", [])):
+                    lines.append(f"{name.id} = ...  # your answer")
+    if not any(line.endswith("# your answer") for line in lines):
+        raise ValueError(f"a solution cell must assign an answer_... name:\n{source}")
+    return "\n".join(lines)
+
+
+def student_notebook(notebook: dict, source: str = "") -> dict:
+    """The student version of a solution notebook (a dict as json.load returns it)."""
+    import copy
+    import json
+
+    cells = []
+    for cell in copy.deepcopy(notebook["cells"]):
+        tags = cell.get("metadata", {}).get("tags", [])
+        text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if SOLUTION_TAG in tags:
+            if cell["cell_type"] != "code":
+                continue
+            text = _placeholder(text)
+            cell["metadata"]["tags"] = [t for t in tags if t != SOLUTION_TAG] + ["answer"]
+        if SETUP_TAG in tags:
+            if _SOURCE_LINE not in text:
+                raise ValueError(f"the setup cell must contain {_SOURCE_LINE!r}")
+            text = text.replace(_SOURCE_LINE, f"LAB_SOURCE = {json.dumps(source)}")
+        cell["source"] = text.splitlines(keepends=True)
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+        cells.append(cell)
+    return {**notebook, "cells": cells}
+
+
+def default_notebooks():
+    """notebooks/ of the checkout this package was imported from."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def build(out, notebooks=None, source: str = "") -> list:
+    """Write the student version of every ``notebooks/*.ipynb`` into ``out``; return the paths.
+    ``source`` is the pip requirement the setup cell installs where lowprec is missing (Colab)."""
+    import json
+    from pathlib import Path
+
+    notebooks = Path(notebooks) if notebooks is not None else default_notebooks()
+    paths = sorted(notebooks.glob("*.ipynb"))
+    if not paths:
+        raise FileNotFoundError(f"no notebooks in {notebooks}: pass --notebooks with the solution notebooks")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in paths:
+        student = student_notebook(json.loads(path.read_text(encoding="utf-8")), source)
+        target = out / path.name
+        # the layout nbformat writes (sorted keys, indent 1), so a rebuild is byte-identical
+        target.write_text(json.dumps(student, sort_keys=True, indent=1, ensure_ascii=False) + "\n",
+                          encoding="utf-8")
+        written.append(target)
+    return written
