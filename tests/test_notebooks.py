@@ -1,6 +1,7 @@
 """Every lab runs top to bottom: the solutions pass every check, the student versions report
 "not answered yet" and nothing crashes. (Each notebook is written to take under a minute on a CPU;
 the time is printed, never asserted.) Marked `notebooks`: `make test-notebooks` runs them."""
+import os
 import re
 import time
 from pathlib import Path
@@ -23,11 +24,18 @@ def test_there_are_notebooks_and_student_versions():
     assert [p.name for p in STUDENTS] == [p.name for p in SOLUTIONS]
 
 
+@pytest.fixture(autouse=True)
+def kernel_imports_this_tree(monkeypatch):
+    """The kernel imports the lowprec of this checkout, whatever the venv has installed."""
+    here = str(NOTEBOOKS.parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+
+
 def _run(path):
     """Execute the notebook in its own folder; return (exercise ids called, their printed lines)."""
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
     client.execute()  # raises CellExecutionError, with the failing cell, on any error
     print(f"{path.parent.name}/{path.name}: {time.perf_counter() - start:.1f} s")
