@@ -18,11 +18,20 @@ Computer Science 7:e330, 2021); :func:`gpu_dot` is the same black box on a real 
 """
 from __future__ import annotations
 
+import ast
+import copy
+import json
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+
+from . import arith, tensorcore
+from .formats import FP16
+from .scaling import (DeepSpeedConfig, DelayedScaling, DynamicLossScaler, DynamicScalingConfig,
+                      HysteresisLossScaler, quantize)
 
 NOT_ANSWERED = "not answered yet"
 CORRECT = "correct"
@@ -112,9 +121,6 @@ def _replay(scaler, pattern):
 
 
 def _02_3(pytorch, deepspeed):
-    from .scaling import (DeepSpeedConfig, DynamicLossScaler, DynamicScalingConfig,
-                          HysteresisLossScaler)
-
     pattern = "XXX.....X......."
     hints = []
     if _number(pytorch) != _replay(DynamicLossScaler(
@@ -180,8 +186,6 @@ def _04_1(limits):
 
 
 def _04_2(scale):
-    from .scaling import DelayedScaling, quantize
-
     state = DelayedScaling(margin=1, amax_history_len=4).new_state("forward")
     for a in (2.0, 3.5, 1.0, 0.5):
         quantize(np.array([a, -a / 3], np.float32), state)
@@ -253,12 +257,8 @@ OUTPUT_ROUNDINGS = ("toward_zero", "nearest")
 
 def _draw(seed: int):
     """The hidden model of ``hidden_accumulator(seed)``: FP16 inputs, FP32 accumulator."""
-    from .tensorcore import TensorCoreModel
-
     rng = np.random.default_rng([seed, 2021])   # 2021: a fixed salt, so seed 0 is no preset
-    from .formats import FP16
-
-    return TensorCoreModel(f"hidden_{seed}", FP16, block=int(rng.choice(BLOCKS)),
+    return tensorcore.TensorCoreModel(f"hidden_{seed}", FP16, block=int(rng.choice(BLOCKS)),
                            fraction_bits=int(rng.choice(FRACTION_BITS)),
                            output_rounding=str(rng.choice(OUTPUT_ROUNDINGS)))
 
@@ -277,12 +277,10 @@ class HiddenAccumulator:
         return f"HiddenAccumulator(seed={self.seed})"
 
     def dot(self, a, b, c=0.0) -> float:
-        from .tensorcore import dot
-
         a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
         if a.ndim != 1 or a.shape != b.shape:
             raise ValueError(f"a and b must be vectors of one length, got shapes {a.shape} and {b.shape}")
-        return float(dot(a, b, _draw(self.seed), c=np.float64(c)))
+        return float(tensorcore.dot(a, b, _draw(self.seed), c=np.float64(c)))
 
 
 def hidden_accumulator(seed: int) -> HiddenAccumulator:
@@ -359,9 +357,6 @@ def _pairwise16(values):            # textbook recursive pairwise summation in N
 
 
 def _07_3(value):
-    from . import arith
-    from .formats import FP16
-
     addends = [np.float16(0.01)] * 1000
     ours = float(arith.sum(np.full(1000, float(np.float16(0.01))), FP16, order="pairwise"))
     if not _number(value) == float(_pairwise16(addends)) == ours:
@@ -451,8 +446,6 @@ def _09_3(k, amax):
 
 
 def _09_4(k, found_inf):
-    from .scaling import DeepSpeedConfig, HysteresisLossScaler
-
     flags = np.asarray(found_inf, dtype=bool)
     scaler = HysteresisLossScaler(DeepSpeedConfig(init_scale=2.0**16, scale_window=20, hysteresis=2))
     for overflow in flags:
@@ -496,8 +489,6 @@ _SOURCE_LINE = 'LAB_SOURCE = ""'
 def _placeholder(source: str) -> str:
     """The student's version of an answer cell: every name it assigns, set to ``...``; every
     function it defines, as a stub with the same signature."""
-    import ast
-
     lines = []
     for node in ast.parse(source).body:
         if isinstance(node, ast.FunctionDef):
@@ -516,9 +507,6 @@ def _placeholder(source: str) -> str:
 
 def student_notebook(notebook: dict, source: str = "") -> dict:
     """The student version of a solution notebook (a dict as json.load returns it)."""
-    import copy
-    import json
-
     cells = []
     for cell in copy.deepcopy(notebook["cells"]):
         tags = cell.get("metadata", {}).get("tags", [])
@@ -541,8 +529,6 @@ def student_notebook(notebook: dict, source: str = "") -> dict:
 
 def default_notebooks():
     """notebooks/ of the checkout this package was imported from."""
-    from pathlib import Path
-
     return Path(__file__).resolve().parent.parent / "notebooks"
 
 
@@ -550,8 +536,6 @@ def build(out, notebooks=None, source: str = "") -> list:
     """Write the student version of every ``notebooks/*.ipynb`` into ``out``; return the paths.
     ``source`` is the pip requirement the setup cell installs where lowprec is missing (Colab)."""
     import json
-    from pathlib import Path
-
     notebooks = Path(notebooks) if notebooks is not None else default_notebooks()
     paths = sorted(notebooks.glob("*.ipynb"))
     if not paths:

@@ -209,7 +209,7 @@ def test_hidden_accumulator_refuses_bad_input():
 def test_gpu_dot_says_why_it_cannot_run():
     from lowprec.gpu import gpu_status
 
-    usable, reason = gpu_status()
+    usable, _ = gpu_status()
     if usable:
         assert lab.gpu_dot([1.0, 1.0], [1.0, 1.0], 0.5) == 2.5   # exact on any tensor core
     else:
