@@ -43,7 +43,7 @@ lab-setup: $(VENV)/.lab-installed
 	$(PY) -m ipykernel install $(KERNEL_INSTALL_ARGS) --name lowprec --display-name "Python (lowprec)"
 	$(PY) -m lowprec lab build --out $(LAB_OUT) --source "$(LAB_SOURCE)"
 
-lab-build:
+lab-build: $(VENV)/.installed
 	$(PY) -m lowprec lab build --out $(LAB_OUT) --source "$(LAB_SOURCE)"
 
 lab: lab-setup

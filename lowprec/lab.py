@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 import json
 import math
 from fractions import Fraction
@@ -259,8 +260,8 @@ def _draw(seed: int):
     """The hidden model of ``hidden_accumulator(seed)``: FP16 inputs, FP32 accumulator."""
     rng = np.random.default_rng([seed, 2021])   # 2021: a fixed salt, so seed 0 is no preset
     return tensorcore.TensorCoreModel(f"hidden_{seed}", FP16, block=int(rng.choice(BLOCKS)),
-                           fraction_bits=int(rng.choice(FRACTION_BITS)),
-                           output_rounding=str(rng.choice(OUTPUT_ROUNDINGS)))
+                                      fraction_bits=int(rng.choice(FRACTION_BITS)),
+                                      output_rounding=str(rng.choice(OUTPUT_ROUNDINGS)))
 
 
 class HiddenAccumulator:
@@ -277,10 +278,15 @@ class HiddenAccumulator:
         return f"HiddenAccumulator(seed={self.seed})"
 
     def dot(self, a, b, c=0.0) -> float:
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-        if a.ndim != 1 or a.shape != b.shape:
-            raise ValueError(f"a and b must be vectors of one length, got shapes {a.shape} and {b.shape}")
+        a, b = _vectors(a, b)
         return float(tensorcore.dot(a, b, _draw(self.seed), c=np.float64(c)))
+
+
+def _vectors(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"a and b must be vectors of one length, got shapes {a.shape} and {b.shape}")
+    return a, b
 
 
 def hidden_accumulator(seed: int) -> HiddenAccumulator:
@@ -292,20 +298,28 @@ def gpu_dot(a, b, c=0.0) -> float:
     """``c + sum_k a[k] * b[k]`` on this machine's tensor core (one FP16 ``mma.sync`` with an FP32
     accumulator per 16 products, chained along K). Raises RuntimeError, with the reason, when no
     usable CUDA GPU and CuPy are present."""
-    from .gpu import gpu_status
+    from .gpu.kernels import INSTRUCTIONS
+
+    backend = _gpu_backend()
+    instr = INSTRUCTIONS["f16.f32"]
+    a, b = _vectors(a, b)
+    k = -(-len(a) // instr.k) * instr.k        # zero-padded to whole instructions
+    tile_a, tile_b, tile_c = np.zeros((1, 16, k)), np.zeros((1, k, 8)), np.zeros((1, 16, 8))
+    tile_a[0, 0, :len(a)], tile_b[0, :len(b), 0], tile_c[0, 0, 0] = a, b, c
+    return float(backend.run(instr, tile_a, tile_b, tile_c)[0, 0, 0])
+
+
+@functools.lru_cache(maxsize=1)
+def _gpu_backend():
+    """One CuPy backend per session, so its compiled kernel is reused across probes."""
+    from .gpu import gpu_status  # optional: CuPy is imported only here
 
     usable, reason = gpu_status()
     if not usable:
         raise RuntimeError(f"no tensor core to probe: {reason}")
-    from .gpu.kernels import INSTRUCTIONS
     from .gpu.probe import CupyBackend
 
-    instr = INSTRUCTIONS["f16.f32"]
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    k = -(-len(a) // instr.k) * instr.k        # zero-padded to whole instructions
-    tile_a, tile_b, tile_c = np.zeros((1, 16, k)), np.zeros((1, k, 8)), np.zeros((1, 16, 8))
-    tile_a[0, 0, :len(a)], tile_b[0, :len(b), 0], tile_c[0, 0, 0] = a, b, c
-    return float(CupyBackend().run(instr, tile_a, tile_b, tile_c)[0, 0, 0])
+    return CupyBackend()
 
 
 def _hidden(accumulator):
