@@ -27,8 +27,8 @@ def test_there_are_notebooks_and_student_versions():
 @pytest.fixture(autouse=True)
 def kernel_imports_this_tree(monkeypatch):
     """The kernel imports the lowprec of this checkout, whatever the venv has installed, and uses
-    one BLAS thread unless told otherwise (as `make` sets it): on 2 loaded cores a threaded BLAS
-    made Lab 2 run 30 times slower."""
+    one BLAS thread unless told otherwise, as `make` sets it (threads that spin for a core slow
+    a notebook down on 2 busy cores)."""
     here = str(NOTEBOOKS.parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", os.environ.get("OPENBLAS_NUM_THREADS", "1"))
