@@ -254,6 +254,7 @@ def _05_3(v100, a100):
 BLOCKS = (4, 8, 16, 32)           # products fused per block (V100 4, A100 8, H100 16 for FP16)
 FRACTION_BITS = (24, 25, 26, 27)  # bits kept below the largest exponent: 23 + 1..4 extra bits
 OUTPUT_ROUNDINGS = ("toward_zero", "nearest")
+SPLITS = (1, 2)   # K computed as one chain of blocks, or as two halves added in FP32 (split-K)
 
 
 def _draw(seed: int):
@@ -261,13 +262,14 @@ def _draw(seed: int):
     rng = np.random.default_rng([seed, 2021])   # 2021: a fixed salt, so seed 0 is no preset
     return tensorcore.TensorCoreModel(f"hidden_{seed}", FP16, block=int(rng.choice(BLOCKS)),
                                       fraction_bits=int(rng.choice(FRACTION_BITS)),
-                                      output_rounding=str(rng.choice(OUTPUT_ROUNDINGS)))
+                                      output_rounding=str(rng.choice(OUTPUT_ROUNDINGS)),
+                                      split_k=int(rng.choice(SPLITS)))
 
 
 class HiddenAccumulator:
     """A black-box tensor core: ``acc.dot(a, b, c=0.0)`` is ``c + sum_k a[k] * b[k]`` with FP16
     a and b, an FP32 c and an FP32 result, computed by a tensor-core model drawn from ``seed``.
-    Its block size, fraction bits and output rounding are what Lab 6 asks you to find."""
+    Its block size, fraction bits, output rounding and split are what Lab 6 asks you to find."""
 
     def __init__(self, seed: int):
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
@@ -343,6 +345,11 @@ def _06_3(rounding, accumulator):
         raise _Unreadable(f"expected one of {', '.join(map(repr, OUTPUT_ROUNDINGS))}")
     if rounding != _hidden(accumulator).output_rounding:
         return "add 1 and 1.5 ulp of FP32 at 1 in one block: which FP32 neighbour comes back?"
+
+
+def _06_4(slices, accumulator):
+    if _integer(slices) != _hidden(accumulator).split_k:
+        return "put 2^-30 in the first half and a cancelling pair 1, -1 at the start of the second"
 
 
 # --- lab 7: summation (CS336) -------------------------------------------------------------

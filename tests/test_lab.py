@@ -169,11 +169,12 @@ def _probe(dot, products, c=0.0, K=64):
     return dot(a, b, c)
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(16))
 def test_hidden_accumulator_answers_the_probes_by_the_block_fma_rule(seed, capsys):
     """What the rule of Fasi et al. (2021) predicts, worked out here by hand: a tiny term after a
     cancelling pair survives from the next block on; a term 2^-m in the pair's block survives
-    when m <= F; 1 + 1.5 ulp truncates to 1 + 1 ulp and rounds (tie to even) to 1 + 2 ulp."""
+    when m <= F; 1 + 1.5 ulp truncates to 1 + 1 ulp and rounds (tie to even) to 1 + 2 ulp; a
+    running sum of 2^-30 is truncated away next to 1 unless the halves of K are computed apart."""
     acc = lab.hidden_accumulator(seed)
     hidden = lab._draw(seed)
     assert str(hidden.block) not in repr(acc).replace(str(seed), "")
@@ -185,17 +186,22 @@ def test_hidden_accumulator_answers_the_probes_by_the_block_fma_rule(seed, capsy
         assert got == (2.0**-m if m <= hidden.fraction_bits else 0.0), m
     got = _probe(acc.dot, {0: (1.0, 1.0), 1: (1.5 * 2.0**-12, 2.0**-11)})
     assert got == {"toward_zero": 1 + 2.0**-23, "nearest": 1 + 2.0**-22}[hidden.output_rounding]
+    got = _probe(acc.dot, {0: (2.0**-15, 2.0**-15), 32: (1.0, 1.0), 33: (-1.0, 1.0)})
+    assert got == {1: 0.0, 2: 2.0**-30}[hidden.split_k]
     assert _printed(capsys, "06.1", hidden.block, acc).endswith("correct")
     assert _printed(capsys, "06.2", hidden.fraction_bits + 1, acc).endswith("not right yet. Hint: cancel 1*1 "
                                                                             "against (-1)*1 in one block and "
                                                                             "find the smallest term 2^-m that survives")
     assert _printed(capsys, "06.3", hidden.output_rounding, acc).endswith("correct")
+    assert _printed(capsys, "06.4", 3 - hidden.split_k, acc).endswith("not right yet. Hint: put 2^-30 in "
+                                                                     "the first half and a cancelling pair "
+                                                                     "1, -1 at the start of the second")
 
 
 def test_hidden_accumulators_differ_between_seeds():
-    drawn = {(m.block, m.fraction_bits, m.output_rounding) for m in map(lab._draw, range(40))}
-    assert {b for b, _, _ in drawn} == set(lab.BLOCKS) and {f for _, f, _ in drawn} == set(lab.FRACTION_BITS)
-    assert {r for _, _, r in drawn} == set(lab.OUTPUT_ROUNDINGS)
+    drawn = [(m.block, m.fraction_bits, m.output_rounding, m.split_k) for m in map(lab._draw, range(40))]
+    for i, values in enumerate((lab.BLOCKS, lab.FRACTION_BITS, lab.OUTPUT_ROUNDINGS, lab.SPLITS)):
+        assert {d[i] for d in drawn} == set(values)
     assert lab._draw(3) == lab._draw(3)
 
 
