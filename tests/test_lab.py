@@ -261,3 +261,46 @@ def test_student_notebook_has_placeholders_no_outputs_no_answers(path):
             code = line.split("#")[0].strip() if cell["cell_type"] == "code" else line.strip()
             if len(code) >= 20 and not code.startswith("def "):
                 assert code not in text, code
+
+
+def _run_setup_cell(source, monkeypatch, installs):
+    """Run a notebook's first cell as IPython would, in a Python where lowprec is not installed
+    until the %pip line has run."""
+    import builtins
+
+    transform = pytest.importorskip("IPython.core.inputtransformer2").TransformerManager().transform_cell
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name == "lowprec" and not installs:
+            raise ImportError("No module named 'lowprec'")
+        return real_import(name, *args, **kwargs)
+
+    class FakeIPython:
+        def run_line_magic(self, magic, line):
+            installs.append((magic, line))
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    namespace = {"get_ipython": FakeIPython}
+    exec(transform(source), namespace)
+    return namespace
+
+
+def test_setup_cell_installs_from_the_source_the_build_wrote(tmp_path, monkeypatch):
+    lab.build(tmp_path, source="git+https://example.org/course/lowprec")
+    source = _text(_cells(tmp_path / SOLUTIONS[0].name)[0])
+    installs = []
+    namespace = _run_setup_cell(source, monkeypatch, installs)
+    # IPython expands {LAB_SOURCE} from the cell's namespace when it runs the magic
+    assert installs == [("pip", "install --quiet {LAB_SOURCE}")]
+    assert namespace["LAB_SOURCE"] == "git+https://example.org/course/lowprec"
+    assert namespace["lowprec"].__name__ == "lowprec"
+
+
+def test_setup_cell_without_a_source_says_what_to_do(monkeypatch):
+    source = _text(_cells(STUDENT_DIR / SOLUTIONS[0].name)[0])
+    installs = []
+    with pytest.raises(RuntimeError, match="lowprec is not installed and this notebook names no install "
+                                           "source: set LAB_SOURCE above"):
+        _run_setup_cell(source, monkeypatch, installs)
+    assert installs == []
