@@ -282,7 +282,7 @@ def _run_setup_cell(source, monkeypatch, installs):
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     namespace = {"get_ipython": FakeIPython}
-    exec(transform(source), namespace)
+    exec(transform(source), namespace)  # noqa: S102 -- the notebook cell under test
     return namespace
 
 
