@@ -61,11 +61,13 @@ def main(argv=None) -> int:
     gpu.add_argument("--mlp-steps", type=int, default=10, help="lock-step MLP steps to compare")
     lab = sub.add_parser("lab", help="the lab kit: `lab build` writes the student notebooks")
     lab_sub = lab.add_subparsers(dest="lab_command", required=True)
-    build = lab_sub.add_parser("build", help="student notebooks (answers and outputs removed) into --out")
+    build = lab_sub.add_parser("build", help="student notebooks, answers and outputs removed")
     build.add_argument("--out", required=True, help="folder for the student notebooks")
-    build.add_argument("--notebooks", default=None, help="the solution notebooks (default: the checkout's notebooks/)")
-    build.add_argument("--source", default="", help="pip requirement the setup cell installs where lowprec "
-                       "is missing, e.g. git+https://host/course/lowprec (default: none; the cell asks for one)")
+    build.add_argument("--notebooks", default=None,
+                       help="the solution notebooks (default: the checkout's notebooks/)")
+    build.add_argument("--source", default="",
+                       help="pip requirement the setup cell installs where lowprec is missing, "
+                       "e.g. git+https://host/course/lowprec (default: none; the cell asks)")
     args = parser.parse_args(argv)
     if args.command == "formats":
         print(format_table())

@@ -72,7 +72,8 @@ def _is_power_of_two(v: float) -> bool:
 # --- lab 1: formats and rounding ---------------------------------------------------------------
 def _01_1(answer):
     if _number(answer) != float(np.finfo(np.float16).smallest_subnormal):
-        return "think emin - mantissa_bits: the smallest subnormal has only its last mantissa bit set"
+        return ("think emin - mantissa_bits: the smallest subnormal has only its last mantissa "
+                "bit set")
 
 
 def _01_2(answer):
@@ -88,9 +89,11 @@ def _01_2(answer):
 def _01_3(value, code):
     e4m3 = ml_dtypes.float8_e4m3fn
     if _number(value) != float(e4m3(300.0)):
-        return "the value is not the nearest E4M3 number to 300: list the E4M3 numbers in [256, 512)"
+        return ("the value is not the nearest E4M3 number to 300: list the E4M3 numbers in "
+                "[256, 512)")
     if _integer(code) != int(np.array(e4m3(300.0)).view(np.uint8)):
-        return "the value is right, the bit pattern is not: sign, 4 exponent bits (bias 7), 3 mantissa bits"
+        return ("the value is right, the bit pattern is not: sign, 4 exponent bits (bias 7), "
+                "3 mantissa bits")
 
 
 # --- lab 2: underflow and loss scaling ----------------------------------------------------------
@@ -126,10 +129,12 @@ def _02_3(pytorch, deepspeed):
     hints = []
     if _number(pytorch) != _replay(DynamicLossScaler(
             DynamicScalingConfig(init_scale=2.0**16, growth_interval=3)), pattern):
-        hints.append("PyTorch's scale is off: halve on every overflow, double after 3 clean steps in a row")
+        hints.append("PyTorch's scale is off: halve on every overflow, double after 3 clean "
+                     "steps in a row")
     if _number(deepspeed) != _replay(HysteresisLossScaler(
             DeepSpeedConfig(init_scale=2.0**16, scale_window=3, hysteresis=2)), pattern):
-        hints.append("DeepSpeed's scale is off: follow the hysteresis counter, and grow one step later")
+        hints.append("DeepSpeed's scale is off: follow the hysteresis counter, and grow one "
+                     "step later")
     return "; ".join(hints) or None
 
 
@@ -140,7 +145,8 @@ def _03_1(up, down):
     if not (w + u != w and w + np.float16(u / 2) == w):
         hints.append("upward: not the smallest power of two that moves 4 (ties go to even)")
     if not (w - d != w and w - np.float16(d / 2) == w):
-        hints.append("downward: not the smallest power of two that moves 4 (the spacing below 4 is finer)")
+        hints.append("downward: not the smallest power of two that moves 4 (the spacing "
+                     "below 4 is finer)")
     return "; ".join(hints) or None
 
 
@@ -244,7 +250,8 @@ def _05_3(v100, a100):
     c = -(1 - 3 * 2.0**-24)
     hints = []
     if _number(v100) != _truncated_sum([1.0, c], 23):
-        hints.append("V100: truncate c toward zero (its magnitude shrinks) to a multiple of 2^-23 first")
+        hints.append("V100: truncate c toward zero (its magnitude shrinks) to a multiple of "
+                     "2^-23 first")
     if _number(a100) != _truncated_sum([1.0, c], 24):
         hints.append("A100: with F = 24, is anything of c lost?")
     return "; ".join(hints) or None
@@ -287,7 +294,8 @@ class HiddenAccumulator:
 def _vectors(a, b):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.ndim != 1 or a.shape != b.shape:
-        raise ValueError(f"a and b must be vectors of one length, got shapes {a.shape} and {b.shape}")
+        raise ValueError(f"a and b must be vectors of one length, got shapes {a.shape} "
+                         f"and {b.shape}")
     return a, b
 
 
@@ -337,7 +345,8 @@ def _06_1(block, accumulator):
 
 def _06_2(fraction_bits, accumulator):
     if _integer(fraction_bits) != _hidden(accumulator).fraction_bits:
-        return "cancel 1*1 against (-1)*1 in one block and find the smallest term 2^-m that survives"
+        return ("cancel 1*1 against (-1)*1 in one block and find the smallest term 2^-m that "
+                "survives")
 
 
 def _06_3(rounding, accumulator):
@@ -468,7 +477,8 @@ def _09_3(k, amax):
 
 def _09_4(k, found_inf):
     flags = np.asarray(found_inf, dtype=bool)
-    scaler = HysteresisLossScaler(DeepSpeedConfig(init_scale=2.0**16, scale_window=20, hysteresis=2))
+    scaler = HysteresisLossScaler(DeepSpeedConfig(init_scale=2.0**16, scale_window=20,
+                                                  hysteresis=2))
     for overflow in flags:
         scaler.update(bool(overflow))
     if 2.0 ** _integer(k) != scaler.scale:
@@ -486,7 +496,8 @@ def check(exercise: str, *answers, **context) -> None:
     if exercise not in _CHECKS:
         raise ValueError(f"unknown exercise {exercise!r}; the exercises are {', '.join(EXERCISES)}")
     if not answers or any(a is Ellipsis or a is None for a in answers):
-        print(f"Exercise {exercise}: {NOT_ANSWERED} (replace the ... with your answer and run the cell)")
+        print(f"Exercise {exercise}: {NOT_ANSWERED} "
+              "(replace the ... with your answer and run the cell)")
         return
     try:
         hint = _CHECKS[exercise](*answers, **context)
@@ -494,7 +505,8 @@ def check(exercise: str, *answers, **context) -> None:
         hint = str(problem)
     except TypeError:
         hint = "wrong number of answers: pass every answer_... of the exercise, in order"
-    print(f"Exercise {exercise}: {CORRECT}" if hint is None else f"Exercise {exercise}: {WRONG}. Hint: {hint}")
+    print(f"Exercise {exercise}: {CORRECT}" if hint is None
+          else f"Exercise {exercise}: {WRONG}. Hint: {hint}")
 
 
 # --- the student build ------------------------------------------------------------------------
@@ -519,8 +531,8 @@ def _placeholder(source: str) -> str:
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
-                for name in ([target] if isinstance(target, ast.Name) else getattr(target, "elts", [])):
-                    lines.append(f"{name.id} = ...  # your answer")
+                names = [target] if isinstance(target, ast.Name) else getattr(target, "elts", [])
+                lines += [f"{name.id} = ...  # your answer" for name in names]
     if not any(line.endswith("# your answer") for line in lines):
         raise ValueError(f"a solution cell must assign an answer_... name:\n{source}")
     return "\n".join(lines)
@@ -560,7 +572,8 @@ def build(out, notebooks=None, source: str = "") -> list:
     notebooks = Path(notebooks) if notebooks is not None else default_notebooks()
     paths = sorted(notebooks.glob("*.ipynb"))
     if not paths:
-        raise FileNotFoundError(f"no notebooks in {notebooks}: pass --notebooks with the solution notebooks")
+        raise FileNotFoundError(f"no notebooks in {notebooks}: pass --notebooks with the "
+                                "solution notebooks")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -39,7 +39,7 @@ def _literal(node):
     for sub in ast.walk(node):
         if not isinstance(sub, allowed) or (isinstance(sub, ast.Name) and sub.id != "Fraction"):
             return None
-        if isinstance(sub, ast.Call) and not (isinstance(sub.func, ast.Name) and sub.func.id == "Fraction"):
+        if isinstance(sub, ast.Call) and getattr(sub.func, "id", None) != "Fraction":
             return None
     return eval(compile(ast.Expression(node), "<answer>", "eval"), {"Fraction": Fraction})
 
@@ -112,12 +112,13 @@ def _forms(value):
     if isinstance(value, str):
         return [value] if len(value) >= 5 else []
     if isinstance(value, Fraction) and value.denominator > 1:
-        return [f"{value.numerator}/{value.denominator}", f"Fraction({value.numerator}, {value.denominator})"]
+        p, q = value.numerator, value.denominator
+        return [f"{p}/{q}", f"Fraction({p}, {q})"]
     v = float(value)
     forms = [repr(v)] + ([str(int(v))] if v.is_integer() else [])
     # short numbers ("7.5", "64", "3.0") occur in any lab's text; three significant digits do not
-    forms = [f for f in forms if len(f.replace(".", "").replace("-", "").strip("0").removesuffix("e")) >= 3
-             and not re.fullmatch(r"-?\d{1,2}(\.0)?", f)]
+    forms = [f for f in forms if not re.fullmatch(r"-?\d{1,2}(\.0)?", f)
+             and len(f.replace(".", "").replace("-", "").strip("0").removesuffix("e")) >= 3]
     if v > 0 and math.frexp(v)[0] == 0.5 and abs(math.log2(v)) >= 3:
         k = int(math.log2(v))
         forms += [f"2^{k}", f"2**{k}", f"2.0**{k}", f"2 ** {k}"]
@@ -143,9 +144,12 @@ def test_placeholders_are_not_answered_yet(exercise, capsys):
 
 
 def test_unreadable_answers_get_a_hint_not_a_traceback(capsys):
-    assert _printed(capsys, "01.1", "2^-24") == "Exercise 01.1: not right yet. Hint: expected a number, not text"
-    assert _printed(capsys, "04.1", 448.0).endswith('expected a dict {"e2m3": (max, smallest subnormal), "e3m2": (...)}')
-    assert _printed(capsys, "02.3", 1.0).endswith("wrong number of answers: pass every answer_... of the exercise, in order")
+    assert _printed(capsys, "01.1", "2^-24") == \
+        "Exercise 01.1: not right yet. Hint: expected a number, not text"
+    assert _printed(capsys, "04.1", 448.0).endswith(
+        'expected a dict {"e2m3": (max, smallest subnormal), "e3m2": (...)}')
+    assert _printed(capsys, "02.3", 1.0).endswith(
+        "wrong number of answers: pass every answer_... of the exercise, in order")
     with pytest.raises(ValueError, match="unknown exercise '1.1'; the exercises are 01.1, 01.2"):
         lab.check("1.1", 2.0**-24)
 
@@ -154,11 +158,12 @@ def test_independent_facts_behind_a_few_checks(capsys):
     """Answers from outside the notebooks: IEEE 754 binary16 (smallest subnormal 2^-24, 11
     significant bits), the OCP MX v1.0 FP6 tables, CS336's 9.953125 stagnation of FP16 sums."""
     assert _printed(capsys, "01.1", 2.0**-24).endswith("correct")
-    assert _printed(capsys, "01.2", 2**8 + 1).endswith("correct")            # BF16: 8 significant bits
-    assert _printed(capsys, "04.1", {"e2m3": (7.5, 0.125), "e3m2": (28.0, 0.0625)}).endswith("correct")
+    assert _printed(capsys, "01.2", 2**8 + 1).endswith("correct")   # BF16: 8 significant bits
+    fp6 = {"e2m3": (7.5, 0.125), "e3m2": (28.0, 0.0625)}
+    assert _printed(capsys, "04.1", fp6).endswith("correct")
     assert _printed(capsys, "05.1", 2048.0).endswith("correct")
-    assert _printed(capsys, "08.1", 3.0, 10).endswith("not right yet. Hint: right value; the term is the "
-                                                       "first 1/n that no longer changes it")
+    assert _printed(capsys, "08.1", 3.0, 10).endswith(
+        "not right yet. Hint: right value; the term is the first 1/n that no longer changes it")
 
 
 # --- Lab 6: the hidden accumulator -------------------------------------------------------------
@@ -189,17 +194,18 @@ def test_hidden_accumulator_answers_the_probes_by_the_block_fma_rule(seed, capsy
     got = _probe(acc.dot, {0: (2.0**-15, 2.0**-15), 32: (1.0, 1.0), 33: (-1.0, 1.0)})
     assert got == {1: 0.0, 2: 2.0**-30}[hidden.split_k]
     assert _printed(capsys, "06.1", hidden.block, acc).endswith("correct")
-    assert _printed(capsys, "06.2", hidden.fraction_bits + 1, acc).endswith("not right yet. Hint: cancel 1*1 "
-                                                                            "against (-1)*1 in one block and "
-                                                                            "find the smallest term 2^-m that survives")
+    assert _printed(capsys, "06.2", hidden.fraction_bits + 1, acc).endswith(
+        "not right yet. Hint: cancel 1*1 against (-1)*1 in one block and find the smallest term "
+        "2^-m that survives")
     assert _printed(capsys, "06.3", hidden.output_rounding, acc).endswith("correct")
-    assert _printed(capsys, "06.4", 3 - hidden.split_k, acc).endswith("not right yet. Hint: put 2^-30 in "
-                                                                     "the first half and a cancelling pair "
-                                                                     "1, -1 at the start of the second")
+    assert _printed(capsys, "06.4", 3 - hidden.split_k, acc).endswith(
+        "not right yet. Hint: put 2^-30 in the first half and a cancelling pair 1, -1 at the start "
+        "of the second")
 
 
 def test_hidden_accumulators_differ_between_seeds():
-    drawn = [(m.block, m.fraction_bits, m.output_rounding, m.split_k) for m in map(lab._draw, range(40))]
+    drawn = [(m.block, m.fraction_bits, m.output_rounding, m.split_k)
+             for m in map(lab._draw, range(40))]
     for i, values in enumerate((lab.BLOCKS, lab.FRACTION_BITS, lab.OUTPUT_ROUNDINGS, lab.SPLITS)):
         assert {d[i] for d in drawn} == set(values)
     assert lab._draw(3) == lab._draw(3)
@@ -208,7 +214,8 @@ def test_hidden_accumulators_differ_between_seeds():
 def test_hidden_accumulator_refuses_bad_input():
     with pytest.raises(ValueError, match="seed must be a non-negative integer, got 'a'"):
         lab.hidden_accumulator("a")
-    with pytest.raises(ValueError, match=r"a and b must be vectors of one length, got shapes \(3,\) and \(4,\)"):
+    shapes = r"a and b must be vectors of one length, got shapes \(3,\) and \(4,\)"
+    with pytest.raises(ValueError, match=shapes):
         lab.hidden_accumulator(1).dot(np.ones(3), np.ones(4))
 
 
@@ -230,7 +237,8 @@ def test_committed_student_notebooks_are_the_build(tmp_path):
     for path in written:
         committed = STUDENT_DIR / path.name
         assert committed.exists(), f"{committed} is missing: run `make lab-build`"
-        assert committed.read_bytes() == path.read_bytes(), f"{committed} is stale: run `make lab-build`"
+        assert committed.read_bytes() == path.read_bytes(), \
+            f"{committed} is stale: run `make lab-build`"
 
 
 def test_build_writes_the_install_source(tmp_path):
@@ -246,7 +254,8 @@ def test_student_notebook_has_placeholders_no_outputs_no_answers(path):
     student = STUDENT_DIR / path.name
     cells = _cells(student)
     assert _text(cells[0]).startswith("# Colab") and "import lowprec" in _text(cells[0])
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in cells if c["cell_type"] == "code")
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
     assert not any("solution" in c.get("metadata", {}).get("tags", []) for c in cells)
     text = "\n".join(_text(c) for c in cells)
     for exercise, (names, values) in _answers(path).items():
@@ -254,7 +263,8 @@ def test_student_notebook_has_placeholders_no_outputs_no_answers(path):
             assert f"{name} = ...  # your answer" in text, (exercise, name)
         for value in values.values():
             for form in (_forms(value) if value is not None else []):
-                assert not re.search(rf"(?<![\w.]){re.escape(form)}(?![\w.]?\d)", text), (exercise, form)
+                pattern = rf"(?<![\w.]){re.escape(form)}(?![\w.]?\d)"
+                assert not re.search(pattern, text), (exercise, form)
     # computed answers and derivations: no line of a solution cell reaches the student version
     for cell in _solution_cells(path):
         for line in _text(cell).splitlines():
@@ -268,7 +278,8 @@ def _run_setup_cell(source, monkeypatch, installs):
     until the %pip line has run."""
     import builtins
 
-    transform = pytest.importorskip("IPython.core.inputtransformer2").TransformerManager().transform_cell
+    transformers = pytest.importorskip("IPython.core.inputtransformer2")
+    transform = transformers.TransformerManager().transform_cell
     real_import = builtins.__import__
 
     def fake_import(name, *args, **kwargs):
@@ -300,7 +311,7 @@ def test_setup_cell_installs_from_the_source_the_build_wrote(tmp_path, monkeypat
 def test_setup_cell_without_a_source_says_what_to_do(monkeypatch):
     source = _text(_cells(STUDENT_DIR / SOLUTIONS[0].name)[0])
     installs = []
-    with pytest.raises(RuntimeError, match="lowprec is not installed and this notebook names no install "
-                                           "source: set LAB_SOURCE above"):
+    with pytest.raises(RuntimeError, match="lowprec is not installed and this notebook names no "
+                                           "install source: set LAB_SOURCE above"):
         _run_setup_cell(source, monkeypatch, installs)
     assert installs == []

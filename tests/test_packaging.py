@@ -7,7 +7,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _runtime_floors() -> dict:
     text = (REPO / "pyproject.toml").read_text()
-    dependencies = re.search(r"^dependencies = \[(.*?)\]", text, flags=re.MULTILINE | re.DOTALL).group(1)
+    dependencies = re.search(r"^dependencies = \[(.*?)\]", text, flags=re.M | re.S).group(1)
     floors = {}
     for requirement in re.findall(r'"([^"]+)"', dependencies):
         name, version = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", requirement).groups()
@@ -42,7 +42,8 @@ def test_ci_runs_the_notebooks_lane_after_the_fast_lane():
     assert commands.index("make test") < commands.index("make test-notebooks")
     makefile = (REPO / "Makefile").read_text()
     assert "-m notebooks" in makefile.split("\ntest-notebooks:")[1].split("\n\n")[0]
-    addopts = re.search(r'^addopts = "(.*)"', (REPO / "pyproject.toml").read_text(), flags=re.MULTILINE).group(1)
+    pyproject = (REPO / "pyproject.toml").read_text()
+    addopts = re.search(r'^addopts = "(.*)"', pyproject, flags=re.MULTILINE).group(1)
     assert "not notebooks" in addopts and "not exhaustive" in addopts
 
 
@@ -59,18 +60,20 @@ def test_make_lab_setup_registers_the_kernel_and_builds_the_student_notebooks(tm
     (venv / ".installed").touch()
     (venv / ".lab-installed").touch()
     prefix, out = tmp_path / "jupyter", tmp_path / "student"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    paths = [str(REPO), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     args = ["make", "-C", str(REPO), f"VENV={venv}", f"PY={sys.executable}",
             f"KERNEL_INSTALL_ARGS=--prefix {prefix}", f"LAB_OUT={out}"]
     # a fresh venv would install the [lab] extra (JupyterLab) first
     planned = subprocess.run(args[:3] + [f"VENV={tmp_path / 'fresh'}", "-n", "lab-setup"],
                              check=False, capture_output=True, text=True, env=env)
     assert "pip install --quiet -e '.[lab]'" in planned.stdout, planned.stdout + planned.stderr
-    done = subprocess.run(args + ["lab-setup"], check=False, capture_output=True, text=True, env=env,
-                          timeout=300)
+    done = subprocess.run(args + ["lab-setup"], check=False, capture_output=True, text=True,
+                          env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "pip install" not in done.stdout
-    spec = json.loads((prefix / "share" / "jupyter" / "kernels" / "lowprec" / "kernel.json").read_text())
+    kernel = prefix / "share" / "jupyter" / "kernels" / "lowprec" / "kernel.json"
+    spec = json.loads(kernel.read_text())
     assert spec["display_name"] == "Python (lowprec)" and spec["argv"][0] == sys.executable
     built = sorted(p.name for p in out.glob("*.ipynb"))
     assert built == sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))
