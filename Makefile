@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 # One BLAS thread: on a 2-core machine the test modules and benchmarks run faster and steadier.
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: demo test lint test-exhaustive test-torch test-oldest figures bench clean
+.PHONY: demo test lint test-notebooks test-exhaustive test-torch test-oldest figures bench clean \
+	lab lab-setup lab-build
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +19,39 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m lowprec demo --out build/figures
 
+# The fast lane: a few minutes on 2 cores. The notebooks and the whole demo are marked
+# `notebooks` (pyproject's addopts leaves them out) and run in their own lane.
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 # ruff's checks as configured in pyproject.toml ([tool.ruff]).
 lint: $(VENV)/.installed
 	$(PY) -m ruff check lowprec tests benchmarks
+
+# Every lab notebook (solutions pass every check, student versions run unanswered) and the demo.
+test-notebooks: $(VENV)/.installed
+	$(PY) -m pytest -q -m notebooks
+
+# The lab kit. `make lab-setup` installs JupyterLab (the [lab] extra) into the venv, registers
+# the venv as a Jupyter kernel named "lowprec" and rebuilds the student notebooks; `make lab`
+# then starts JupyterLab on notebooks/ (it prints the URL). LAB_SOURCE is the pip requirement
+# the notebooks' first cell installs where lowprec is missing (Colab); see notebooks/INSTRUCTORS.md.
+LAB_SOURCE ?=
+LAB_OUT ?= notebooks/student
+KERNEL_INSTALL_ARGS ?= --user
+$(VENV)/.lab-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[lab]'
+	touch $@
+
+lab-setup: $(VENV)/.lab-installed
+	$(PY) -m ipykernel install $(KERNEL_INSTALL_ARGS) --name lowprec --display-name "Python (lowprec)"
+	$(PY) -m lowprec lab build --out $(LAB_OUT) --source "$(LAB_SOURCE)"
+
+lab-build: $(VENV)/.installed
+	$(PY) -m lowprec lab build --out $(LAB_OUT) --source "$(LAB_SOURCE)"
+
+lab: lab-setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 # Every float32 input for the 8- and 16-bit targets: about 13 min on 2 idle cores, 18 on loaded
 # ones; LOWPREC_TEST_WORKERS sets the number of processes (default 2).

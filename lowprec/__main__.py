@@ -1,4 +1,4 @@
-"""The command line: ``python -m lowprec {formats,demo,figures,gpu-check}``."""
+"""The command line: ``python -m lowprec {formats,demo,figures,gpu-check,lab}``."""
 from __future__ import annotations
 
 import argparse
@@ -62,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     gpu.add_argument("--out", default="gpu-check.json", help="where to write the JSON report")
     gpu.add_argument("--random-tiles", type=int, default=64, help="random tiles per probe")
     gpu.add_argument("--mlp-steps", type=int, default=10, help="lock-step MLP steps to compare")
+    lab = sub.add_parser("lab", help="the lab kit: `lab build` writes the student notebooks")
+    lab_sub = lab.add_subparsers(dest="lab_command", required=True)
+    build = lab_sub.add_parser("build", help="student notebooks, answers and outputs removed")
+    build.add_argument("--out", required=True, help="folder for the student notebooks")
+    build.add_argument("--notebooks", default=None,
+                       help="the solution notebooks (default: the checkout's notebooks/)")
+    build.add_argument("--source", default="",
+                       help="pip requirement the setup cell installs where lowprec is missing, "
+                       "e.g. git+https://host/course/lowprec (default: none; the cell asks)")
     args = parser.parse_args(argv)
     if args.command == "formats":
         print(format_table())
@@ -74,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
     elif args.command == "gpu-check":
         return _gpu_check(args)
+    elif args.command == "lab":
+        from .lab import build as build_lab
+        for path in build_lab(args.out, args.notebooks, args.source):
+            print(path)
     return 0
 
 

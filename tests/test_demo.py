@@ -13,6 +13,7 @@ from lowprec import demo
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.notebooks  # the whole demo: minutes on 2 cores, so `make test-notebooks` runs it
 def test_demo_runs_and_compares_six_policies(tmp_path):
     done = subprocess.run([sys.executable, "-m", "lowprec", "demo", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=900)

@@ -33,3 +33,49 @@ def test_ci_runs_the_readme_test_command_and_the_oldest_lane():
     commands = [line.split("#")[0].strip() for line in ci.splitlines()]
     assert "make test" in commands and "make test-oldest" in commands
     assert "`make test`" in (REPO / "README.md").read_text()
+
+
+def test_ci_runs_the_notebooks_lane_after_the_fast_lane():
+    ci = (REPO / ".ci" / "run").read_text()
+    commands = [line.split("#")[0].strip() for line in ci.splitlines()]
+    assert "make test-notebooks" in commands
+    assert commands.index("make test") < commands.index("make test-notebooks")
+    makefile = (REPO / "Makefile").read_text()
+    assert "-m notebooks" in makefile.split("\ntest-notebooks:")[1].split("\n\n")[0]
+    pyproject = (REPO / "pyproject.toml").read_text()
+    addopts = re.search(r'^addopts = "(.*)"', pyproject, flags=re.MULTILINE).group(1)
+    assert "not notebooks" in addopts and "not exhaustive" in addopts
+
+
+def test_make_lab_setup_registers_the_kernel_and_builds_the_student_notebooks(tmp_path):
+    """`make lab-setup`'s own recipe, offline: a venv marked as installed (this interpreter, whose
+    environment has the test extra) skips the pip steps; the kernel goes under a prefix in tmp."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / ".installed").touch()
+    (venv / ".lab-installed").touch()
+    prefix, out = tmp_path / "jupyter", tmp_path / "student"
+    paths = [str(REPO), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+    args = ["make", "-C", str(REPO), f"VENV={venv}", f"PY={sys.executable}",
+            f"KERNEL_INSTALL_ARGS=--prefix {prefix}", f"LAB_OUT={out}"]
+    # a fresh venv would install the [lab] extra (JupyterLab) first
+    planned = subprocess.run(args[:3] + [f"VENV={tmp_path / 'fresh'}", "-n", "lab-setup"],
+                             check=False, capture_output=True, text=True, env=env)
+    assert "pip install --quiet -e '.[lab]'" in planned.stdout, planned.stdout + planned.stderr
+    done = subprocess.run(args + ["lab-setup"], check=False, capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "pip install" not in done.stdout
+    kernel = prefix / "share" / "jupyter" / "kernels" / "lowprec" / "kernel.json"
+    spec = json.loads(kernel.read_text())
+    assert spec["display_name"] == "Python (lowprec)" and spec["argv"][0] == sys.executable
+    built = sorted(p.name for p in out.glob("*.ipynb"))
+    assert built == sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb"))
+    for name in built:
+        assert (out / name).read_bytes() == (REPO / "notebooks" / "student" / name).read_bytes()
