@@ -160,7 +160,8 @@ class FormatAccumulation(_Protocol):
         if work is None:
             term = lambda k, out: (a_term(a, k), b_term(b, k))  # noqa: E731
         else:
-            aw, bw = a.astype(work), b.astype(work)
+            # C order, as a rounding copy would give: NumPy's products then run fastest
+            aw, bw = np.ascontiguousarray(a, work), np.ascontiguousarray(b, work)
 
             def term(k, out):
                 return np.multiply(a_term(aw, k), b_term(bw, k), out=out)

@@ -69,9 +69,13 @@ class ScaledTensor:
         if self.elements.ndim != 2:
             raise ValueError(f"T needs a 2-D ScaledTensor, got shape {self.shape}")
         if not self.block_scaled:
-            return ScaledTensor(self.elements.T, self.fmt, self.scale_inv)
-        return ScaledTensor(self.elements.T, self.fmt, block_scales=self.block_scales.T,
-                            block_size=self.block_size, axis=1 - self.axis)
+            transposed = ScaledTensor(self.elements.T, self.fmt, self.scale_inv)
+        else:
+            transposed = ScaledTensor(self.elements.T, self.fmt, block_scales=self.block_scales.T,
+                                      block_size=self.block_size, axis=1 - self.axis)
+        if "_values" in self.__dict__:
+            transposed.__dict__["_values"] = self.__dict__["_values"].T
+        return transposed
 
     def decode_scales(self) -> np.ndarray:
         """Each element's block scale, float64 (exact: the scales are powers of two), the shape
@@ -92,10 +96,15 @@ class ScaledTensor:
         """The float32 values a model holds: per tensor ``float32(elements * scale_inv)``, a
         float32 product as TE's dequantize computes it; per block the exact ``element * X``
         rounded once to float32."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            if not self.block_scaled:
-                return self.elements * self.scale_inv
-            return self.exact_values().astype(np.float32)
+        values = self.__dict__.get("_values")  # computed once: a GEMM and the model both read it
+        if values is None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                if not self.block_scaled:
+                    values = self.elements * self.scale_inv
+                else:
+                    values = self.exact_values().astype(np.float32)
+            self.__dict__["_values"] = values  # a cache on a frozen value, not a field
+        return values
 
 
 def held_values(x):
