@@ -1,4 +1,4 @@
-"""Speed of lowprec.arith.matmul against np.matmul, measured in the same run.
+"""Speed of lowprec.matmul against np.matmul, measured in the same run.
 
     python benchmarks/bench_matmul.py [size]
 
@@ -20,7 +20,7 @@ import tracemalloc
 import numpy as np
 
 import lowprec
-from lowprec import arith, tensorcore
+from lowprec import accumulate, tensorcore
 
 
 def best_time(fn, repeat):
@@ -35,7 +35,7 @@ def best_time(fn, repeat):
 def scalar_reference(a, b, i, j):
     """One output element the plain way: acc = fp32(acc + a*b), one product at a time (the
     float64 product of FP16 values is exact; the float64 sum rounded to FP32 is the correctly
-    rounded FP32 sum, see arith._accumulate)."""
+    rounded FP32 sum, see lowprec.accumulate._accumulate)."""
     acc = np.float32(0)
     for k in range(a.shape[1]):
         acc = np.float32(float(acc) + float(a[i, k]) * float(b[k, j]))
@@ -57,7 +57,7 @@ def main(size=256):
     a32, b32 = a.astype(np.float32), b.astype(np.float32)
 
     numpy_time = best_time(lambda: np.matmul(a32, b32), 200)
-    fp32_time = best_time(lambda: arith.matmul(a, b, inputs="fp16", accumulate="fp32"), 10)
+    fp32_time = best_time(lambda: accumulate.matmul(a, b, inputs="fp16", accumulate="fp32"), 10)
     tc_time = best_time(lambda: tensorcore.matmul(a, b, tensorcore.H100_FP16), 7)
     few = 16
     start = time.perf_counter()
@@ -65,19 +65,19 @@ def main(size=256):
         scalar_reference(a, b, e, e)
     scalar_time = (time.perf_counter() - start) / few * size * size
 
-    got = arith.matmul(a, b, inputs="fp16", accumulate="fp32")
+    got = accumulate.matmul(a, b, inputs="fp16", accumulate="fp32")
     assert all(got[e, e] == scalar_reference(a, b, e, e) for e in range(few))
 
     output_bytes = size * size * 8
-    fp32_peak = peak_temporary(lambda: arith.matmul(a, b, inputs="fp16", accumulate="fp32"))
+    fp32_peak = peak_temporary(lambda: accumulate.matmul(a, b, inputs="fp16", accumulate="fp32"))
     tc_peak = peak_temporary(lambda: tensorcore.matmul(a, b, tensorcore.H100_FP16))
 
     print(f"{size}x{size}x{size} matmul, FP16 inputs")
     print(f"  np.matmul float32                 {numpy_time * 1e3:9.2f} ms")
-    print(f"  arith.matmul, FP32 sequential     {fp32_time * 1e3:9.2f} ms   "
+    print(f"  lowprec.matmul, FP32 sequential   {fp32_time * 1e3:9.2f} ms   "
           f"{fp32_time / numpy_time:6.1f}x np.matmul (goal <= 50x)")
     print(f"  scalar reference (extrapolated)   {scalar_time * 1e3:9.0f} ms   "
-          f"{scalar_time / fp32_time:6.0f}x slower than arith.matmul (goal >= 100x)")
+          f"{scalar_time / fp32_time:6.0f}x slower than lowprec.matmul (goal >= 100x)")
     print(f"  tensorcore.matmul, H100_FP16      {tc_time * 1e3:9.2f} ms   "
           f"{tc_time / numpy_time:6.1f}x np.matmul (goal <= 100x)")
     print(f"  peak memory / output size: FP32 path {fp32_peak / output_bytes:.1f}, "

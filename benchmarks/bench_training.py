@@ -3,7 +3,7 @@
 MLP 784-256-256-10, batch 128, SGD with momentum. The reference is a hand-written float32
 NumPy step of the same model (forward, backward, update), timed in the same run. Goals: with the default accumulation (FP32 through BLAS) an fp16-mixed step is at most 2x
 the reference with observation off, at most 4x with it on. The exact accumulation models of
-lowprec.arith (sequential FP32 sums, H100 tensor-core blocks) are timed too when present.
+lowprec.accumulate (sequential FP32 sums, H100 tensor-core blocks) are timed too.
 
 BLAS runs on one thread unless --threads says otherwise (set before NumPy loads): on a shared
 or busy machine a multi-threaded BLAS makes every timing noisy, and one core is the fair unit
@@ -118,10 +118,6 @@ def main(argv=None):
     on = best["lowprec fp16_mixed, observation on"] / reference
     print(f"goal: fp16_mixed <= 2x with observation off: {off:.2f}x; <= 4x with it on: {on:.2f}x")
 
-    arith = importlib.import_module("lowprec.arith") if importlib.util.find_spec("lowprec.arith") else None
-    if arith is None or not hasattr(arith, "matmul"):
-        print("lowprec.arith.matmul not present: exact accumulation models not timed")
-        return
     exact = [("sequential FP32 sums", "fp32")]
     if importlib.util.find_spec("lowprec.tensorcore") is not None:
         exact.append(("H100 FP16 tensor-core model", "H100_FP16"))

@@ -1,13 +1,13 @@
-"""Correctly rounded arithmetic, and sums and products with an accumulation model.
+"""Correctly rounded elementwise arithmetic.
 
 Elementwise: :func:`add`, :func:`sub`, :func:`mul`, :func:`div`, :func:`fma`, :func:`sqrt` (and
 :func:`neg`, :func:`abs`) take float64/float32 values (any values, not only those of ``fmt``),
 broadcast like NumPy, and return the exact result rounded once to ``fmt``, in every rounding
 mode of :func:`lowprec.round`, stochastic included.
 
-Reductions: :func:`sum`, :func:`dot` and :func:`matmul` add in an accumulator format, rounding
-after every addition (sequential or pairwise order, optionally in blocks), or hand the work to a
-tensor-core model (:mod:`lowprec.tensorcore`).
+Sums and products with an accumulation model (:func:`lowprec.sum`, :func:`lowprec.dot`,
+:func:`lowprec.matmul`) live in :mod:`lowprec.accumulate`; ``arith.sum``, ``arith.dot`` and
+``arith.matmul`` remain for one release as deprecated aliases.
 
 How the results are exact
 -------------------------
@@ -38,20 +38,17 @@ from __future__ import annotations
 
 import builtins
 import math
+import warnings
 from fractions import Fraction
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from . import tensorcore
-from .formats import FP32, FloatFormat, as_format
+from .formats import FloatFormat, as_format
 from .rounding import RoundingMode, as_mode, as_real_array, round as _round
-from .tensorcore import TensorCoreModel
 
-__all__ = ["add", "sub", "mul", "div", "fma", "sqrt", "neg", "abs", "sum", "dot", "matmul",
-           "ORDERS"]
-
-ORDERS = ("sequential", "pairwise")
+__all__ = ["add", "sub", "mul", "div", "fma", "sqrt", "neg", "abs",
+           "sum", "dot", "matmul"]  # the last three: deprecated aliases of lowprec.sum, dot, matmul
 _ALL64 = 0xFFFFFFFFFFFFFFFF
 _STICKY = 2.0**-950  # stands in for a term too small to matter except by its sign (fma)
 
@@ -318,7 +315,6 @@ def _arith_format(fmt) -> FloatFormat:
     return fmt
 
 
-_as_real = as_real_array  # the reductions below call it so; new code: rounding.as_real_array
 
 
 # Formats without NaN (the MX element formats) cannot store a NaN: a NaN operand and a NaN made
@@ -424,110 +420,6 @@ for _op in (add, sub, mul, div, fma, sqrt):
     _op.__doc__ += _ROUND_DOC
 
 
-# --- sums and products with an accumulation model ---------------------------------------------
-def _known_format(arr, original, fmt):
-    """A format that every value of ``arr`` lies in (``fmt`` if given), or None if unknown."""
-    if fmt is not None:
-        return fmt
-    try:
-        return as_format(np.asarray(original).dtype)  # float16, float32, ml_dtypes arrays
-    except (TypeError, ValueError):
-        pass
-    with np.errstate(over="ignore"):
-        return FP32 if np.array_equal(arr.astype(np.float32), arr, equal_nan=True) else None
-
-
-def _exact_in(fa, fb, bits, smallest, largest) -> bool:
-    """Is every product of a value of fa and one of fb exact in a binary format with `bits`
-    significant bits whose values reach down to `smallest` and below `largest`?"""
-    return (fa is not None and fb is not None
-            and fa.mantissa_bits + fb.mantissa_bits + 2 <= bits
-            and fa.smallest_subnormal * fb.smallest_subnormal >= smallest
-            and fa.max * fb.max < largest)
-
-
-def _check_reduction(order, block, accumulate=None):
-    if isinstance(accumulate, TensorCoreModel) and (order != "sequential" or block is not None):
-        raise ValueError("a tensor-core model fixes its own order and blocks; leave order and "
-                         "block at their defaults")
-    if order not in ORDERS:
-        raise ValueError(f"unknown order {order!r}; valid orders: {', '.join(ORDERS)}")
-    if block is not None and not (isinstance(block, (int, np.integer)) and block >= 1):
-        raise ValueError(f"block must be None or a positive int, got {block!r}")
-
-
-def _reduce(terms, add, order, zero):
-    """Combine addends (an iterable of arrays) with add(partial, addend), which rounds.
-
-    sequential: ((0 + t0) + t1) + ... . pairwise: adjacent pairs are added level by level, an odd
-    last one passing up unchanged (a balanced tree for a power-of-two count); it runs as a binary
-    counter, so only log2(K) partial sums are alive at a time. Addends are never rounded on their
-    own (except a lone one, as 0 + t0)."""
-    if order == "sequential":
-        acc = zero()
-        for t in terms:
-            acc = add(acc, t)
-        return acc
-    stack = []  # (number of addends, partial sum)
-    for t in terms:
-        stack.append((1, t))
-        while len(stack) > 1 and stack[-1][0] == stack[-2][0]:
-            (n, right), (_, left) = stack.pop(), stack.pop()
-            stack.append((2 * n, add(left, right)))
-    while len(stack) > 1:
-        (_, right), (n, left) = stack.pop(), stack.pop()
-        stack.append((n, add(left, right)))
-    if not stack:
-        return zero()
-    count, result = stack[0]
-    return add(zero(), result) if count == 1 else result
-
-
-def _accumulate(term, K, shape, acc_fmt, mode, order, block, rng, random_bits, fast, invalid,
-                work=None):
-    """Sum term(k, out) for k < K (arrays of `shape`; out: None or a buffer to write into) in
-    acc_fmt. fast: FP32, nearest, sequential, and every addend has at most 24 significant bits
-    (work: the addends' dtype). invalid: what can make a NaN partial sum, for the error."""
-    buffer = None
-    if fast:
-        # each addend is used up before the next is made: one buffer serves them all (a fresh
-        # array of the output's size per k would cost more in page faults than the addition)
-        buffer = np.empty(shape, work)
-
-        def add(acc, t):
-            # float32 + float32 is a correctly rounded FP32 addition. For a float64 addend t with
-            # at most 24 significant bits, acc + t in float64 and then float32() is too: either
-            # the float64 sum is exact, or the exponents differ by >= 29 and the sum lies within
-            # 2**-28 of the larger term, which is on the FP32 grid (if it is t and below FP32's
-            # normal range, acc is 0 and the sum exact), while FP32's midpoints are >= 2**-25
-            # away: the float64 rounding cannot reach or cross one.
-            np.add(acc, t, out=acc)
-            return acc
-        zero = lambda: np.zeros(shape, np.float32)  # noqa: E731
-    else:
-        mode = as_mode(mode)
-
-        def add(acc, t):
-            if not acc_fmt.has_nan:  # the operands hold no NaN: a NaN here is an invalid sum
-                with np.errstate(invalid="ignore"):
-                    _reject_invalid(acc + (t[0] * t[1] if isinstance(t, tuple) else t), acc_fmt,
-                                    invalid, "a partial sum")
-            if isinstance(t, tuple):  # a product that float64 cannot hold: fused, acc + a*b
-                return fma(t[0], t[1], acc, acc_fmt, mode, rng=rng, random_bits=random_bits)
-            if mode is RoundingMode.STOCHASTIC:
-                return add_(acc, t, acc_fmt, mode, rng=rng, random_bits=random_bits)
-            return _round(_sum_to_odd(acc, t, mode), acc_fmt, mode)
-        zero = lambda: np.zeros(shape)  # noqa: E731
-    if block is None:
-        return _reduce((term(k, buffer) for k in builtins.range(K)), add, order, zero)
-    block_sums = (_reduce((term(k, buffer) for k in builtins.range(s, min(s + block, K))), add,
-                          "sequential", zero) for s in builtins.range(0, K, block))
-    return _reduce(block_sums, add, order, zero)
-
-
-add_ = add  # the public add, under a name the reductions' own `add` helpers do not shadow
-
-
 @np.errstate(invalid="ignore")
 def _sum_to_odd(x, y, mode):
     """RO(x + y) at 53 bits, which lowprec.round then rounds correctly in every deterministic
@@ -547,154 +439,33 @@ def _sum_to_odd(x, y, mode):
     return odd
 
 
-def _product_reduction(a, b, a_orig, b_orig, a_term, b_term, K, shape, inputs, accumulate,
-                       output, mode, order, block, rng, random_bits):
-    """Shared by dot and matmul: a_term(arr, k) and b_term(arr, k) slice term k's operands."""
-    _check_reduction(order, block, accumulate)
-    fa, fb = inputs if isinstance(inputs, tuple) else (inputs, inputs)
-    fa = None if fa is None else as_format(fa)
-    fb = None if fb is None else as_format(fb)
-    tensor_core = isinstance(accumulate, TensorCoreModel)
-    acc_fmt = None if tensor_core else _arith_format(accumulate)
-    out_fmt = None if output is None else _arith_format(output)
-    for name, arr, fmt in (("a", a, fa), ("b", b, fb)):
-        _reject_nan_operands([(name, arr)], [fmt, acc_fmt, out_fmt])
-    invalid = "inf - inf or 0 * inf"
-    if fa is not None:
-        a = _round(a, fa)
-    if fb is not None:
-        b = _round(b, fb)
-    out32 = a.dtype == b.dtype == np.float32
-    if tensor_core:
-        result = (tensorcore.matmul if a_term is _matmul_a else tensorcore.dot)(a, b, accumulate)
-    else:
-        fa, fb = _known_format(a, a_orig, fa), _known_format(b, b_orig, fb)
-        if _exact_in(fa, fb, 24, 2.0**-149, 2.0**127):
-            work = np.float32  # products exact in float32 (FP16, FP8 inputs)
-        elif _exact_in(fa, fb, 53, 2.0**-1074, 2.0**500):
-            work = np.float64  # products exact in float64 (up to 26-bit significands)
-        else:
-            work = None  # fused: acc + a*b through fma, sequential order only
-        if work is None and (order != "sequential" or block is not None):
-            raise ValueError("products of these inputs are not exact in float64; for pairwise "
-                             "or blocked sums pass inputs= (at most 26 significant bits)")
-        fast = (acc_fmt == FP32 and as_mode(mode) is RoundingMode.NEAREST and work is not None
-                and fa.mantissa_bits + fb.mantissa_bits + 2 <= 24 and order == "sequential")
-        if work is None:
-            term = lambda k, out: (a_term(a, k), b_term(b, k))  # noqa: E731
-        else:
-            aw, bw = a.astype(work), b.astype(work)
-            def term(k, out):
-                return np.multiply(a_term(aw, k), b_term(bw, k), out=out)
-        result = _accumulate(term, K, shape, acc_fmt, mode, order, block, rng, random_bits, fast,
-                             invalid, work)
-    result = np.asarray(result, np.float64)
-    if out_fmt is not None:
-        _reject_invalid(result, out_fmt, invalid)
-        result = _round(result, out_fmt, mode, rng=rng, random_bits=random_bits)
-    result_fmt = out_fmt or (accumulate.result_format if tensor_core else acc_fmt)
-    if out32 and result_fmt.fits_float32:
-        result = result.astype(np.float32)
-    return result[()] if result.ndim == 0 else result
-
-
-def _matmul_a(arr, k):
-    return arr[..., :, k, None]
-
-
-def _matmul_b(arr, k):
-    return arr[..., None, k, :]
-
-
-def _last(arr, k):
-    return arr[..., k]
-
-
-_ACCUMULATION_DOC = """
-    inputs : format (or a pair, for a and b) the operands are first rounded to, to nearest as a
-        ``.half()`` cast does; None takes them as given.
-    accumulate : the accumulator: a format (``"fp32"``) or a :class:`TensorCoreModel`. With a
-        format, every step is ``acc = round(acc + a*b)`` with the product exact and fused into
-        the addition, as an FP32 GEMM on CUDA cores does with FFMA; products of inputs of at most
-        26 significant bits are exact in float64, others go through :func:`fma`.
-    output : the format the result is stored in (rounded with ``mode``); None keeps the
-        accumulator's values.
-    mode, rng, random_bits : rounding of every accumulation step and of the output.
-        An accumulator or output format without NaN raises ValueError for a NaN operand and for
-        a NaN made on the way (inf - inf, 0 * inf); an empty sum (K = 0) is +0.
-    order : ``"sequential"`` or ``"pairwise"`` (see :func:`sum`); block : sum each block of
-        ``block`` consecutive products sequentially, then combine the block sums in ``order``.
-
-    Vectorised over the output elements (a Python loop over k only, no m x k x n temporaries).
-    Sequential FP32 accumulation to nearest of inputs with at most 11 significant bits (FP16,
-    BF16, TF32, FP8) uses NumPy's own float32 rounding (a fast path, about 30-50x np.matmul's
-    time); other accumulators and modes round every step through :func:`lowprec.round` (256**3:
-    about half a second), stochastic rounding through :func:`add` (a few seconds).
-    """
-
-
-def dot(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest",
-        order="sequential", block=None, rng=None, random_bits=None):
-    """``sum_k a[..., k] * b[..., k]`` (a and b broadcast) with an accumulation model."""
-    a0, b0 = a, b
-    a, b = _as_real(a, "a"), _as_real(b, "b")
-    a, b = np.broadcast_arrays(a, b)
-    if a.ndim == 0:
-        raise ValueError("dot needs arrays of at least one dimension")
-    return _product_reduction(a, b, a0, b0, _last, _last, a.shape[-1], a.shape[:-1], inputs,
-                              accumulate, output, mode, order, block, rng, random_bits)
-
-
-def matmul(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest",
-           order="sequential", block=None, rng=None, random_bits=None):
-    """``a @ b`` (shapes as numpy.matmul) with an accumulation model."""
-    a0, b0 = a, b
-    a, b = _as_real(a, "a"), _as_real(b, "b")
-    a, b, squeeze, shape = tensorcore.matmul_operands(a, b)
-    out = _product_reduction(a, b, a0, b0, _matmul_a, _matmul_b, a.shape[-1], shape, inputs,
-                             accumulate, output, mode, order, block, rng, random_bits)
-    return np.squeeze(out, axis=tuple(squeeze)) if squeeze else out
+# --- deprecated: the reductions moved to lowprec.accumulate ---------------------------------------
+def _moved(name: str):
+    """lowprec.accumulate, after a DeprecationWarning naming the new home of ``name``."""
+    warnings.warn(f"lowprec.arith.{name} moved: use lowprec.{name} (lowprec.accumulate.{name}); "
+                  f"arith.{name} will be removed in the next release", DeprecationWarning,
+                  stacklevel=3)
+    from . import accumulate  # accumulate imports this module's exact operations
+    return accumulate
 
 
 def sum(x, fmt, mode="nearest", *, axis=None, accumulate=None, order="sequential", block=None,
         rng=None, random_bits=None):  # noqa: A001 - mirrors numpy's name
-    """The sum of x along ``axis`` (None: all of x), accumulated in ``accumulate`` (a format, None
-    meaning fmt, or a :class:`TensorCoreModel`, which then sums x times ones) and stored in fmt.
-
-    Each addition is rounded to the accumulator with ``mode``: sequential is
-    ``((0 + x0) + x1) + ...``; pairwise adds adjacent pairs level by level, an odd last one
-    passing up unchanged (a balanced tree when the count is a power of two); ``block=b`` sums
-    each run of b terms sequentially, then combines the block sums in ``order``. The x values
-    are taken exactly as given (round them first to model low-precision addends). An empty sum
-    is +0. An accumulator or fmt without NaN raises ValueError for a NaN in x or an inf - inf.
-    """
-    if not isinstance(mode, str):  # in lowprec 0.1 the third positional argument was axis
-        raise TypeError(f"sum(x, fmt, mode): the third argument is the rounding mode, got {mode!r}; "
-                        f"pass the axis as a keyword, axis={mode!r}")
-    _check_reduction(order, block, accumulate)
-    x0 = x
-    x = _as_real(x, "x")
-    x = x.reshape(-1) if axis is None else np.moveaxis(x, axis, -1)
-    fmt = _arith_format(fmt)
-    tensor_core = isinstance(accumulate, TensorCoreModel)
-    acc_fmt = None if tensor_core else _arith_format(fmt if accumulate is None else accumulate)
-    _reject_nan_operands([("x", x)], [fmt, acc_fmt])
-    if tensor_core:
-        return dot(x, np.ones(x.shape[-1], x.dtype), accumulate=accumulate, output=fmt, mode=mode,
-                   rng=rng, random_bits=random_bits)
-    known = _known_format(x, x0, None)
-    fast = (acc_fmt == FP32 and as_mode(mode) is RoundingMode.NEAREST and order == "sequential"
-            and known is not None and known.mantissa_bits <= 23)
-    xs = x.astype(np.float32) if fast and known.fits_float32 else x
-    total = np.asarray(_accumulate(lambda k, out: xs[..., k], x.shape[-1], x.shape[:-1], acc_fmt,
-                                   mode, order, block, rng, random_bits, fast, "inf - inf"),
-                       np.float64)
-    _reject_invalid(total, fmt, "inf - inf")
-    result = _round(total, fmt, mode, rng=rng, random_bits=random_bits)
-    if x.dtype == np.float32 and fmt.fits_float32:
-        result = result.astype(np.float32)
-    return result[()] if result.ndim == 0 else result
+    """Deprecated alias of :func:`lowprec.sum`."""
+    return _moved("sum").sum(x, fmt, mode, axis=axis, accumulate=accumulate, order=order,
+                             block=block, rng=rng, random_bits=random_bits)
 
 
-dot.__doc__ += _ACCUMULATION_DOC
-matmul.__doc__ += _ACCUMULATION_DOC
+def dot(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest", order="sequential",
+        block=None, rng=None, random_bits=None):
+    """Deprecated alias of :func:`lowprec.dot`."""
+    return _moved("dot").dot(a, b, inputs=inputs, accumulate=accumulate, output=output, mode=mode,
+                             order=order, block=block, rng=rng, random_bits=random_bits)
+
+
+def matmul(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest",
+           order="sequential", block=None, rng=None, random_bits=None):
+    """Deprecated alias of :func:`lowprec.matmul`."""
+    return _moved("matmul").matmul(a, b, inputs=inputs, accumulate=accumulate, output=output,
+                                   mode=mode, order=order, block=block, rng=rng,
+                                   random_bits=random_bits)

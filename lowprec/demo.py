@@ -272,7 +272,7 @@ def accumulation_errors(ks: tuple[int, ...] = (16, 64, 256, 1024, 4096), trials:
                         seed: int = 0) -> tuple[list[int], dict]:
     """Median relative error of FP16-input dot products of length K under each accumulation
     model, against the exact sum (math.fsum of the exact float64 products)."""
-    from . import arith, tensorcore
+    from . import accumulate, tensorcore
     from .rounding import round as lp_round
 
     models = {"FP32 accumulator (sequential)": ("fp32", "fp32"),
@@ -286,8 +286,8 @@ def accumulation_errors(ks: tuple[int, ...] = (16, 64, 256, 1024, 4096), trials:
         a = lp_round(rng.random((trials, k)), FP16)
         b = lp_round(rng.random((trials, k)), FP16)
         exact = np.array([math.fsum(row) for row in a * b])  # FP16 products are exact in float64
-        for label, (accumulate, output) in models.items():
-            got = np.asarray(arith.dot(a, b, inputs="fp16", accumulate=accumulate, output=output))
+        for label, (acc, output) in models.items():
+            got = np.asarray(accumulate.dot(a, b, inputs="fp16", accumulate=acc, output=output))
             errors[label].append(float(np.median(np.abs(got - exact) / exact)))
     return list(ks), errors
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from . import arith, tensorcore
+from . import accumulate, tensorcore
 from .formats import FP16
 from .scaling import (DeepSpeedConfig, DelayedScaling, DynamicLossScaler, DynamicScalingConfig,
                       HysteresisLossScaler, quantize)
@@ -388,7 +388,7 @@ def _pairwise16(values):            # textbook recursive pairwise summation in N
 
 def _07_3(value):
     addends = [np.float16(0.01)] * 1000
-    ours = float(arith.sum(np.full(1000, float(np.float16(0.01))), FP16, order="pairwise"))
+    ours = float(accumulate.sum(np.full(1000, float(np.float16(0.01))), FP16, order="pairwise"))
     if not _number(value) == float(_pairwise16(addends)) == ours:
         return "run the pairwise order (or reason about the FP16 number nearest the exact sum)"
 

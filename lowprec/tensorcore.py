@@ -33,6 +33,7 @@ FADD of C; block-scaled MX instructions; AMD's matrix cores.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -40,7 +41,7 @@ from types import MappingProxyType
 import numpy as np
 
 from ._deprecation import no_attribute, renamed
-from .formats import BF16, E4M3, FP16, FP32, TF32, FloatFormat, as_format
+from .formats import BF16, E4M3, E5M2, FP16, FP32, TF32, FloatFormat, as_format
 from .reference import ZERO_EXPONENT as _ZERO_EXPONENT
 from .reference import block_fma_scalar
 from .rounding import as_mode, as_real_array, round as _round
@@ -107,6 +108,49 @@ class TensorCoreModel:
     def result_format(self) -> FloatFormat:
         """Format of matmul's result: FP32 once promotion or split-K adds partials there."""
         return FP32 if self.promote_every or self.split_k > 1 else self.output
+
+    # --- the accumulator protocol (lowprec.accumulate): options as lowprec.matmul's ---------------
+    sum_format = None  # the block FMA imposes no format on a NaN check of the operands
+    block_scales_supported = False  # block-scaled (MX) MMA is not modelled
+
+    def matmul(self, a, b, *, inputs=None, held=None, output=None, mode="nearest", rng=None,
+               random_bits=None):
+        """``a @ b`` on this tensor core (see :func:`lowprec.matmul`)."""
+        return _accumulate_module()._matmul(self, a, b, inputs, held, output, mode, rng,
+                                            random_bits)
+
+    def dot(self, a, b, *, inputs=None, held=None, output=None, mode="nearest", rng=None,
+            random_bits=None):
+        """``sum_k a[..., k] * b[..., k]`` on this tensor core (see :func:`lowprec.dot`)."""
+        return _accumulate_module()._product_reduction(self, a, b, False, inputs, held, output,
+                                                       mode, rng, random_bits)
+
+    def sum(self, x, axis=None, *, output=None, mode="nearest", rng=None, random_bits=None):
+        """The sum of x along ``axis``: x times ones on this tensor core."""
+        return _accumulate_module()._sum(self, x, axis, output, mode, rng, random_bits)
+
+    def reading(self, fa: FloatFormat | None, fb: FloatFormat | None) -> "TensorCoreModel":
+        """This model reading operands of formats ``fa`` and ``fb``. FP8 MMA takes E4M3 or E5M2
+        for each operand on its own (PTX ISA, ``wgmma.mma_async`` .atype/.btype), with the same
+        alignment and rounding for all four pairs (MMA-Sim, mmasim/simulator/nv_ptx.py), as the
+        dgrad (E5M2 x E4M3) and wgrad (E4M3 x E5M2) GEMMs of Format.HYBRID need."""
+        fp8 = (E4M3, E5M2)
+        if not (self.inputs in fp8 and fa in fp8 and fb in fp8):
+            return self
+        if (fa, fb) == (self.inputs, self.b_format):
+            return self
+        return dataclasses.replace(self, inputs=fa, inputs_b=None if fb == fa else fb)
+
+    def _sum_of_products(self, a, b, fa, fb, gemm, mode, rng, random_bits):
+        return (matmul if gemm else dot)(a, b, self.reading(fa, fb))
+
+    def _sum_terms(self, x, known, mode, rng, random_bits):
+        return dot(x, np.ones(x.shape[-1], x.dtype), self)
+
+
+def _accumulate_module():
+    from . import accumulate  # accumulate imports this module (its presets and matmul_operands)
+    return accumulate
 
 
 # Presets. Block sizes and F: Fasi et al. 2021 (V100 n=4 with no extra bit, A100 one extra bit);

@@ -15,7 +15,7 @@ MODULES = ["lowprec", "lowprec.formats", "lowprec.rounding", "lowprec.bits", "lo
            "lowprec.tensorcore", "lowprec.reference", "lowprec.scaling", "lowprec.nn",
            "lowprec.observe", "lowprec.data", "lowprec.plots"]
 FORMAT_PARAMETERS = ("fmt", "format")
-OPERANDS = {"x", "a", "b", "c", "value", "codes", "x32", "amax", "block_amax"}
+OPERANDS = {"x", "a", "b", "c", "value", "codes", "x32", "amax", "block_amax", "elements"}
 KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
 
 
@@ -75,6 +75,7 @@ def test_argument_order_is_x_fmt_mode(name, f):
 # (NumPy's nextafter is the outside reference).
 X = 1 + 2.0**-12
 FP16_UP = float(np.nextafter(np.float16(1), np.float16(2)))
+FP16_ACC = lowprec.FormatAccumulation("fp16")  # 1 + 2**-12 summed into FP16, rounded up
 MODE_CALLS = {
     "lowprec.round": lambda m: lowprec.round(X, "fp16", m),
     "lowprec.encode": lambda m: bits.decode(bits.encode(X, "fp16", m), "fp16"),
@@ -91,6 +92,18 @@ MODE_CALLS = {
     "lowprec.arith.sum": lambda m: arith.sum(np.array([1.0, 2.0**-12]), "fp16", m),
     "lowprec.arith.dot": lambda m: arith.dot([1.0, 2.0**-12], [1.0, 1.0], output="fp16", mode=m),
     "lowprec.arith.matmul": lambda m: arith.matmul([[X]], [[1.0]], output="fp16", mode=m)[0, 0],
+    "lowprec.sum": lambda m: lowprec.sum(np.array([1.0, 2.0**-12]), "fp16", m),
+    "lowprec.dot": lambda m: lowprec.dot([1.0, 2.0**-12], [1.0, 1.0], output="fp16", mode=m),
+    "lowprec.matmul": lambda m: lowprec.matmul([[X]], [[1.0]], output="fp16", mode=m)[0, 0],
+    "lowprec.FormatAccumulation.sum": lambda m: FP16_ACC.sum(np.array([1.0, 2.0**-12]), mode=m),
+    "lowprec.FormatAccumulation.dot": lambda m: FP16_ACC.dot([1.0, 2.0**-12], [1.0, 1.0], mode=m),
+    "lowprec.FormatAccumulation.matmul": lambda m: FP16_ACC.matmul([[X]], [[1.0]], mode=m)[0, 0],
+    "lowprec.TensorCoreModel.sum": lambda m: tensorcore.H100_FP16.sum([1.0, 2.0**-11],
+                                                                      output="fp16", mode=m),
+    "lowprec.TensorCoreModel.dot": lambda m: tensorcore.H100_FP16.dot([1.0, 2.0**-11], [1.0, 1.0],
+                                                                      output="fp16", mode=m),
+    "lowprec.TensorCoreModel.matmul": lambda m: tensorcore.H100_FP16.matmul(
+        [[1.0, 2.0**-11]], [[1.0], [1.0]], output="fp16", mode=m)[0, 0],
     "lowprec.reference.round_exact": lambda m: reference.round_exact(X, "fp16", m),
     "lowprec.rounding.as_mode": lambda m: as_mode(m) is RoundingMode.UP and FP16_UP,
     "lowprec.nn.Cast": lambda m: Cast("fp16", m).mode == "up" and FP16_UP,

@@ -251,9 +251,9 @@ def test_cs336_sum_of_a_hundredth():
     """Stanford CS336 assignment 2 sec. 1.1.5: 0.01 added 1000 times under three dtype mixes.
     Published (printed) results: 10.0001, 9.9531, 10.0021; NumPy scalar loops agree."""
     hundredths = np.full(1000, 0.01)
-    fp32_sum = arith.sum(lowprec.round(hundredths, "fp32"), "fp32")
-    fp16_sum = arith.sum(lowprec.round(hundredths, "fp16"), "fp16")
-    mixed_sum = arith.sum(lowprec.round(hundredths, "fp16"), "fp32")  # FP16 addends, FP32 sum
+    fp32_sum = lowprec.sum(lowprec.round(hundredths, "fp32"), "fp32")
+    fp16_sum = lowprec.sum(lowprec.round(hundredths, "fp16"), "fp16")
+    mixed_sum = lowprec.sum(lowprec.round(hundredths, "fp16"), "fp32")  # FP16 addends, FP32 sum
     printed = (round(fp32_sum, 4), round(fp16_sum, 4), round(mixed_sum, 4))
     assert printed == (10.0001, 9.9531, 10.0021)
     loops = {np.float32: np.float32(0), np.float16: np.float16(0), "mixed": np.float32(0)}
@@ -265,12 +265,12 @@ def test_cs336_sum_of_a_hundredth():
 
 
 def test_bf16_running_sum_of_ones_stops_at_256():
-    assert arith.sum(np.ones(1000), "bf16") == 256.0
+    assert lowprec.sum(np.ones(1000), "bf16") == 256.0
     total = ml_dtypes.bfloat16(0)
     for _ in range(1000):
         total = ml_dtypes.bfloat16(total + ml_dtypes.bfloat16(1))
     assert float(total) == 256.0
-    assert arith.sum(np.ones(1000), "bf16", order="pairwise") == 1000.0  # pairwise keeps it exact
+    assert lowprec.sum(np.ones(1000), "bf16", order="pairwise") == 1000.0  # pairwise keeps it exact
 
 
 def test_fp16_one_plus_half_ulp():
@@ -311,30 +311,30 @@ def test_sum_matches_exact_reference(acc, order):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 37)) * np.exp2(rng.integers(-12, 12, (3, 37)))
     for mode in ("nearest", "down", "odd"):
-        got = arith.sum(x, acc, axis=1, order=order, mode=mode)
+        got = lowprec.sum(x, acc, axis=1, order=order, mode=mode)
         want = [reference_sum(row, lowprec.as_format(acc), mode, order) for row in x]
         assert [float(g) for g in got] == want
-    blocked = arith.sum(x[0], "fp32", accumulate="bf16", block=8)
+    blocked = lowprec.sum(x[0], "fp32", accumulate="bf16", block=8)
     assert blocked == reference_sum(x[0], lowprec.BF16, block=8)
 
 
 def test_sum_zero_signs():
     # sequential sums start from +0; x + (-x) is +0, and -0 when rounding down (IEEE 754 6.3)
-    assert same(arith.sum(np.array([1.5, -1.5]), "fp16"), 0.0)
-    assert same(arith.sum(np.array([1.5, -1.5]), "fp16", mode="down"), -0.0)
-    assert same(arith.sum(np.array([-0.0]), "bf16"), 0.0)
-    assert same(arith.sum(np.array([-0.0]), "bf16", mode="down"), -0.0)
-    assert same(arith.dot([2.0, 3.0], [3.0, -2.0], accumulate="bf16", mode="down"), -0.0)
+    assert same(lowprec.sum(np.array([1.5, -1.5]), "fp16"), 0.0)
+    assert same(lowprec.sum(np.array([1.5, -1.5]), "fp16", mode="down"), -0.0)
+    assert same(lowprec.sum(np.array([-0.0]), "bf16"), 0.0)
+    assert same(lowprec.sum(np.array([-0.0]), "bf16", mode="down"), -0.0)
+    assert same(lowprec.dot([2.0, 3.0], [3.0, -2.0], accumulate="bf16", mode="down"), -0.0)
 
 
 def test_sum_axes_and_dtypes():
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 4) / 7
-    assert arith.sum(x, "fp32", axis=1).shape == (2, 4)
-    assert arith.sum(x, "fp32", axis=1).dtype == np.float32
+    assert lowprec.sum(x, "fp32", axis=1).shape == (2, 4)
+    assert lowprec.sum(x, "fp32", axis=1).dtype == np.float32
     # np.cumsum adds in order, each float32 addition rounded
-    np.testing.assert_array_equal(arith.sum(x, "fp32", axis=-1), np.cumsum(x, axis=-1)[..., -1])
-    assert arith.sum(x, "fp16").dtype == np.float32
-    assert arith.sum(x.astype(np.float64), "fp32").dtype == np.float64
+    np.testing.assert_array_equal(lowprec.sum(x, "fp32", axis=-1), np.cumsum(x, axis=-1)[..., -1])
+    assert lowprec.sum(x, "fp16").dtype == np.float32
+    assert lowprec.sum(x.astype(np.float64), "fp32").dtype == np.float64
 
 
 def matmul_reference(a, b, acc_fmt, mode="nearest"):
@@ -362,7 +362,7 @@ def test_matmul_matches_exact_reference(inputs, acc, mode):
     rng = np.random.default_rng(8)
     a = rng.standard_normal((4, 23)) * np.exp2(rng.integers(-6, 6, (4, 23)))
     b = rng.standard_normal((23, 3))
-    got = arith.matmul(a, b, inputs=inputs, accumulate=acc, mode=mode)
+    got = lowprec.matmul(a, b, inputs=inputs, accumulate=acc, mode=mode)
     ra = a if inputs is None else lowprec.round(a, inputs)
     rb = b if inputs is None else lowprec.round(b, inputs)
     np.testing.assert_array_equal(got, matmul_reference(ra, rb, lowprec.as_format(acc), mode))
@@ -375,10 +375,10 @@ def test_matmul_fast_path_equals_float32_loop():
     want = np.zeros((20, 10), np.float32)
     for k in range(300):  # float32 products of FP16 values are exact; float32 sums round once
         want += a[:, k, None] * b[None, k, :]
-    got = arith.matmul(a, b)
+    got = lowprec.matmul(a, b)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(arith.matmul(a, b, output="fp16"), lowprec.round(want, "fp16"))
+    np.testing.assert_array_equal(lowprec.matmul(a, b, output="fp16"), lowprec.round(want, "fp16"))
 
 
 def test_pairwise_and_blocked_products():
@@ -386,9 +386,9 @@ def test_pairwise_and_blocked_products():
     a = lowprec.round(rng.standard_normal((2, 19)), "bf16")
     b = lowprec.round(rng.standard_normal(19), "bf16")
     products = a * b  # exact
-    for row, got in zip(products, arith.dot(a, b, accumulate="bf16", order="pairwise")):
+    for row, got in zip(products, lowprec.dot(a, b, accumulate="bf16", order="pairwise")):
         assert got == reference_sum(row, lowprec.BF16, order="pairwise")
-    got = arith.dot(a, b, accumulate="bf16", block=4)
+    got = lowprec.dot(a, b, accumulate="bf16", block=4)
     for row, value in zip(products, got):
         assert value == reference_sum(row, lowprec.BF16, block=4)
 
@@ -415,7 +415,7 @@ def test_sum_in_every_order_matches_exact_reference(acc):
             x = spread(rng, (2, K, 3), scale).astype(dtype)  # summed over axis 1
             rows = np.moveaxis(x, 1, -1).reshape(-1, K)
             for (order, block), mode in itertools.product(REDUCTIONS, ("nearest", "up")):
-                got = arith.sum(x, acc, axis=1, order=order, block=block, mode=mode)
+                got = lowprec.sum(x, acc, axis=1, order=order, block=block, mode=mode)
                 assert got.shape == (2, 3) and got.dtype == x.dtype
                 want = [reference_sum(row, acc, mode, order, block) for row in rows]
                 np.testing.assert_array_equal(got.reshape(-1), want,
@@ -436,12 +436,12 @@ def test_dot_and_matmul_in_every_order_match_exact_reference(acc):
                     for row_a, row_b in zip(ra.reshape(-1, K), rb.reshape(-1, K))]
         for order, block in REDUCTIONS:
             options = dict(inputs=inputs, accumulate=acc, order=order, block=block)
-            got = arith.dot(a, b, **options)
+            got = lowprec.dot(a, b, **options)
             assert got.shape == (2, 3) and got.dtype == dtype
             want = [reference_sum(row, acc, "nearest", order, block) for row in products]
             np.testing.assert_array_equal(got.reshape(-1), want,
                                           err_msg=f"{inputs} {dtype} K={K} {order} {block}")
-            np.testing.assert_array_equal(arith.matmul(a[:, 0], b.T, **options), got)
+            np.testing.assert_array_equal(lowprec.matmul(a[:, 0], b.T, **options), got)
 
 
 @pytest.mark.parametrize("acc", ACCUMULATORS + list(tensorcore.TENSOR_CORES.values()),
@@ -453,10 +453,10 @@ def test_empty_reductions_are_positive_zero(acc):
         for (order, block), mode in itertools.product(REDUCTIONS, ("nearest", "down"))]
     for options in kinds:
         results = [
-            (arith.sum(np.zeros((2, 0)), "fp16", axis=1, accumulate=acc, **options), (2,)),
-            (arith.sum(np.zeros(0, np.float32), "bf16", accumulate=acc, **options), ()),
-            (arith.dot(np.zeros((3, 0)), np.zeros(0), accumulate=acc, **options), (3,)),
-            (arith.matmul(np.zeros((2, 0)), np.zeros((0, 3)), accumulate=acc, **options), (2, 3)),
+            (lowprec.sum(np.zeros((2, 0)), "fp16", axis=1, accumulate=acc, **options), (2,)),
+            (lowprec.sum(np.zeros(0, np.float32), "bf16", accumulate=acc, **options), ()),
+            (lowprec.dot(np.zeros((3, 0)), np.zeros(0), accumulate=acc, **options), (3,)),
+            (lowprec.matmul(np.zeros((2, 0)), np.zeros((0, 3)), accumulate=acc, **options), (2, 3)),
         ]
         for got, shape in results:
             assert np.shape(got) == shape and np.all(got == 0) and not np.any(np.signbit(got))
@@ -466,9 +466,9 @@ def test_pairwise_sum_of_two_float32_products():
     # 448**2 + 2**-18 in FP32: the sum is 2**-18 above 200704, whose ulp is 2**-6: RN gives
     # 200704 (the two float32 products once met a float32 TwoSum and an int64 view of them)
     a = np.array([[448, 2.0**-9], [448, 2.0**-9]])
-    got = arith.dot(a, a, inputs="e4m3", accumulate="fp32", order="pairwise")
+    got = lowprec.dot(a, a, inputs="e4m3", accumulate="fp32", order="pairwise")
     assert got.tolist() == [200704.0, 200704.0]
-    assert arith.sum(np.float32([448.0**2, 2.0**-18]), "fp32", order="pairwise") == 200704.0
+    assert lowprec.sum(np.float32([448.0**2, 2.0**-18]), "fp32", order="pairwise") == 200704.0
 
 
 def test_matmul_shapes_like_numpy():
@@ -477,19 +477,19 @@ def test_matmul_shapes_like_numpy():
               ((2, 1, 4, 5), (3, 5, 2))]
     for sa, sb in shapes:
         a, b = rng.standard_normal(sa), rng.standard_normal(sb)
-        assert np.shape(arith.matmul(a, b, inputs="fp16")) == np.matmul(a, b).shape
+        assert np.shape(lowprec.matmul(a, b, inputs="fp16")) == np.matmul(a, b).shape
     with pytest.raises(ValueError, match="columns"):
-        arith.matmul(np.ones((2, 3)), np.ones((4, 2)))
+        lowprec.matmul(np.ones((2, 3)), np.ones((4, 2)))
 
 
 def test_matmul_with_a_tensor_core_model():
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((6, 40)), rng.standard_normal((40, 5))
-    got = arith.matmul(a, b, inputs="fp16", accumulate=tensorcore.H100_FP16, output="bf16")
+    got = lowprec.matmul(a, b, inputs="fp16", accumulate=tensorcore.H100_FP16, output="bf16")
     want = tensorcore.matmul(lowprec.round(a, "fp16"), lowprec.round(b, "fp16"),
                              tensorcore.H100_FP16)
     np.testing.assert_array_equal(got, lowprec.round(want, "bf16"))
-    assert arith.sum(np.ones(32768), "fp32", accumulate=tensorcore.H100_FP8) == 16384.0
+    assert lowprec.sum(np.ones(32768), "fp32", accumulate=tensorcore.H100_FP8) == 16384.0
 
 
 def test_bad_input_gets_clear_errors():
@@ -506,11 +506,11 @@ def test_bad_input_gets_clear_errors():
     with pytest.raises(ValueError, match="40 mantissa bits"):
         arith.add(1.0, 1.0, FloatFormat("fp64", 11, 52))
     with pytest.raises(ValueError, match="order"):
-        arith.sum(np.ones(3), "fp16", order="random")
+        lowprec.sum(np.ones(3), "fp16", order="random")
     with pytest.raises(ValueError, match="tensor-core model"):
-        arith.matmul(np.ones((2, 2)), np.ones((2, 2)), accumulate=tensorcore.H100_FP16, block=4)
+        lowprec.matmul(np.ones((2, 2)), np.ones((2, 2)), accumulate=tensorcore.H100_FP16, block=4)
     with pytest.raises(ValueError, match="not exact"):
-        arith.dot(np.ones(3) / 3, np.ones(3) / 3, order="pairwise")
+        lowprec.dot(np.ones(3) / 3, np.ones(3) / 3, order="pairwise")
 
 
 NO_NAN = [f for f in FORMATS.values() if not f.has_nan]  # the MX element formats (no NaN, no infinity)
@@ -531,17 +531,17 @@ def test_invalid_results_in_formats_without_nan(fmt):
              for (op, args, what), options in itertools.product(elementwise, ({}, stochastic))]
     inf_minus_inf = np.array([np.inf, -np.inf])
     calls += [  # NaN made inside a reduction, kept in fmt as accumulator or result
-        (lambda: arith.sum(inf_minus_inf, fmt, order="pairwise"), "a partial sum", "inf - inf"),
-        (lambda: arith.sum(inf_minus_inf, fmt, order="pairwise", **stochastic), "a partial sum",
+        (lambda: lowprec.sum(inf_minus_inf, fmt, order="pairwise"), "a partial sum", "inf - inf"),
+        (lambda: lowprec.sum(inf_minus_inf, fmt, order="pairwise", **stochastic), "a partial sum",
          "inf - inf"),
-        (lambda: arith.sum(inf_minus_inf, fmt, accumulate="fp32"), "the result", "inf - inf"),
-        (lambda: arith.sum(inf_minus_inf, fmt, accumulate=tensorcore.H100_FP16), "the result",
+        (lambda: lowprec.sum(inf_minus_inf, fmt, accumulate="fp32"), "the result", "inf - inf"),
+        (lambda: lowprec.sum(inf_minus_inf, fmt, accumulate=tensorcore.H100_FP16), "the result",
          "inf - inf"),
-        (lambda: arith.dot([0.0, 1.0], [np.inf, 1.0], accumulate=fmt), "a partial sum",
+        (lambda: lowprec.dot([0.0, 1.0], [np.inf, 1.0], accumulate=fmt), "a partial sum",
          "0 * inf"),
-        (lambda: arith.dot([0.1, 0.0], [1.0, np.inf], accumulate=fmt), "a partial sum",
+        (lambda: lowprec.dot([0.1, 0.0], [1.0, np.inf], accumulate=fmt), "a partial sum",
          "0 * inf"),  # products not exact in float64: fused
-        (lambda: arith.matmul(np.array([[np.inf, 1.0]]), np.array([[1.0], [-np.inf]]),
+        (lambda: lowprec.matmul(np.array([[np.inf, 1.0]]), np.array([[1.0], [-np.inf]]),
                               accumulate="fp32", output=fmt), "the result", "inf - inf"),
     ]
     for call, where, what in calls:
@@ -553,9 +553,9 @@ def test_invalid_results_in_formats_without_nan(fmt):
     nan_operands = [
         (lambda: arith.add([1.0, 2.0], [np.nan, 1.0], fmt), "b"),
         (lambda: arith.sqrt(np.nan, fmt, **stochastic), "a"),
-        (lambda: arith.sum(np.array([1.0, np.nan]), fmt, order="pairwise"), "x"),
-        (lambda: arith.sum(np.array([1.0, np.nan]), fmt, accumulate=tensorcore.H100_FP16), "x"),
-        (lambda: arith.dot([1.0, 2.0], [1.0, np.nan], accumulate="fp32", output=fmt), "b"),
+        (lambda: lowprec.sum(np.array([1.0, np.nan]), fmt, order="pairwise"), "x"),
+        (lambda: lowprec.sum(np.array([1.0, np.nan]), fmt, accumulate=tensorcore.H100_FP16), "x"),
+        (lambda: lowprec.dot([1.0, 2.0], [1.0, np.nan], accumulate="fp32", output=fmt), "b"),
     ]
     for call, name in nan_operands:
         with pytest.raises(ValueError, match=f"^{name} holds NaN, but format {fmt.name} has no "
@@ -587,4 +587,4 @@ def test_operands_are_taken_exactly_or_refused():
         with pytest.raises(TypeError, match="longdouble|float128|float96"):
             arith.add(x, 0.0, "fp16")
         with pytest.raises(TypeError):
-            arith.sum(np.array([x, x]), "fp32")
+            lowprec.sum(np.array([x, x]), "fp32")

@@ -19,7 +19,7 @@ from lowprec.nn import (CAST_POINTS, POLICIES, Adam, Caster, MLPConfig, Precisio
                         Trainer, load_checkpoint, train)
 from lowprec.nn.train import batch_indices, run_fingerprint
 from lowprec.observe import History, NotRecordedError, Observer
-from lowprec.scaling import CurrentScaling, DelayedScaling, MXBlockScaling
+from lowprec.scaling import CurrentScaling, DelayedScaling, MXBlockScaling, ScaledTensor
 
 ML = {"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2}
 MAXES = {"e4m3": 448.0, "e5m2": 57344.0}
@@ -54,10 +54,12 @@ def test_delayed_scaling_cast_and_observation_match_ml_dtypes(point, fmt):
     scale, amaxes = np.float32(1.0), []
     for x in tensors:
         cast.begin_step(observer)
-        y = cast(x, point, 0)
+        y = cast(x, point, 0)  # a GEMM operand: a ScaledTensor, elements and decode scale
         scale_inv = np.float32(round_exact(1 / Fraction(float(scale)), FP32))
         payload = satfinite_ref(x * scale, fmt)
-        assert np.array_equal(_bits(y), _bits(payload * scale_inv))
+        assert isinstance(y, ScaledTensor) and y.fmt.name == fmt and y.scale_inv == scale_inv
+        assert np.array_equal(_bits(y.elements), _bits(payload))
+        assert np.array_equal(_bits(y.dequantize()), _bits(payload * scale_inv))
         stats = {k: int(v[0, CAST_POINTS.index(point)]) for k, v in observer.cast_stats.items()}
         assert stats["zeros"] == np.count_nonzero(payload == 0)
         assert stats["underflow"] == np.count_nonzero((payload == 0) & (x != 0))
@@ -97,14 +99,17 @@ def test_mx_quantizes_each_gemm_operand_along_that_gemms_reduction_axis():
     cast = Caster(policy)
     cast.begin_step()
     x_fwd, W_fwd = cast(x, "input", 1), cast(W, "weight", 1)
-    assert np.array_equal(_bits(x_fwd), _bits(_te_mx_ref(x, axis=1)))
-    assert np.array_equal(_bits(W_fwd), _bits(_te_mx_ref(W, axis=0)))
-    assert np.array_equal(_bits(cast.second_use(x_fwd, "input", 1)), _bits(_te_mx_ref(x, axis=0)))
-    assert np.array_equal(_bits(cast.second_use(W_fwd, "weight", 1)), _bits(_te_mx_ref(W, axis=1)))
+    assert (x_fwd.axis, W_fwd.axis) == (1, 0)
+    assert np.array_equal(_bits(x_fwd.dequantize()), _bits(_te_mx_ref(x, axis=1)))
+    assert np.array_equal(_bits(W_fwd.dequantize()), _bits(_te_mx_ref(W, axis=0)))
+    assert np.array_equal(_bits(cast.second_use(x_fwd, "input", 1).dequantize()),
+                          _bits(_te_mx_ref(x, axis=0)))
+    assert np.array_equal(_bits(cast.second_use(W_fwd, "weight", 1).dequantize()),
+                          _bits(_te_mx_ref(W, axis=1)))
     g = (rng.standard_normal((64, 64)) * 1e-6).astype(np.float32)
     g_dgrad = cast(g, "grad_output", 1)
-    assert np.array_equal(_bits(g_dgrad), _bits(_te_mx_ref(g, axis=1, fmt="e5m2")))
-    assert np.array_equal(_bits(cast.second_use(g_dgrad, "grad_output", 1)),
+    assert np.array_equal(_bits(g_dgrad.dequantize()), _bits(_te_mx_ref(g, axis=1, fmt="e5m2")))
+    assert np.array_equal(_bits(cast.second_use(g_dgrad, "grad_output", 1).dequantize()),
                           _bits(_te_mx_ref(g, axis=0, fmt="e5m2")))
     # per-tensor recipes: the second use is the same array
     plain = Caster(POLICIES["fp8_hybrid"])
@@ -283,10 +288,12 @@ def test_fp8_gemm_with_fp32_accumulation_accumulates_the_fp8_elements(recipe, st
     for _ in range(steps):
         cast.begin_step()
         x8, W8 = cast(x, "input", 0), cast(x.T.copy(), "weight", 0)
-        out = cast.matmul(x8, W8)
+        out = cast.matmul(x8, W8, "fprop")
         cast.end_step()
     scale = round_exact(Fraction(448) / Fraction(float(np.float32(value))), FP32)
     decode = round_exact(1 / Fraction(scale), FP32)
+    assert np.all(x8.elements == 448) and x8.scale_inv == decode
+    x8, W8 = x8.dequantize(), W8.dequantize()
     assert np.all(x8 == round_exact(448 * Fraction(decode), FP32))  # held: 448 * scale_inv
     _assert_fp8_gemm_bound(x8, W8, out, decode, decode, TINY["e4m3"], TINY["e4m3"], FP8_GEMM_ERROR["fp32"])
     assert abs(float(out[0, 0]) / (4 * value**2) - 1) < 1e-6
@@ -304,25 +311,16 @@ def test_fp8_hybrid_trains_with_an_accumulation_model(spirals, accumulate):
 
 
 class _GemmRecorder(Caster):
-    """A Caster that keeps every GEMM's operands and result, and every scaled cast's decode scale."""
+    """A Caster that keeps every GEMM's operands (ScaledTensor values) and result."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.gemms, self.decode = [], {}
+        self.gemms = []
 
-    def scaled_cast(self, x, layer, point, axis=-1):
-        values, record = super().scaled_cast(x, layer, point, axis)
-        self.decode[id(values)] = (values, record.scale_inv, TINY[record.fmt])  # keeps values alive
-        return values, record
-
-    def matmul(self, a, b):
-        out = super().matmul(a, b)
+    def matmul(self, a, b, gemm=None):
+        out = super().matmul(a, b, gemm)
         self.gemms.append((a, b, out))
         return out
-
-    def decode_of(self, m):
-        _, scale_inv, tiny = self.decode[id(m if m.base is None else m.base)]  # m or its transpose
-        return scale_inv, tiny
 
 
 @pytest.mark.parametrize("recipe", ["delayed", "current"])
@@ -338,8 +336,9 @@ def test_each_fp8_gemm_of_a_step_is_the_exact_product_within_the_bound(spirals, 
         trainer.step(spirals.x_train[idx], spirals.y_train[idx])
     assert len(recorder.gemms) == 3 * 8  # per step: 3 fprop, 3 wgrad, 2 dgrad
     for a, b, out in recorder.gemms:
-        (da, ta), (db, tb) = recorder.decode_of(a), recorder.decode_of(b)
-        _assert_fp8_gemm_bound(a, b, out, da, db, ta, tb, FP8_GEMM_ERROR[accumulate])
+        assert isinstance(a, ScaledTensor) and isinstance(b, ScaledTensor)
+        _assert_fp8_gemm_bound(a.dequantize(), b.dequantize(), out, a.scale_inv, b.scale_inv,
+                               TINY[a.fmt.name], TINY[b.fmt.name], FP8_GEMM_ERROR[accumulate])
 
 
 def _sequential_fp32_exact(a, b):
@@ -366,6 +365,8 @@ def test_mx_gemm_with_fp32_accumulation_sums_the_block_scaled_values():
     cast = Caster(policy)
     cast.begin_step()
     x8, W8 = cast(x, "input", 0), cast(W, "weight", 0)
-    assert np.array_equal(cast.matmul(x8, W8), _sequential_fp32_exact(x8, W8))
+    assert x8.block_scaled and W8.block_scaled
+    assert np.array_equal(cast.matmul(x8, W8, "fprop"),
+                          _sequential_fp32_exact(x8.dequantize(), W8.dequantize()))
     with pytest.raises(ValueError, match="block-scaled"):
         policy.replace(accumulate="H100_FP8")

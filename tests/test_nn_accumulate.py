@@ -1,14 +1,10 @@
-"""The policy's non-default accumulation: matmuls through lowprec.arith.matmul."""
+"""The policy's non-default accumulation: matmuls through its accumulator (lowprec.accumulate)."""
 import numpy as np
 import pytest
 
 import lowprec
 from lowprec import data
 from lowprec.nn import POLICIES, Caster, MLPConfig, TrainConfig, train
-
-arith = pytest.importorskip("lowprec.arith")
-if not hasattr(arith, "matmul"):
-    pytest.skip("lowprec.arith.matmul is not there yet", allow_module_level=True)
 
 
 def _sequential_fp32(a, b):
@@ -36,8 +32,6 @@ def test_sequential_fp32_accumulation_adds_in_order():
 
 @pytest.mark.parametrize("accumulate", ["fp32", "H100_FP16"])
 def test_training_runs_with_an_exact_accumulation_model(accumulate):
-    if accumulate not in lowprec.TENSOR_CORES and accumulate != "fp32":
-        pytest.skip(f"no tensor-core preset {accumulate}")
     spirals = data.spirals(np.random.default_rng(0), points_per_class=20)
     policy = POLICIES["fp16_mixed"].replace(accumulate=accumulate)
     h = train(policy, spirals, MLPConfig(sizes=(2, 8, 3)), TrainConfig(steps=3, batch_size=8, eval_every=0))

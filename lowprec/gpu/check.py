@@ -21,7 +21,7 @@ from .probe import bit_agreement, probe_instruction, presets_for
 
 def cublas_comparison(backend, model, ks=(16, 64, 256, 1024, 4096), m=64, n=64, seed=0) -> list:
     """Share of cuBLAS outputs bit-identical to ``model``'s prediction, for growing K."""
-    from .. import arith
+    from .. import accumulate
     from .mlp import CupyOps
 
     cp = backend.cp
@@ -33,7 +33,8 @@ def cublas_comparison(backend, model, ks=(16, 64, 256, 1024, 4096), m=64, n=64, 
         b = lp_round(rng.standard_normal((k, n)).astype(np.float32), FP16)
         fp16_out = cp.asnumpy(cp.matmul(cp.asarray(a, cp.float16), cp.asarray(b, cp.float16)))
         fp32_out = cp.asnumpy(ops.matmul16(cp.asarray(a), cp.asarray(b), FP16))
-        predicted32 = arith.matmul(a.astype(np.float64), b.astype(np.float64), accumulate=model)
+        predicted32 = accumulate.matmul(a.astype(np.float64), b.astype(np.float64),
+                                        accumulate=model)
         predicted16 = lp_round(np.asarray(predicted32, np.float64), FP16)
         rows.append({"k": k,
                      "fp16_out": bit_agreement(fp16_out.astype(np.float64), predicted16, FP16),

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..data import Dataset
 from ..formats import FP32
+from ..accumulate import BLAS
 from ..nn.cast import Caster
 from ..nn.model import MLPConfig
 from ..nn.policy import CAST_POINTS, PrecisionPolicy
@@ -123,17 +124,20 @@ class DeviceCaster(TracingCaster):
         super().__init__(policy, rng=rng, observer=observer, xp=ops.xp)
         self.ops = ops
 
-    def round(self, x, spec, layer, point):
+    def round(self, x, spec, point, layer):
         return self.ops.round(x, spec, self.rng if spec.mode == "stochastic" else None)
 
-    def matmul(self, a, b):
-        """Tensor cores when both operands hold 16-bit values of the policy's weight format."""
+    def matmul(self, a, b, gemm=None):
+        """Tensor cores when both operands hold 16-bit values of the policy's weight format and
+        the policy's accumulator is BLAS (cuBLAS's own FP32 sums); otherwise an FP32 GEMM."""
         weight = self.policy.weight
         fmt = weight.format if weight is not None else None
-        if (fmt is not None and fmt.name in ("fp16", "bf16") and isinstance(self.policy.accumulate, str)
-                and self.policy.accumulate == "blas" and _holds(a, fmt, self.xp) and _holds(b, fmt, self.xp)):
+        if (fmt is not None and fmt.name in ("fp16", "bf16") and self.policy.accumulate is BLAS
+                and _holds(a, fmt, self.xp) and _holds(b, fmt, self.xp)):
             return self.ops.matmul16(a, b, fmt)
-        return a @ b  # FP32 inputs: an FP32 GEMM, as on the simulator
+        # FP32 inputs: cuBLAS's FP32 GEMM (as the simulator's BLAS order). The device has no
+        # exact accumulation models: under one, this is still cuBLAS, as before.
+        return BLAS.matmul(a, b)
 
     def frozen_copy(self, rng=None):
         """The evaluation caster: the same device operations (no FP8 states in these policies)."""

@@ -2,16 +2,21 @@
 
 Shapes: ``x (batch, d_in)``, ``W (d_in, d_out)``, ``b (d_out,)``, ``z = x @ W + b (batch, d_out)``.
 The layers round nothing themselves; the model rounds their inputs and outputs at the cast
-points. ``xp`` is the array namespace (NumPy here, CuPy later), ``matmul`` the policy's matmul.
+points. ``xp`` is the array namespace (NumPy here, CuPy later), ``matmul`` the policy's matmul:
+``matmul(a, b, gemm)``, ``gemm`` naming the GEMM ("fprop", "dgrad", "wgrad") so the Caster
+knows which cast points its operands come from. A GEMM operand may be a scaled FP8 tensor
+(:class:`lowprec.scaling.ScaledTensor`), which only the matmul reads as elements and scales.
 """
 from __future__ import annotations
 
 import math
 
+from ..scaling.tensor import held_values
+
 
 def linear(x, W, b, matmul):
     """z = x @ W + b."""
-    return matmul(x, W) + b  # (batch, d_out); the bias is added in the working precision
+    return matmul(x, W, "fprop") + b  # (batch, d_out); the bias is added in the working precision
 
 
 def linear_backward(grad_z, x, W, matmul, need_grad_x=True, grad_z_for_wgrad=None):
@@ -20,9 +25,10 @@ def linear_backward(grad_z, x, W, matmul, need_grad_x=True, grad_z_for_wgrad=Non
     ``grad_z_for_wgrad``: dL/dz as the wgrad GEMM's operand when it differs from ``grad_z``
     (block scaling quantizes it along the batch for that GEMM); by default ``grad_z``.
     """
-    grad_W = matmul(x.T, grad_z if grad_z_for_wgrad is None else grad_z_for_wgrad)  # (d_in, d_out)
-    grad_b = grad_z.sum(axis=0)  # (d_out,)
-    grad_x = matmul(grad_z, W.T) if need_grad_x else None  # (batch, d_in)
+    grad_z_w = grad_z if grad_z_for_wgrad is None else grad_z_for_wgrad
+    grad_W = matmul(x.T, grad_z_w, "wgrad")  # (d_in, d_out)
+    grad_b = held_values(grad_z).sum(axis=0)  # (d_out,)
+    grad_x = matmul(grad_z, W.T, "dgrad") if need_grad_x else None  # (batch, d_in)
     return grad_x, grad_W, grad_b
 
 

@@ -47,6 +47,7 @@ from types import MappingProxyType
 import numpy as np
 
 from .._deprecation import no_attribute, renamed
+from ..accumulate import BLAS, as_accumulator
 from ..formats import BF16, E4M3, E5M2, FP16, FP32, FloatFormat, as_format
 from ..rounding import OVERFLOW_POLICIES, as_mode
 from ..scaling import CurrentScaling, DelayedScaling, MXBlockScaling, format_for
@@ -60,7 +61,6 @@ CAST_POINTS = FORWARD_POINTS + BACKWARD_POINTS + UPDATE_POINTS  # execution orde
 
 UPDATE_RULES = ("nearest", "stochastic", "kahan")
 FP8_MAX_BITS = 8  # a cast point whose format is this narrow is an "FP8 point": the recipe scales it
-BLAS = "blas"  # accumulate=BLAS: FP32 sums in the BLAS library's own order, like a GPU GEMM library
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class PrecisionPolicy:
     bias_grad: Cast | None = None  # dL/db, batch sum of grad_output
     optimizer_state: Cast | None = None  # momentum / Adam moment buffers
     master_weights: Cast | None = None  # the copy the optimizer updates; None = pure: it updates `weight`
-    accumulate: object = BLAS  # matmul accumulation: BLAS, a format, or a tensor-core model/preset name
+    accumulate: object = BLAS  # matmul accumulator: "blas", a format, a tensor-core preset name...
     update: str = "nearest"  # pure low precision only: round w - u by "nearest", "stochastic" or "kahan"
     loss_scale: object = None  # lowprec.scaling.make_loss_scaler spec: a float, "dynamic", "deepspeed"...
     fp8_recipe: object = None  # None, "delayed", "current", "mx" or a lowprec.scaling recipe object
@@ -146,7 +146,7 @@ class PrecisionPolicy:
                              "keeps master weights (set master_weights=None to use it)")
         if self.update != "nearest" and self.weight is None:
             raise ValueError(f"update={self.update!r} needs a low-precision `weight` cast point")
-        object.__setattr__(self, "accumulate", _as_accumulate(self.accumulate))
+        object.__setattr__(self, "accumulate", as_accumulator(self.accumulate))
         spec = self.loss_scale  # names and configs are checked by make_loss_scaler when used
         if isinstance(spec, (np.integer, np.floating)):  # a NumPy number: the same value, plain
             spec = spec.item()
@@ -217,10 +217,11 @@ class PrecisionPolicy:
     def _check_recipe_points(self) -> None:
         recipe = self.fp8_recipe
         acc = self.accumulate
-        if isinstance(recipe, MXBlockScaling) and not (isinstance(acc, FloatFormat) or acc == BLAS):
+        if isinstance(recipe, MXBlockScaling) and not acc.block_scales_supported:
             raise ValueError(f"fp8_recipe {recipe!r} with accumulate={acc.name!r}: a block-scaled GEMM "
                              "takes each block's scales into its products, and the tensor-core models "
-                             f"have no block-scaled MMA; use accumulate={BLAS!r} or a format such as 'fp32'")
+                             f"have no block-scaled MMA; use accumulate={BLAS.name!r} or a format "
+                             "such as 'fp32'")
         points = self.fp8_points
         if not points:
             raise ValueError(f"fp8_recipe {recipe!r} needs at least one FP8 cast point (a format of "
@@ -254,9 +255,8 @@ class PrecisionPolicy:
         lines = [f"policy {self.name!r}"]
         for point in CAST_POINTS:
             lines.append(f"  {point:<16} {self.cast(point) or 'not rounded'}")
-        acc = self.accumulate if isinstance(self.accumulate, str) else getattr(
-            self.accumulate, "name", self.accumulate)
-        lines.append(f"  {'accumulate':<16} {'FP32, BLAS order' if acc == BLAS else acc}")
+        acc = self.accumulate
+        lines.append(f"  {'accumulate':<16} {'FP32, BLAS order' if acc is BLAS else acc.name}")
         if self.master_weights is None and self.weight is not None:
             lines.append(f"  {'update':<16} {self.update} (into the `weight` format)")
         lines.append(f"  {'loss_scale':<16} {self.loss_scale}")
@@ -272,8 +272,7 @@ class PrecisionPolicy:
         for point in CAST_POINTS:
             c = self.cast(point)
             out[point] = None if c is None else [c.format.name, c.mode, c.overflow, c.subnormals]
-        acc = self.accumulate
-        out["accumulate"] = acc if isinstance(acc, str) else getattr(acc, "name", repr(acc))
+        out["accumulate"] = self.accumulate.name
         recipe = self.fp8_recipe
         out["fp8_recipe"] = None if recipe is None else {"type": type(recipe).__name__,
                                                          **dataclasses.asdict(recipe)}
@@ -301,28 +300,6 @@ def as_recipe(spec: Recipe | str | None) -> Recipe | None:
                          "or a DelayedScaling / CurrentScaling / MXBlockScaling object")
     raise TypeError(f"fp8_recipe takes None, a recipe name or a recipe object from lowprec.scaling, "
                     f"got {spec!r}")
-
-
-def _as_accumulate(acc):
-    """BLAS, a FloatFormat, or a tensor-core model (lowprec.tensorcore, imported only if named)."""
-    if isinstance(acc, FloatFormat) or (isinstance(acc, str) and acc == BLAS):
-        return acc
-    if isinstance(acc, str):
-        try:
-            return as_format(acc)
-        except ValueError:
-            pass
-        try:
-            from ..tensorcore import TENSOR_CORES as TC_PRESETS  # imported only when a name is not a format
-        except ImportError:
-            TC_PRESETS = {}
-        if acc in TC_PRESETS:
-            return TC_PRESETS[acc]
-        raise ValueError(f"unknown accumulation {acc!r}: expected {BLAS!r}, a format name, or one of "
-                         f"the tensor-core presets {sorted(TC_PRESETS) or '(lowprec.tensorcore missing)'}")
-    if type(acc).__name__ == "TensorCoreModel":
-        return acc
-    raise TypeError(f"accumulate takes {BLAS!r}, a format or a TensorCoreModel, got {acc!r}")
 
 
 def _uniform(name, fmt, **fields) -> PrecisionPolicy:

@@ -125,7 +125,7 @@ class Trainer:
         self.updates_done = 0  # optimizer steps applied (Adam's bias correction counts these)
         params = self.model.init_params(np.random.default_rng([seed, 0]))
         point, spec = self.policy.stored_point, self.policy.stored_cast
-        self.stored = [{k: self.caster.apply(v, spec, l, point) for k, v in p.items()}
+        self.stored = [{k: self.caster.apply(v, spec, point, l) for k, v in p.items()}
                        for l, p in enumerate(params)]  # master copy, or the pure weights
         self.opt_state = [{k: optimizer.init_state(v, xp) for k, v in p.items()} for p in self.stored]
         self.compensation = ([{k: xp.zeros_like(v) for k, v in p.items()} for p in self.stored]
@@ -217,9 +217,9 @@ class Trainer:
                 elif policy.uses_kahan:
                     new, self.compensation[l][name] = kahan_update(
                         w, u, self.compensation[l][name],
-                        lambda v, l=l: cast.apply(v, pure_rounding, l, "weight"))
+                        lambda v, l=l: cast.apply(v, pure_rounding, "weight", l))
                 else:
-                    new = cast.apply(new, pure_rounding, l, "weight")
+                    new = cast.apply(new, pure_rounding, "weight", l)
                 if observer is not None:
                     observer.record_update(l, w, new, u)
                 self.stored[l][name] = new
@@ -340,12 +340,12 @@ def _make_caster(factory: Callable[..., Caster], policy: PrecisionPolicy, rng, x
 # The Caster holds the FP8 recipe states, (layer, point) -> state; these two functions are the
 # only places that know where (so that a move of that holder changes them alone).
 def _recipe_states(caster: Caster) -> dict:
-    return caster.fp8_states
+    return caster.recipes.states
 
 
 def _recipe_state(caster: Caster, layer: int, point: str):
     """The recipe state of (layer, point), created on first use."""
-    return caster.fp8_state(layer, point)
+    return caster.recipes.state(point, layer)
 
 
 def _optimizer_fingerprint(optimizer) -> list:

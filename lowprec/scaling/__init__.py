@@ -5,14 +5,18 @@
 * :mod:`.dynamic`: PyTorch ``GradScaler``, Apex and DeepSpeed (hysteresis) rules, ``make_loss_scaler``.
 * :mod:`.fp8`: per-tensor FP8 recipes (TE delayed scaling with an amax history, current scaling).
 * :mod:`.mx`: MX block scaling (E8M0 scale per 32 values), OCP MX v1.0 rule and TE's rule.
+* :mod:`.tensor`: :class:`ScaledTensor`, what a scaled cast returns: elements and decode scales.
 """
 from .loss import (NON_FINITE_KINDS, LossScaler, NonFiniteSource, StaticLossScaler, StepRecord,
                    unscale_and_check)
 from .dynamic import (APEX, PYTORCH, DeepSpeedConfig, DynamicLossScaler, DynamicScalingConfig,
                       HysteresisLossScaler, LossScaleAtMinimumError, make_loss_scaler)
 from .fp8 import (FP8_FORMATS, ROLES, CastRecord, CurrentScaling, CurrentScalingState,
-                  DelayedScaling, DelayedScalingState, format_for, quantize, satfinite_cast)
-from .mx import MX_ELEMENTS, MX_RULES, MXBlockScaling, MXState, mx_quantize, mx_scale_exponents
+                  DelayedScaling, DelayedScalingState, format_for, quantize, satfinite_cast,
+                  scaled_cast)
+from .mx import (MX_ELEMENTS, MX_RULES, MXBlockScaling, MXState, mx_cast, mx_quantize,
+                 mx_scale_exponents)
+from .tensor import ScaledTensor, held_values
 
 __all__ = [
     "APEX", "PYTORCH", "DeepSpeedConfig", "DynamicLossScaler", "DynamicScalingConfig",
@@ -20,5 +24,6 @@ __all__ = [
     "NON_FINITE_KINDS", "StaticLossScaler", "StepRecord", "make_loss_scaler", "unscale_and_check",
     "FP8_FORMATS", "ROLES", "CastRecord", "CurrentScaling", "CurrentScalingState",
     "DelayedScaling", "DelayedScalingState", "format_for", "quantize", "satfinite_cast",
+    "scaled_cast", "ScaledTensor", "held_values", "mx_cast",
     "MX_ELEMENTS", "MX_RULES", "MXBlockScaling", "MXState", "mx_quantize", "mx_scale_exponents",
 ]

@@ -37,10 +37,11 @@ import numpy as np
 
 from ..formats import E4M3, E5M2, FloatFormat, as_format
 from ..rounding import as_real_array, round as round_to
+from .tensor import ScaledTensor
 
 __all__ = ["FP8_FORMATS", "ROLES", "CastRecord", "format_for", "satfinite_cast", "amax_of",
            "DelayedScaling", "DelayedScalingState", "CurrentScaling", "CurrentScalingState",
-           "quantize"]
+           "quantize", "scaled_cast"]
 
 FP8_FORMATS = ("hybrid", "e4m3", "e5m2")  # TE recipe.Format members
 ROLES = ("forward", "backward")  # forward: activations and weights; backward: gradients
@@ -98,9 +99,6 @@ class CastRecord:
     clipped: float  # fraction of elements whose scaled magnitude exceeded the format max (saturated)
     flushed: float  # fraction of elements, non-zero and finite, that became zero
     block_scales: np.ndarray | None = field(default=None, compare=False)  # MX: decode scale per block
-    # Per-tensor recipes: the FP8 elements, x * scale rounded (numbers of `fmt`, float32), which
-    # an FP8 GEMM multiplies before applying scale_inv; None for block recipes.
-    elements: np.ndarray | None = field(default=None, compare=False)
 
 
 def cast_statistics(x32, scaled, out, fmt: FloatFormat) -> tuple[float, float]:
@@ -115,11 +113,10 @@ def _per_tensor_cast(x32, scale: np.float32, scale_inv: np.float32, fmt, amax):
     with np.errstate(over="ignore", invalid="ignore"):
         scaled = x32 * scale  # float32 product, as the cast kernel computes it
         rounded = satfinite_cast(scaled, fmt)
-        values = rounded * scale_inv  # TE's dequantize: fp8 value times scale_inv, in float32
+    tensor = ScaledTensor(rounded, fmt, scale_inv)
     clipped, flushed = cast_statistics(x32, scaled, rounded, fmt)
-    record = CastRecord(fmt.name, float(amax), float(scale), float(scale_inv), clipped, flushed,
-                        elements=rounded)
-    return values, record
+    record = CastRecord(fmt.name, float(amax), float(scale), float(scale_inv), clipped, flushed)
+    return tensor, record
 
 
 @dataclass(frozen=True)
@@ -130,6 +127,8 @@ class DelayedScaling:
     amax_history_len: int = 1024  # how many steps of amax the window keeps
     amax_compute_algo: str = "max"  # "max" over the window, or "most_recent"
     fp8_format: str = "hybrid"  # "hybrid" (E4M3 forward, E5M2 backward), "e4m3" or "e5m2"
+
+    block_scaled = False  # one scale per tensor
 
     def __post_init__(self):
         if isinstance(self.margin, bool) or not isinstance(self.margin, (int, np.integer)):
@@ -149,7 +148,8 @@ class DelayedScaling:
 
 class RecipeState:
     """What every recipe's per-tensor handle holds: the recipe, the tensor's role and the format
-    that role casts to. Subclasses name their recipe class in ``recipe_type``."""
+    that role casts to. Subclasses name their recipe class in ``recipe_type`` and define
+    ``cast(x, axis=...) -> (ScaledTensor, CastRecord)``."""
 
     recipe_type: type = object
 
@@ -159,6 +159,11 @@ class RecipeState:
         self.recipe = recipe
         self.role = role
         self.fmt = format_for(recipe.fp8_format, role)
+
+    def quantize(self, x, *, axis=None, **options):
+        """(values, CastRecord): :meth:`cast`, with the tensor dequantized to float32."""
+        tensor, record = self.cast(x, axis=axis, **options)
+        return tensor.dequantize(), record
 
 
 class DelayedScalingState(RecipeState):
@@ -172,8 +177,9 @@ class DelayedScalingState(RecipeState):
         self.scale_inv = np.float32(1.0)
         self.amax_history = np.zeros(recipe.amax_history_len, np.float32)  # [0] is the current step
 
-    def quantize(self, x, *, axis=None, update: bool = True):
-        """Cast ``x`` with the current scale, record its amax, then (by default) update.
+    def cast(self, x, *, axis=None, update: bool = True):
+        """(ScaledTensor, CastRecord): ``x`` cast with the current scale; its amax is recorded,
+        then (by default) the scale updated.
 
         ``update=False`` leaves the scale for a later :meth:`update`, as TE does when one
         step casts a tensor several times (amaxes within a step are combined by max).
@@ -181,11 +187,11 @@ class DelayedScalingState(RecipeState):
         """
         x32 = as_float32_array(x)
         amax = amax_of(x32)
-        values, record = _per_tensor_cast(x32, self.scale, self.scale_inv, self.fmt, amax)
+        tensor, record = _per_tensor_cast(x32, self.scale, self.scale_inv, self.fmt, amax)
         self.amax_history[0] = max(self.amax_history[0], amax)  # atomicMaxFloat into history[0]
         if update:
             self.update()
-        return values, record
+        return tensor, record
 
     def update(self) -> None:
         """TE's ``amax_and_scale_update``: new scale from the history, then roll it."""
@@ -223,6 +229,8 @@ class CurrentScaling:
     amax_epsilon: float = 0.0  # amax below this is taken as this (TE default 0)
     power_2_scale: bool = False  # truncate the scale to a power of two (TE force_pow_2_scales)
 
+    block_scaled = False  # one scale per tensor
+
     def __post_init__(self):
         _check_fp8_format(self.fp8_format)
         if not (np.isfinite(self.amax_epsilon) and self.amax_epsilon >= 0):
@@ -254,8 +262,9 @@ class CurrentScalingState(RecipeState):
 
     recipe_type = CurrentScaling
 
-    def quantize(self, x, *, axis=None):
-        """Cast ``x`` with the scale computed from ``x`` itself (``axis`` is ignored)."""
+    def cast(self, x, *, axis=None):
+        """(ScaledTensor, CastRecord): ``x`` cast with the scale computed from ``x`` itself
+        (``axis`` is ignored)."""
         x32 = as_float32_array(x)
         amax = amax_of(x32)
         scale = self.recipe.scale_for(amax, self.fmt)
@@ -267,6 +276,18 @@ class CurrentScalingState(RecipeState):
     def load_state_dict(self, state) -> None:
         if state:
             raise ValueError(f"current scaling keeps no state, got keys {sorted(state)}")
+
+
+def scaled_cast(x, state, *, axis=None):
+    """Cast ``x`` to FP8 under ``state``'s recipe: return ``(ScaledTensor, CastRecord)``.
+
+    The tensor carries the elements and decode scale(s); ``state`` is from
+    ``recipe.new_state(role)`` and is updated (delayed scaling's history). ``axis`` is the
+    reduction axis of the matmul the tensor feeds; only block recipes (MX) use it.
+    """
+    if not hasattr(state, "cast"):
+        raise TypeError(f"state must come from a recipe's new_state(), got {type(state).__name__}")
+    return state.cast(x, axis=axis)
 
 
 def quantize(x, state, *, axis=None):

@@ -29,8 +29,10 @@ import numpy as np
 from ..formats import E2M1, E2M3, E3M2, E4M3, E5M2, FloatFormat, as_format
 from .fp8 import (ROLES, CastRecord, RecipeState, amax_of, as_float32_array, cast_statistics,
                   format_for, satfinite_cast)
+from .tensor import ScaledTensor
 
-__all__ = ["MX_RULES", "MX_ELEMENTS", "MXBlockScaling", "MXState", "mx_quantize", "mx_scale_exponents"]
+__all__ = ["MX_RULES", "MX_ELEMENTS", "MXBlockScaling", "MXState", "mx_cast", "mx_quantize",
+           "mx_scale_exponents"]
 
 MX_RULES = ("te", "ocp")
 MX_ELEMENTS = (E4M3, E5M2, E3M2, E2M3, E2M1)  # MXFP8, MXFP6, MXFP4 element formats (OCP MX v1.0)
@@ -98,6 +100,13 @@ def mx_quantize(x, fmt="e4m3", *, rule: str = "te", block_size: int = 32, axis: 
     ``record.block_scales`` holds each block's decode scale ``X`` with ``axis`` running over
     blocks. A last block shorter than ``block_size`` is padded with zeros.
     """
+    tensor, record = mx_cast(x, fmt, rule=rule, block_size=block_size, axis=axis)
+    return tensor.dequantize(), record
+
+
+def mx_cast(x, fmt="e4m3", *, rule: str = "te", block_size: int = 32, axis: int = -1):
+    """:func:`mx_quantize` as a value: ``(ScaledTensor, CastRecord)``, the tensor holding the
+    elements ``P`` (NaN where the read-back is NaN) and the block scales ``X``."""
     fmt = as_format(fmt)
     if fmt not in MX_ELEMENTS:
         raise ValueError(f"{fmt.name} is not an MX element format; valid: "
@@ -131,13 +140,16 @@ def mx_quantize(x, fmt="e4m3", *, rule: str = "te", block_size: int = 32, axis: 
         # Formats without NaN (E2M1, ...) cannot take NaN: round zeros there, put NaN back.
         rounded = satfinite_cast(np.where(nan, np.float32(0), scaled), fmt)
         decode = np.exp2(exponents)  # float64, exact powers of two; NaN for a NaN scale
-        blocks_out = np.where(nan, np.nan, rounded * decode[..., None]).astype(np.float32)
+        elements = np.where(nan, np.float32(np.nan), rounded)
 
-    values = _from_blocks(blocks_out, axis, length)
+    block_scales = np.moveaxis(decode.astype(np.float32), -1, axis)  # exact: 2**-127..2**127
+    tensor = ScaledTensor(_from_blocks(elements, axis, length), fmt, block_scales=block_scales,
+                          block_size=block_size, axis=axis)
+    values = tensor.dequantize()  # element * X, exact in float64, then float32
     clipped, flushed = cast_statistics(x32, _from_blocks(scaled, axis, length), values, fmt)
     record = CastRecord(fmt.name, float(amax_of(x32)), None, None, clipped, flushed,
-                        block_scales=np.moveaxis(decode.astype(np.float32), -1, axis))
-    return values, record
+                        block_scales=block_scales)
+    return tensor, record
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,8 @@ class MXBlockScaling:
     fp8_format: str = "e4m3"  # element format: "e4m3" (TE default), "e5m2", "hybrid", or an MX element
     block_size: int = 32  # elements sharing one E8M0 scale
     axis: int = -1  # default reduction axis when quantize() is given none
+
+    block_scaled = True  # one scale per block along the GEMM's reduction axis
 
     def __post_init__(self):
         if self.rule not in MX_RULES:
@@ -166,10 +180,10 @@ class MXState(RecipeState):
 
     recipe_type = MXBlockScaling
 
-    def quantize(self, x, *, axis=None):
-        """Block-scale ``x`` along ``axis`` (default: the recipe's)."""
+    def cast(self, x, *, axis=None):
+        """(ScaledTensor, CastRecord): ``x`` block-scaled along ``axis`` (default: the recipe's)."""
         r = self.recipe
-        return mx_quantize(x, self.fmt, rule=r.rule, block_size=r.block_size,
+        return mx_cast(x, self.fmt, rule=r.rule, block_size=r.block_size,
                            axis=r.axis if axis is None else axis)
 
     def state_dict(self) -> dict:
