@@ -15,7 +15,7 @@ The two tasks, chosen so that each effect shows within seconds on two cores:
   gradients belong to examples it already classifies);
 * ``small gradients`` (a teacher network's outputs times 3e-3, regression, eight hidden layers,
   Adam): here the flushed gradients carry the learning, and FP16 without loss scaling ends
-  several times worse than FP32 (tests/test_scaling_training.py measures the same setting).
+  several times worse than FP32 (tests/test_train_loss_scaling.py measures the same setting).
 """
 from __future__ import annotations
 
