@@ -43,6 +43,11 @@ def _run(path):
                                      resources={"metadata": {"path": str(path.parent)}})
     client.execute()  # raises CellExecutionError, with the failing cell, on any error
     print(f"{path.parent.name}/{path.name}: {time.perf_counter() - start:.1f} s")
+    # IPython shows a DeprecationWarning raised from a cell's own code: a lab must teach the
+    # current names, not the ones kept for one release.
+    stderr = "".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code"
+                     for o in cell.outputs if o.get("name") == "stderr")
+    assert "DeprecationWarning" not in stderr, stderr
     called, lines = [], []
     for cell in nb.cells:
         if cell.cell_type == "code" and CHECK_CALL.search(cell.source):
