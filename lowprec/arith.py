@@ -40,7 +40,8 @@ import builtins
 import math
 import warnings
 from fractions import Fraction
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 

@@ -129,7 +129,7 @@ class TensorCoreModel:
         """The sum of x along ``axis``: x times ones on this tensor core."""
         return _accumulate_module()._sum(self, x, axis, output, mode, rng, random_bits)
 
-    def reading(self, fa: FloatFormat | None, fb: FloatFormat | None) -> "TensorCoreModel":
+    def reading(self, fa: FloatFormat | None, fb: FloatFormat | None) -> TensorCoreModel:
         """This model reading operands of formats ``fa`` and ``fb``. FP8 MMA takes E4M3 or E5M2
         for each operand on its own (PTX ISA, ``wgmma.mma_async`` .atype/.btype), with the same
         alignment and rounding for all four pairs (MMA-Sim, mmasim/simulator/nv_ptx.py), as the
@@ -313,8 +313,10 @@ def _accumulate(products, exponents, K, c, model: TensorCoreModel, finite_inputs
     def chain(start, stop, acc):
         for k0 in builtins.range(start, stop, model.block):
             n = min(model.block, stop - k0)
-            acc = _fused(lambda j, out: products(k0 + j, out),
-                         lambda j, out: exponents(k0 + j, out), n, acc, model, finite_inputs, buf)
+            # _fused calls both lambdas before it returns, within this iteration
+            acc = _fused(lambda j, out: products(k0 + j, out),  # noqa: B023
+                         lambda j, out: exponents(k0 + j, out),  # noqa: B023
+                         n, acc, model, finite_inputs, buf)
         return acc.copy() if any(acc is r for r in buf.results) else acc
 
     def slice_sum(start, stop, acc):

@@ -10,8 +10,9 @@ CuPy arrays.
 
 :func:`compare_training` runs the simulator and the device in lock step: before each step the
 device loads the simulator's ``Trainer.state_dict()`` (weights, optimizer state, loss scaler,
-random state), so each step's differences are that step's own; every cast point's tensor is compared (bit-identical share, largest distance in
-ulps of the cast point's format). Two independent runs then give each side's final accuracy.
+random state), so each step's differences are that step's own; every cast point's tensor is
+compared (bit-identical share, largest distance in ulps of the cast point's format). Two
+independent runs then give each side's final accuracy.
 
 The device operations sit behind a small *ops* object so that the CPU tests can run the whole
 comparison with :class:`NumpyOps`, a stand-in that does what the GPU would with NumPy.
@@ -148,7 +149,8 @@ def _holds(x, fmt, xp) -> bool:
     """True when every value of the float32 array ``x`` is a value of the 16-bit ``fmt``."""
     if fmt.name == "fp16":
         return bool((x.astype(xp.float16).astype(xp.float32) == x).all())
-    return bool(((xp.ascontiguousarray(x).view(xp.uint32) & 0xFFFF) == 0).all())  # bf16: low half zero
+    # bf16: the low half of each float32 is zero
+    return bool(((xp.ascontiguousarray(x).view(xp.uint32) & 0xFFFF) == 0).all())
 
 
 def compare_training(policy: PrecisionPolicy | str, data: Dataset, *, steps: int = 20,
@@ -183,7 +185,8 @@ def compare_training(policy: PrecisionPolicy | str, data: Dataset, *, steps: int
     summary = {}
     for key in records[0]["points"]:
         entries = [r["points"][key] for r in records if key in r["points"]]
-        summary[key] = {"bit_identical_share": float(np.mean([e["bit_identical_share"] for e in entries])),
+        shares = [e["bit_identical_share"] for e in entries]
+        summary[key] = {"bit_identical_share": float(np.mean(shares)),
                         "max_ulp": int(max(e["max_ulp"] for e in entries))}
     config = TrainConfig(steps=final_steps, batch_size=batch_size, seed=seed, eval_every=0)
     final = {"simulator": _final(train(policy, data, model, config, progress=False))}
@@ -198,4 +201,5 @@ def compare_training(policy: PrecisionPolicy | str, data: Dataset, *, steps: int
 
 def _final(result: History) -> dict:
     """Test loss and accuracy of a run's last evaluation."""
-    return {"test_loss": float(result.test_loss[-1]), "test_accuracy": float(result.test_accuracy[-1])}
+    return {"test_loss": float(result.test_loss[-1]),
+            "test_accuracy": float(result.test_accuracy[-1])}

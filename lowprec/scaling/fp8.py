@@ -96,9 +96,10 @@ class CastRecord:
     amax: float  # max |x| of the input (NaN ignored)
     scale: float | None  # per-tensor multiplier applied before rounding (None for block recipes)
     scale_inv: float | None  # per-tensor factor applied after rounding (None for block recipes)
-    clipped: float  # fraction of elements whose scaled magnitude exceeded the format max (saturated)
+    clipped: float  # fraction of elements whose scaled magnitude exceeded the max (saturated)
     flushed: float  # fraction of elements, non-zero and finite, that became zero
-    block_scales: np.ndarray | None = field(default=None, compare=False)  # MX: decode scale per block
+    # MX: decode scale per block
+    block_scales: np.ndarray | None = field(default=None, compare=False)
 
 
 def cast_statistics(x32, scaled, out, fmt: FloatFormat) -> tuple[float, float]:
@@ -133,7 +134,8 @@ class DelayedScaling:
     def __post_init__(self):
         if isinstance(self.margin, bool) or not isinstance(self.margin, (int, np.integer)):
             raise TypeError(f"margin must be an int, got {self.margin!r}")
-        if (isinstance(self.amax_history_len, bool) or not isinstance(self.amax_history_len, (int, np.integer))
+        if (isinstance(self.amax_history_len, bool)
+                or not isinstance(self.amax_history_len, (int, np.integer))
                 or self.amax_history_len < 1):
             raise ValueError(f"amax_history_len must be an int >= 1, got {self.amax_history_len!r}")
         if self.amax_compute_algo not in AMAX_ALGOS:
@@ -155,7 +157,8 @@ class RecipeState:
 
     def __init__(self, recipe, role: str = "forward"):
         if not isinstance(recipe, self.recipe_type):
-            raise TypeError(f"recipe must be of type {self.recipe_type.__name__}, got {type(recipe).__name__}")
+            raise TypeError(f"recipe must be of type {self.recipe_type.__name__}, "
+                            f"got {type(recipe).__name__}")
         self.recipe = recipe
         self.role = role
         self.fmt = format_for(recipe.fp8_format, role)

@@ -115,7 +115,8 @@ def mx_cast(x, fmt="e4m3", *, rule: str = "te", block_size: int = 32, axis: int 
         raise ValueError(f"unknown MX rule {rule!r}; valid: {', '.join(MX_RULES)}")
     if rule == "te" and fmt not in (E4M3, E5M2):
         raise ValueError(f"Transformer Engine's MXFP8 rule covers e4m3 and e5m2, not {fmt.name}")
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+    if (isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
+            or block_size < 1):
         raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
     x32 = as_float32_array(x)
     if x32.ndim == 0:
@@ -157,7 +158,7 @@ class MXBlockScaling:
     """MX block scaling (TE ``MXFP8BlockScaling``; or the OCP rule). Defaults are TE's."""
 
     rule: str = "te"  # "te": scale rounded up, nothing clips; "ocp": OCP MX v1.0 floor rule
-    fp8_format: str = "e4m3"  # element format: "e4m3" (TE default), "e5m2", "hybrid", or an MX element
+    fp8_format: str = "e4m3"  # "e4m3" (TE default), "e5m2", "hybrid", or an MX element format
     block_size: int = 32  # elements sharing one E8M0 scale
     axis: int = -1  # default reduction axis when quantize() is given none
 
