@@ -7,12 +7,14 @@ whole comparison.
 """
 from __future__ import annotations
 
+from types import ModuleType
+
 
 class GpuUnavailable(RuntimeError):
     """CuPy is not installed, or it finds no usable CUDA device."""
 
 
-def require_cupy():
+def require_cupy() -> ModuleType:
     """Import and return cupy, or raise GpuUnavailable saying why it cannot be used."""
     try:
         import cupy

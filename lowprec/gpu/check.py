@@ -9,17 +9,22 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
 
 from ..formats import FP16, FP32
 from ..rounding import round as lp_round
+from ..tensorcore import TensorCoreModel
 from .kernels import INSTRUCTIONS
-from .probe import bit_agreement, probe_instruction, presets_for
+from .probe import (CupyBackend, SimulatedBackend, bit_agreement, presets_for,
+                    probe_instruction)
 
 
-def cublas_comparison(backend, model, ks=(16, 64, 256, 1024, 4096), m=64, n=64, seed=0) -> list:
+def cublas_comparison(backend: CupyBackend, model: TensorCoreModel,
+                      ks: tuple[int, ...] = (16, 64, 256, 1024, 4096), m: int = 64, n: int = 64,
+                      seed: int = 0) -> list:
     """Share of cuBLAS outputs bit-identical to ``model``'s prediction, for growing K."""
     from .. import accumulate
     from .mlp import CupyOps
@@ -43,11 +48,10 @@ def cublas_comparison(backend, model, ks=(16, 64, 256, 1024, 4096), m=64, n=64, 
     return rows
 
 
-def run_gpu_check(out_path=None, *, backend=None, random_tiles=64, mlp_steps=10, cublas=True,
-                  mlp=True) -> dict:
+def run_gpu_check(out_path: str | os.PathLike | None = None, *,
+                  backend: SimulatedBackend | CupyBackend | None = None, random_tiles: int = 64,
+                  mlp_steps: int = 10, cublas: bool = True, mlp: bool = True) -> dict:
     """Run every part the device supports; return the report (and write it as JSON)."""
-    from .probe import CupyBackend
-
     backend = backend or CupyBackend()
     start = time.perf_counter()
     report = {"device": backend.device_name, "instructions": {}, "cublas": None, "mlp": {}}

@@ -60,7 +60,7 @@ INSTRUCTIONS = {
 }
 
 
-def fragment_layout(per_register: int):
+def fragment_layout(per_register: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(A map, B map, C map) as arrays of (row, col) per (lane, register, element)."""
     w = per_register
     lane = np.arange(32)

@@ -20,20 +20,24 @@ comparison with :class:`NumpyOps`, a stand-in that does what the GPU would with 
 from __future__ import annotations
 
 from functools import partial
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from ..data import Dataset
-from ..formats import FP32
+from ..formats import FP32, FloatFormat
 from ..accumulate import BLAS
 from ..nn.cast import Caster
 from ..nn.model import MLPConfig
-from ..nn.policy import CAST_POINTS, PrecisionPolicy
+from ..nn.policy import CAST_POINTS, Cast, PrecisionPolicy
 from ..nn.train import DEFAULT_HIDDEN, TrainConfig, Trainer, batch_indices, train
-from ..observe import History
+from ..observe import History, Observer
 from ..rounding import round as lp_round
 from . import require_cupy
 from .probe import bit_agreement
+
+DeviceArray = Any  # a cupy.ndarray on the device (CuPy is optional), or a NumPy array
 
 CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF = 0, 2, 14  # cudaDataType_t (library_types.h)
 CUBLAS_COMPUTE_32F = 68  # cublasComputeType_t
@@ -46,28 +50,28 @@ class NumpyOps:
     xp = np
     name = "numpy stand-in"
 
-    def to_host(self, x):
+    def to_host(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x)
 
-    def round(self, x, spec, rng):
+    def round(self, x: np.ndarray, spec: Cast, rng: np.random.Generator | None) -> np.ndarray:
         return lp_round(x, spec.format, spec.mode, overflow=spec.overflow,
                         subnormals=spec.subnormals, rng=rng)
 
-    def matmul16(self, a, b, fmt):
+    def matmul16(self, a: np.ndarray, b: np.ndarray, fmt: FloatFormat) -> np.ndarray:
         return a @ b  # exact 16-bit products, FP32 sums in the BLAS library's order
 
 
 class CupyOps:
     """Device operations on CuPy arrays: native conversions and cuBLAS tensor-core GEMMs."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.xp = require_cupy()
         self.name = "cupy"
 
-    def to_host(self, x):
+    def to_host(self, x: DeviceArray) -> np.ndarray:
         return self.xp.asnumpy(x)
 
-    def round(self, x, spec, rng):
+    def round(self, x: DeviceArray, spec: Cast, rng: np.random.Generator | None) -> DeviceArray:
         cp = self.xp
         native = (spec.mode == "nearest" and spec.overflow is None and spec.subnormals
                   and spec.format.name == "fp16" and x.dtype == cp.float32)
@@ -78,7 +82,7 @@ class CupyOps:
                         subnormals=spec.subnormals, rng=rng)
         return cp.asarray(host)
 
-    def matmul16(self, a, b, fmt):
+    def matmul16(self, a: DeviceArray, b: DeviceArray, fmt: FloatFormat) -> DeviceArray:
         """a @ b on tensor cores: 16-bit inputs (values of ``fmt``), FP32 output and compute."""
         cp = self.xp
         # CuPy is optional: imported only where the device works, never at module import
@@ -108,7 +112,7 @@ class TracingCaster(Caster):
 
     last_trace: tuple = ()
 
-    def end_step(self):
+    def end_step(self) -> None:
         self.last_trace = tuple(self.trace)
         super().end_step()
 
@@ -117,18 +121,19 @@ class DeviceCaster(TracingCaster):
     """A Caster whose roundings and matmuls run on the device (``ops``); keeps each step's trace.
     A Trainer makes one from ``caster=functools.partial(DeviceCaster, ops=ops)``."""
 
-    def __init__(self, policy: PrecisionPolicy, ops, *, rng: np.random.Generator | None = None,
-                 observer=None, xp=None) -> None:
+    def __init__(self, policy: PrecisionPolicy, ops: NumpyOps | CupyOps, *,
+                 rng: np.random.Generator | None = None, observer: Observer | None = None,
+                 xp: ModuleType | None = None) -> None:
         if xp is not None and xp is not ops.xp:
             raise ValueError(f"DeviceCaster works in its ops' array namespace {ops.xp.__name__}, "
                              f"got xp={getattr(xp, '__name__', xp)}")
         super().__init__(policy, rng=rng, observer=observer, xp=ops.xp)
         self.ops = ops
 
-    def round(self, x, spec, point, layer):
+    def round(self, x: DeviceArray, spec: Cast, point: str, layer: int) -> DeviceArray:
         return self.ops.round(x, spec, self.rng if spec.mode == "stochastic" else None)
 
-    def matmul(self, a, b, gemm=None):
+    def matmul(self, a: DeviceArray, b: DeviceArray, gemm: str | None = None) -> DeviceArray:
         """Tensor cores when both operands hold 16-bit values of the policy's weight format and
         the policy's accumulator is BLAS (cuBLAS's own FP32 sums); otherwise an FP32 GEMM."""
         weight = self.policy.weight
@@ -140,7 +145,7 @@ class DeviceCaster(TracingCaster):
         # exact accumulation models: under one, this is still cuBLAS, as before.
         return BLAS.matmul(a, b)
 
-    def frozen_copy(self, rng=None):
+    def frozen_copy(self, rng: np.random.Generator | None = None) -> DeviceCaster:
         """The evaluation caster: the same device operations (no FP8 states in these policies)."""
         return DeviceCaster(self.policy, self.ops, rng=rng)
 

@@ -13,10 +13,11 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import tensorcore
 from ..bits import decode, encode
-from ..formats import FP16, FP32, as_format
+from ..formats import FP16, FP32, FormatLike, as_format
 from ..rounding import round as lp_round
 from .kernels import MmaInstruction, kernel_source
 
@@ -117,11 +118,13 @@ class SimulatedBackend:
     def supports(self, instr: MmaInstruction) -> bool:
         return instr.name in self.models
 
-    def run(self, instr: MmaInstruction, a, b, c):
+    def run(self, instr: MmaInstruction, a: np.ndarray, b: np.ndarray,
+            c: np.ndarray) -> np.ndarray:
         return simulate(self.models[instr.name], instr, a, b, c)
 
 
-def simulate(model, instr: MmaInstruction, a, b, c):
+def simulate(model: tensorcore.TensorCoreModel, instr: MmaInstruction, a: np.ndarray,
+             b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """What ``model`` predicts for tiles (a, b, c), chaining instructions along K."""
     out = np.empty(c.shape)
     for t in range(a.shape[0]):
@@ -151,7 +154,8 @@ class CupyBackend:
             self._kernels[instr.name] = module.get_function(instr.kernel_name)
         return self._kernels[instr.name]
 
-    def run(self, instr: MmaInstruction, a, b, c):
+    def run(self, instr: MmaInstruction, a: np.ndarray, b: np.ndarray,
+            c: np.ndarray) -> np.ndarray:
         cp = self.cp
         fmt = as_format(instr.input_format)
         storage = {1: np.uint32, 2: np.uint16, 4: np.uint8}[instr.per_register]
@@ -169,7 +173,7 @@ class CupyBackend:
         return d.astype(np.float64) if instr.accumulator == "fp32" else decode(d, FP16)
 
 
-def bit_agreement(x, y, fmt) -> dict:
+def bit_agreement(x: ArrayLike, y: ArrayLike, fmt: FormatLike) -> dict:
     """Share of bit-identical values and the largest distance in units in the last place."""
     fmt = as_format(fmt)
     cx = np.asarray(encode(x, fmt)).astype(np.int64)
@@ -211,8 +215,8 @@ def presets_for(instr: MmaInstruction) -> dict:
     return found
 
 
-def probe_instruction(backend, instr: MmaInstruction, chained: int = 1,
-                      random_tiles: int = 64) -> dict:
+def probe_instruction(backend: SimulatedBackend | CupyBackend, instr: MmaInstruction,
+                      chained: int = 1, random_tiles: int = 64) -> dict:
     """Run the probe set of one instruction on ``backend``; compare with every applicable preset."""
     ps = probe_set(instr, chained=chained, random_tiles=random_tiles)
     device = backend.run(instr, ps.a, ps.b, ps.c)

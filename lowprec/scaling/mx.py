@@ -25,8 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from ..formats import E2M1, E2M3, E3M2, E4M3, E5M2, FloatFormat, as_format
+from ..formats import E2M1, E2M3, E3M2, E4M3, E5M2, FloatFormat, FormatLike, as_format
 from .fp8 import (ROLES, CastRecord, RecipeState, amax_of, as_float32_array, cast_statistics,
                   format_for, satfinite_cast)
 from .tensor import ScaledTensor
@@ -63,7 +64,7 @@ def _te_reciprocal(codes: np.ndarray) -> np.ndarray:
     return np.where(codes == 0, np.float32(1.0), recip)
 
 
-def mx_scale_exponents(block_amax, fmt, rule: str) -> np.ndarray:
+def mx_scale_exponents(block_amax: ArrayLike, fmt: FormatLike, rule: str) -> np.ndarray:
     """Unbiased exponents ``e`` (float64; NaN for a NaN scale) of the blocks' scales ``2**e``."""
     fmt = as_format(fmt)
     amax = np.asarray(block_amax, np.float32)
@@ -93,7 +94,8 @@ def _from_blocks(blocks: np.ndarray, axis: int, length: int) -> np.ndarray:
     return np.moveaxis(flat, -1, axis)
 
 
-def mx_quantize(x, fmt="e4m3", *, rule: str = "te", block_size: int = 32, axis: int = -1):
+def mx_quantize(x: ArrayLike, fmt: FormatLike = "e4m3", *, rule: str = "te",
+                block_size: int = 32, axis: int = -1) -> tuple[np.ndarray, CastRecord]:
     """Block-scale ``x`` along ``axis``; return ``(values, CastRecord)``.
 
     ``values`` (float32, the shape of ``x``) are the elements read back, ``P * X``;
@@ -104,7 +106,8 @@ def mx_quantize(x, fmt="e4m3", *, rule: str = "te", block_size: int = 32, axis: 
     return tensor.dequantize(), record
 
 
-def mx_cast(x, fmt="e4m3", *, rule: str = "te", block_size: int = 32, axis: int = -1):
+def mx_cast(x: ArrayLike, fmt: FormatLike = "e4m3", *, rule: str = "te", block_size: int = 32,
+            axis: int = -1) -> tuple[ScaledTensor, CastRecord]:
     """:func:`mx_quantize` as a value: ``(ScaledTensor, CastRecord)``, the tensor holding the
     elements ``P`` (NaN where the read-back is NaN) and the block scales ``X``."""
     fmt = as_format(fmt)
@@ -181,7 +184,7 @@ class MXState(RecipeState):
 
     recipe_type = MXBlockScaling
 
-    def cast(self, x, *, axis=None):
+    def cast(self, x: ArrayLike, *, axis: int | None = None) -> tuple[ScaledTensor, CastRecord]:
         """(ScaledTensor, CastRecord): ``x`` block-scaled along ``axis`` (default: the recipe's)."""
         r = self.recipe
         return mx_cast(x, self.fmt, rule=r.rule, block_size=r.block_size,
@@ -190,6 +193,6 @@ class MXState(RecipeState):
     def state_dict(self) -> dict:
         return {}
 
-    def load_state_dict(self, state) -> None:
+    def load_state_dict(self, state: dict) -> None:
         if state:
             raise ValueError(f"MX block scaling keeps no state, got keys {sorted(state)}")
