@@ -1,8 +1,9 @@
 """Cost of an emulated mixed-precision training step, as a ratio to plain float32 NumPy.
 
 MLP 784-256-256-10, batch 128, SGD with momentum. The reference is a hand-written float32
-NumPy step of the same model (forward, backward, update), timed in the same run. Goals: with the default accumulation (FP32 through BLAS) an fp16-mixed step is at most 2x
-the reference with observation off, at most 4x with it on. The exact accumulation models of
+NumPy step of the same model (forward, backward, update), timed in the same run. Goals: with
+the default accumulation (FP32 through BLAS) an fp16-mixed step is at most 2x the reference
+with observation off, at most 4x with it on. The exact accumulation models of
 lowprec.accumulate (sequential FP32 sums, H100 tensor-core blocks) are timed too.
 
 BLAS runs on one thread unless --threads says otherwise (set before NumPy loads): on a shared

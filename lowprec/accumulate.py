@@ -31,12 +31,13 @@ import builtins
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import tensorcore
 from .arith import _arith_format, _reject_invalid, _reject_nan_operands, _sum_to_odd, fma
 from .arith import add as _add
-from .formats import FP32, FloatFormat, as_format
-from .rounding import RoundingMode, as_mode, as_real_array, round as _round
+from .formats import FP32, FloatFormat, FormatLike, as_format
+from .rounding import ModeLike, RoundingMode, as_mode, as_real_array, round as _round
 from .scaling.tensor import ScaledTensor
 from .tensorcore import TensorCoreModel
 
@@ -52,17 +53,23 @@ class _Protocol:
     of products, in its result format) and ``_sum_terms`` (the sums of x along its last axis).
     TensorCoreModel (lowprec.tensorcore) defines the same three methods."""
 
-    def matmul(self, a, b, *, inputs=None, held=None, output=None, mode="nearest", rng=None,
-               random_bits=None):
+    def matmul(self, a: Operand, b: Operand, *, inputs: FormatPair | None = None,
+               held: FormatPair | None = None, output: FormatLike | None = None,
+               mode: ModeLike = "nearest", rng: np.random.Generator | None = None,
+               random_bits: int | None = None) -> np.ndarray:
         """``a @ b``: see :func:`lowprec.matmul`."""
         return _matmul(self, a, b, inputs, held, output, mode, rng, random_bits)
 
-    def dot(self, a, b, *, inputs=None, held=None, output=None, mode="nearest", rng=None,
-            random_bits=None):
+    def dot(self, a: Operand, b: Operand, *, inputs: FormatPair | None = None,
+            held: FormatPair | None = None, output: FormatLike | None = None,
+            mode: ModeLike = "nearest", rng: np.random.Generator | None = None,
+            random_bits: int | None = None) -> np.ndarray:
         """``sum_k a[..., k] * b[..., k]``: see :func:`lowprec.dot`."""
         return _product_reduction(self, a, b, False, inputs, held, output, mode, rng, random_bits)
 
-    def sum(self, x, axis=None, *, output=None, mode="nearest", rng=None, random_bits=None):
+    def sum(self, x: ArrayLike, axis: int | None = None, *, output: FormatLike | None = None,
+            mode: ModeLike = "nearest", rng: np.random.Generator | None = None,
+            random_bits: int | None = None) -> np.ndarray:
         """The sum of x along ``axis`` (None: all of x), stored in ``output`` (None: the
         accumulator's own format)."""
         return _sum(self, x, axis, output, mode, rng, random_bits)
@@ -86,8 +93,10 @@ class Blas(_Protocol):
     def __reduce__(self):
         return "BLAS"  # copies and pickles are the singleton (this module's BLAS)
 
-    def matmul(self, a, b, *, inputs=None, held=None, output=None, mode="nearest", rng=None,
-               random_bits=None):
+    def matmul(self, a: Operand, b: Operand, *, inputs: FormatPair | None = None,
+               held: FormatPair | None = None, output: FormatLike | None = None,
+               mode: ModeLike = "nearest", rng: np.random.Generator | None = None,
+               random_bits: int | None = None) -> np.ndarray:
         a, b = (m.dequantize() if isinstance(m, ScaledTensor) else m for m in (a, b))
         if inputs is None and output is None and _native_float(a) and _native_float(b):
             return a @ b  # NumPy or CuPy arrays alike, in their own dtype
@@ -181,7 +190,15 @@ class FormatAccumulation(_Protocol):
                            random_bits, fast, "inf - inf")
 
 
-def as_accumulator(spec, *, order: str = "sequential", block=None):
+# What the accumulation functions take (annotations only).
+Operand = ArrayLike | ScaledTensor  # an array, or a scaled (FP8 / block-scaled) value
+FormatPair = FormatLike | tuple[FormatLike, FormatLike]  # one format for a and b, or one each
+Accumulator = Blas | FormatAccumulation | TensorCoreModel
+AccumulatorLike = Accumulator | FormatLike  # FormatLike includes "blas" and preset names
+
+
+def as_accumulator(spec: AccumulatorLike, *, order: str = "sequential",
+                   block: int | None = None) -> Accumulator:
     """The accumulator ``spec`` names: an accumulator (passed through), ``"blas"``, a format or
     its name (with ``order`` and ``block``: a :class:`FormatAccumulation`) or the name of a
     tensor-core preset (:data:`lowprec.tensorcore.TENSOR_CORES`)."""
@@ -243,23 +260,31 @@ _ACCUMULATION_DOC = """
     """
 
 
-def matmul(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest",
-           order="sequential", block=None, rng=None, random_bits=None, held=None):
+def matmul(a: Operand, b: Operand, *, inputs: FormatPair | None = None,
+           accumulate: AccumulatorLike = "fp32", output: FormatLike | None = None,
+           mode: ModeLike = "nearest", order: str = "sequential", block: int | None = None,
+           rng: np.random.Generator | None = None, random_bits: int | None = None,
+           held: FormatPair | None = None) -> np.ndarray:
     """``a @ b`` (shapes as numpy.matmul) with an accumulation model; a and b may be
     :class:`lowprec.scaling.ScaledTensor` values (module docstring)."""
     return as_accumulator(accumulate, order=order, block=block).matmul(
         a, b, inputs=inputs, held=held, output=output, mode=mode, rng=rng, random_bits=random_bits)
 
 
-def dot(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest",
-        order="sequential", block=None, rng=None, random_bits=None, held=None):
+def dot(a: Operand, b: Operand, *, inputs: FormatPair | None = None,
+        accumulate: AccumulatorLike = "fp32", output: FormatLike | None = None,
+        mode: ModeLike = "nearest", order: str = "sequential", block: int | None = None,
+        rng: np.random.Generator | None = None, random_bits: int | None = None,
+        held: FormatPair | None = None) -> np.ndarray:
     """``sum_k a[..., k] * b[..., k]`` (a and b broadcast) with an accumulation model."""
     return as_accumulator(accumulate, order=order, block=block).dot(
         a, b, inputs=inputs, held=held, output=output, mode=mode, rng=rng, random_bits=random_bits)
 
 
-def sum(x, fmt, mode="nearest", *, axis=None, accumulate=None, order="sequential", block=None,
-        rng=None, random_bits=None):  # noqa: A001 - mirrors numpy's name
+def sum(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *,  # noqa: A001 - numpy's name
+        axis: int | None = None, accumulate: AccumulatorLike | None = None,
+        order: str = "sequential", block: int | None = None,
+        rng: np.random.Generator | None = None, random_bits: int | None = None) -> np.ndarray:
     """The sum of x along ``axis`` (None: all of x), accumulated in ``accumulate`` (None meaning
     fmt; or any accumulator; a tensor-core model sums x times ones) and stored in fmt.
 

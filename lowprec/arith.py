@@ -40,12 +40,17 @@ import builtins
 import math
 import warnings
 from fractions import Fraction
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from .formats import FloatFormat, as_format
-from .rounding import RoundingMode, as_mode, as_real_array, round as _round
+from .formats import FloatFormat, FormatLike, as_format
+from .rounding import ModeLike, RoundingMode, as_mode, as_real_array, round as _round
+
+if TYPE_CHECKING:  # accumulate imports this module
+    from .accumulate import AccumulatorLike, FormatPair, Operand
 
 __all__ = ["add", "sub", "mul", "div", "fma", "sqrt", "neg", "abs",
            "sum", "dot", "matmul"]  # the last three: deprecated aliases of lowprec.sum, dot, matmul
@@ -364,32 +369,41 @@ _ROUND_DOC = """
     formats) raises ValueError for a NaN operand and for an invalid operation (a NaN result)."""
 
 
-def add(a, b, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
+def add(a: ArrayLike, b: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *,
+        overflow: str | None = None, subnormals: bool = True,
+        rng: np.random.Generator | None = None, random_bits: int | None = None) -> np.ndarray:
     """a + b, exactly, rounded once. An exact zero sum is +0 (-0 when rounding down)."""
     return _elementwise(_add_exact, "inf - inf", [("a", a), ("b", b)], fmt, mode, overflow,
                         subnormals, rng, random_bits)
 
 
-def sub(a, b, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
+def sub(a: ArrayLike, b: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *,
+        overflow: str | None = None, subnormals: bool = True,
+        rng: np.random.Generator | None = None, random_bits: int | None = None) -> np.ndarray:
     """a - b, exactly, rounded once (x - x is +0, -0 when rounding down)."""
     return _elementwise(lambda x, y, md: _add_exact(x, -y, md), "inf - inf", [("a", a), ("b", b)],
                         fmt, mode, overflow, subnormals, rng, random_bits)
 
 
-def mul(a, b, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
+def mul(a: ArrayLike, b: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *,
+        overflow: str | None = None, subnormals: bool = True,
+        rng: np.random.Generator | None = None, random_bits: int | None = None) -> np.ndarray:
     """a * b, exactly, rounded once."""
     return _elementwise(_mul_exact, "0 * inf", [("a", a), ("b", b)], fmt, mode, overflow,
                         subnormals, rng, random_bits)
 
 
-def div(a, b, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
+def div(a: ArrayLike, b: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *,
+        overflow: str | None = None, subnormals: bool = True,
+        rng: np.random.Generator | None = None, random_bits: int | None = None) -> np.ndarray:
     """a / b, exactly, rounded once (x/0 is a signed infinity, 0/0 NaN)."""
     return _elementwise(_div_exact, "0/0 or inf/inf", [("a", a), ("b", b)], fmt, mode, overflow,
                         subnormals, rng, random_bits)
 
 
-def fma(a, b, c, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None,
-        random_bits=None):
+def fma(a: ArrayLike, b: ArrayLike, c: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
+        *, overflow: str | None = None, subnormals: bool = True,
+        rng: np.random.Generator | None = None, random_bits: int | None = None) -> np.ndarray:
     """a * b + c, exactly, rounded once (a fused multiply-add).
 
     Stochastic mode computes each element's random threshold in Python integers (exact, about
@@ -398,7 +412,9 @@ def fma(a, b, c, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=Non
                         mode, overflow, subnormals, rng, random_bits)
 
 
-def sqrt(a, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, random_bits=None):
+def sqrt(a: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *,
+         overflow: str | None = None, subnormals: bool = True,
+         rng: np.random.Generator | None = None, random_bits: int | None = None) -> np.ndarray:
     """The square root of a, exactly, rounded once (sqrt(-0) is -0, negative a gives NaN).
 
     Stochastic mode is exact but runs per element in Python integers, as for :func:`fma`."""
@@ -406,12 +422,14 @@ def sqrt(a, fmt, mode="nearest", *, overflow=None, subnormals=True, rng=None, ra
                         overflow, subnormals, rng, random_bits)
 
 
-def neg(x, fmt, mode="nearest", **round_options):
+def neg(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
+        **round_options: object) -> np.ndarray:
     """-x rounded to fmt (negation is exact, so this is ``round(-x)``)."""
     return _round(-as_real_array(x), _arith_format(fmt), mode, **round_options)
 
 
-def abs(x, fmt, mode="nearest", **round_options):  # noqa: A001 - mirrors numpy's name
+def abs(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",  # noqa: A001 - numpy's name
+        **round_options: object) -> np.ndarray:
     """|x| rounded to fmt."""
     return _round(np.abs(as_real_array(x)), _arith_format(fmt), mode, **round_options)
 
@@ -449,22 +467,29 @@ def _moved(name: str):
     return accumulate
 
 
-def sum(x, fmt, mode="nearest", *, axis=None, accumulate=None, order="sequential", block=None,
-        rng=None, random_bits=None):  # noqa: A001 - mirrors numpy's name
+def sum(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *,  # noqa: A001 - numpy's name
+        axis: int | None = None, accumulate: AccumulatorLike | None = None,
+        order: str = "sequential", block: int | None = None,
+        rng: np.random.Generator | None = None, random_bits: int | None = None) -> np.ndarray:
     """Deprecated alias of :func:`lowprec.sum`."""
     return _moved("sum").sum(x, fmt, mode, axis=axis, accumulate=accumulate, order=order,
                              block=block, rng=rng, random_bits=random_bits)
 
 
-def dot(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest", order="sequential",
-        block=None, rng=None, random_bits=None):
+def dot(a: Operand, b: Operand, *, inputs: FormatPair | None = None,
+        accumulate: AccumulatorLike = "fp32", output: FormatLike | None = None,
+        mode: ModeLike = "nearest", order: str = "sequential", block: int | None = None,
+        rng: np.random.Generator | None = None, random_bits: int | None = None) -> np.ndarray:
     """Deprecated alias of :func:`lowprec.dot`."""
     return _moved("dot").dot(a, b, inputs=inputs, accumulate=accumulate, output=output, mode=mode,
                              order=order, block=block, rng=rng, random_bits=random_bits)
 
 
-def matmul(a, b, *, inputs=None, accumulate="fp32", output=None, mode="nearest",
-           order="sequential", block=None, rng=None, random_bits=None):
+def matmul(a: Operand, b: Operand, *, inputs: FormatPair | None = None,
+           accumulate: AccumulatorLike = "fp32", output: FormatLike | None = None,
+           mode: ModeLike = "nearest", order: str = "sequential", block: int | None = None,
+           rng: np.random.Generator | None = None, random_bits: int | None = None
+           ) -> np.ndarray:
     """Deprecated alias of :func:`lowprec.matmul`."""
     return _moved("matmul").matmul(a, b, inputs=inputs, accumulate=accumulate, output=output,
                                    mode=mode, order=order, block=block, rng=rng,

@@ -49,7 +49,7 @@ def _nan_code(fmt: FloatFormat, negative):
 
 
 def encode(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
-           **round_options) -> np.ndarray:
+           **round_options: object) -> np.ndarray:
     """Round ``x`` to ``fmt`` (``mode`` and ``round_options`` as for :func:`lowprec.round`) and
     return the codes."""
     fmt = as_format(fmt)
@@ -131,7 +131,7 @@ def _ml_dtype(fmt: FloatFormat):
 
 
 def to_ml_dtypes(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
-                 **round_options) -> np.ndarray:
+                 **round_options: object) -> np.ndarray:
     """Round ``x`` correctly to ``fmt`` and return it as an ml_dtypes (or NumPy) array.
 
     Unlike ``x.astype(ml_dtypes.bfloat16)``, this rounds float64 once (no float32 detour) and
@@ -224,7 +224,7 @@ def next_down(x: ArrayLike, fmt: FormatLike) -> np.ndarray:
 
 
 def classify(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest",
-             **round_options) -> np.ndarray:
+             **round_options: object) -> np.ndarray:
     """Class of each value once rounded to ``fmt``: one of CLASSES, as a string array."""
     fmt = as_format(fmt)
     v = np.abs(np.asarray(_round(x, fmt, mode, **round_options), np.float64))

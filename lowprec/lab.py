@@ -23,11 +23,13 @@ import copy
 import functools
 import json
 import math
+import os
 from fractions import Fraction
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import accumulate, tensorcore
 from .formats import FP16
@@ -286,7 +288,7 @@ class HiddenAccumulator:
     def __repr__(self):
         return f"HiddenAccumulator(seed={self.seed})"
 
-    def dot(self, a, b, c=0.0) -> float:
+    def dot(self, a: ArrayLike, b: ArrayLike, c: float = 0.0) -> float:
         a, b = _vectors(a, b)
         return float(tensorcore.dot(a, b, _draw(self.seed), c=np.float64(c)))
 
@@ -304,7 +306,7 @@ def hidden_accumulator(seed: int) -> HiddenAccumulator:
     return HiddenAccumulator(seed)
 
 
-def gpu_dot(a, b, c=0.0) -> float:
+def gpu_dot(a: ArrayLike, b: ArrayLike, c: float = 0.0) -> float:
     """``c + sum_k a[k] * b[k]`` on this machine's tensor core (one FP16 ``mma.sync`` with an FP32
     accumulator per 16 products, chained along K). Raises RuntimeError, with the reason, when no
     usable CUDA GPU and CuPy are present."""
@@ -490,7 +492,7 @@ _CHECKS = {name[1:].replace("_", "."): f for name, f in list(globals().items())
 EXERCISES = tuple(sorted(_CHECKS))
 
 
-def check(exercise: str, *answers, **context) -> None:
+def check(exercise: str, *answers: object, **context: object) -> None:
     """Print whether ``answers`` solve ``exercise`` ("02.3"): correct, not right yet with a hint,
     or not answered yet while an answer is still ``...`` or None. Never prints the answer."""
     if exercise not in _CHECKS:
@@ -560,12 +562,13 @@ def student_notebook(notebook: dict, source: str = "") -> dict:
     return {**notebook, "cells": cells}
 
 
-def default_notebooks():
+def default_notebooks() -> Path:
     """notebooks/ of the checkout this package was imported from."""
     return Path(__file__).resolve().parent.parent / "notebooks"
 
 
-def build(out, notebooks=None, source: str = "") -> list:
+def build(out: str | os.PathLike, notebooks: str | os.PathLike | None = None,
+          source: str = "") -> list:
     """Write the student version of every ``notebooks/*.ipynb`` into ``out``; return the paths.
     ``source`` is the pip requirement the setup cell installs where lowprec is missing (Colab)."""
     import json

@@ -144,8 +144,9 @@ class Observer:
                 self._limits[key] = (fmt.tiny, fmt.max, saturates)
         return self._limits[key]
 
-    def record(self, layer: int, point: int, before: np.ndarray, after: np.ndarray, spec: Cast | None,
-               *, decode_scale: np.float32 | np.ndarray | None = None, clipped: int | None = None) -> None:
+    def record(self, layer: int, point: int, before: np.ndarray, after: np.ndarray,
+               spec: Cast | None, *, decode_scale: np.float32 | np.ndarray | None = None,
+               clipped: int | None = None) -> None:
         """Statistics of one cast: ``before`` rounded by ``spec`` gave ``after``.
 
         A scaled FP8 cast (lowprec.scaling recipes) rounds ``before * scale`` and returns the
@@ -179,14 +180,15 @@ class Observer:
         self.amax[layer, point] = max(self.amax[layer, point], amax) if amax == amax else np.nan
         self.field_counts[layer, point] += exponent_fields(before, xp)
 
-    def record_update(self, layer: int, old: np.ndarray, new: np.ndarray, update: np.ndarray) -> None:
+    def record_update(self, layer: int, old: np.ndarray, new: np.ndarray,
+                      update: np.ndarray) -> None:
         """Statistics of one weight update: ``new = round(old - update)``."""
         xp = self.xp
         moved = update != 0
         u = self.update_stats
         u["update_nonzero"][layer] += int(xp.count_nonzero(moved))
         u["update_lost"][layer] += int(xp.count_nonzero(moved & (new == old)))
-        u["update_sq"][layer] += float(xp.vdot(update, update))  # float32 BLAS dot: plenty for a ratio
+        u["update_sq"][layer] += float(xp.vdot(update, update))  # float32 BLAS dot: ample here
         u["weight_sq"][layer] += float(xp.vdot(old, old))
 
 
@@ -204,8 +206,8 @@ class History:
       gives it back);
     * every evaluation: ``eval_step, train_loss, train_accuracy, test_loss, test_accuracy``;
     * every observed step: ``observed_step``, the cast statistics (``count``, ``zeros``,
-      ``underflow``, ``subnormal``, ``overflow``, ``amax``, each (steps, layers, points)), ``exp_hist``
-      (steps, layers, points, HIST_BINS) and the update statistics (steps, layers);
+      ``underflow``, ``subnormal``, ``overflow``, ``amax``, each (steps, layers, points)),
+      ``exp_hist`` (steps, layers, points, HIST_BINS) and the update statistics (steps, layers);
     * every step of a run with an FP8 scaling recipe: ``fp8_step`` and, per (layer, point) at
       the FP8 cast points (NaN elsewhere), ``fp8_amax`` (max |x| cast), ``fp8_scale`` (the
       per-tensor scale used; NaN for block scaling), ``fp8_clipped`` and ``fp8_flushed`` (the
@@ -225,8 +227,8 @@ class History:
         ``culprit_layer``, ``culprit_point`` (index into ``points``) and ``culprit_kind``
         (index into CULPRIT_KINDS), -1 for none."""
         if set(values) & set(_CULPRIT_COLUMNS):
-            raise TypeError(f"record_step takes the culprit as culprit=NonFiniteSource(...) or None, "
-                            f"not as {sorted(set(values) & set(_CULPRIT_COLUMNS))}")
+            raise TypeError("record_step takes the culprit as culprit=NonFiniteSource(...) or "
+                            f"None, not as {sorted(set(values) & set(_CULPRIT_COLUMNS))}")
         if culprit is not None and not isinstance(culprit, NonFiniteSource):
             raise TypeError(f"culprit must be a lowprec.scaling.NonFiniteSource or None, "
                             f"got {type(culprit).__name__}")
@@ -288,7 +290,8 @@ class History:
         if name == "exp_hist":
             return np.zeros((0, self.layers, len(self.points), HIST_BINS), np.int32)
         if name in CAST_STATS or name == "amax" or name in FP8_FIELDS[1:]:
-            return np.zeros((0, self.layers, len(self.points)), np.float64 if name == "amax" else np.int64)
+            return np.zeros((0, self.layers, len(self.points)),
+                            np.float64 if name == "amax" else np.int64)
         if name in UPDATE_STATS:
             return np.zeros((0, self.layers), np.float64)
         return np.zeros(0)
@@ -302,7 +305,8 @@ class History:
         return self.points.index(point)
 
     def fraction(self, stat: str, point: str, layer: int | None = None) -> np.ndarray:
-        """Per observed step: ``stat`` / ``count`` at ``point`` (all layers pooled if layer is None)."""
+        """Per observed step: ``stat`` / ``count`` at ``point`` (all layers pooled if layer is
+        None)."""
         if stat not in CAST_STATS[1:]:
             raise ValueError(f"unknown statistic {stat!r}; valid: {', '.join(CAST_STATS[1:])}")
         p = self.point_index(point)
@@ -351,7 +355,8 @@ class History:
         return out
 
     def fp8(self, stat: str, point: str, layer: int) -> np.ndarray:
-        """Per step of an FP8-recipe run: ``stat`` (one of FP8_STATS) of the tensor at (layer, point)."""
+        """Per step of an FP8-recipe run: ``stat`` (one of FP8_STATS) of the tensor at (layer,
+        point)."""
         if stat not in FP8_STATS:
             raise ValueError(f"unknown FP8 statistic {stat!r}; valid: {', '.join(FP8_STATS)}")
         self._require(f"fp8_{stat}")
@@ -448,7 +453,8 @@ class History:
         lengths = [{len(history._rows[f]) for f in table}
                    for table in (STEP_FIELDS, EVAL_FIELDS, OBSERVED_FIELDS, FP8_FIELDS)]
         if any(len(s) > 1 for s in lengths):
-            raise ValueError("not a consistent lowprec History: fields of one table differ in length")
+            raise ValueError("not a consistent lowprec History: fields of one table differ in "
+                             "length")
         return history
 
     def save(self, path: str | os.PathLike | IO[bytes]) -> None:
@@ -487,7 +493,8 @@ def summarize(histories: Mapping[str, History], layer: int = 0) -> str:
         for key in ("act_grad_zero", "act_grad_underflow", "updates_lost"):
             s[key] = s[key] or [None] * h.layers  # None: observation was off
         rows.append((name, number(s["test_accuracy"], ".3f"), number(s["test_loss"], ".3g"),
-                     number(s["final_loss"], ".3g"), str(s["skipped"]), number(s["final_scale"], "g"),
+                     number(s["final_loss"], ".3g"), str(s["skipped"]),
+                     number(s["final_scale"], "g"),
                      number(s["act_grad_zero"][layer], ".1%"),
                      number(s["act_grad_underflow"][layer], ".1%"),
                      number(s["updates_lost"][layer], ".1%")))

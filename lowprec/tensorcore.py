@@ -38,13 +38,19 @@ import math
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._deprecation import no_attribute, renamed
-from .formats import BF16, E4M3, E5M2, FP16, FP32, TF32, FloatFormat, as_format
+from .formats import BF16, E4M3, E5M2, FP16, FP32, TF32, FloatFormat, FormatLike, as_format
 from .reference import ZERO_EXPONENT as _ZERO_EXPONENT
 from .reference import block_fma_scalar
-from .rounding import as_mode, as_real_array, round as _round
+from .rounding import ModeLike, as_mode, as_real_array, round as _round
+
+if TYPE_CHECKING:  # accumulate imports this module
+    from .accumulate import FormatPair, Operand
 
 __all__ = ["TensorCoreModel", "TENSOR_CORES", "FP32_E8M13", "block_fma", "block_fma_scalar", "dot",
            "matmul", "V100_FP16", "A100_FP16", "A100_BF16", "A100_TF32", "H100_FP16",
@@ -113,23 +119,29 @@ class TensorCoreModel:
     sum_format = None  # the block FMA imposes no format on a NaN check of the operands
     block_scales_supported = False  # block-scaled (MX) MMA is not modelled
 
-    def matmul(self, a, b, *, inputs=None, held=None, output=None, mode="nearest", rng=None,
-               random_bits=None):
+    def matmul(self, a: Operand, b: Operand, *, inputs: FormatPair | None = None,
+               held: FormatPair | None = None, output: FormatLike | None = None,
+               mode: ModeLike = "nearest", rng: np.random.Generator | None = None,
+               random_bits: int | None = None) -> np.ndarray:
         """``a @ b`` on this tensor core (see :func:`lowprec.matmul`)."""
         return _accumulate_module()._matmul(self, a, b, inputs, held, output, mode, rng,
                                             random_bits)
 
-    def dot(self, a, b, *, inputs=None, held=None, output=None, mode="nearest", rng=None,
-            random_bits=None):
+    def dot(self, a: Operand, b: Operand, *, inputs: FormatPair | None = None,
+            held: FormatPair | None = None, output: FormatLike | None = None,
+            mode: ModeLike = "nearest", rng: np.random.Generator | None = None,
+            random_bits: int | None = None) -> np.ndarray:
         """``sum_k a[..., k] * b[..., k]`` on this tensor core (see :func:`lowprec.dot`)."""
         return _accumulate_module()._product_reduction(self, a, b, False, inputs, held, output,
                                                        mode, rng, random_bits)
 
-    def sum(self, x, axis=None, *, output=None, mode="nearest", rng=None, random_bits=None):
+    def sum(self, x: ArrayLike, axis: int | None = None, *, output: FormatLike | None = None,
+            mode: ModeLike = "nearest", rng: np.random.Generator | None = None,
+            random_bits: int | None = None) -> np.ndarray:
         """The sum of x along ``axis``: x times ones on this tensor core."""
         return _accumulate_module()._sum(self, x, axis, output, mode, rng, random_bits)
 
-    def reading(self, fa: FloatFormat | None, fb: FloatFormat | None) -> "TensorCoreModel":
+    def reading(self, fa: FloatFormat | None, fb: FloatFormat | None) -> TensorCoreModel:
         """This model reading operands of formats ``fa`` and ``fb``. FP8 MMA takes E4M3 or E5M2
         for each operand on its own (PTX ISA, ``wgmma.mma_async`` .atype/.btype), with the same
         alignment and rounding for all four pairs (MMA-Sim, mmasim/simulator/nv_ptx.py), as the
@@ -313,8 +325,10 @@ def _accumulate(products, exponents, K, c, model: TensorCoreModel, finite_inputs
     def chain(start, stop, acc):
         for k0 in builtins.range(start, stop, model.block):
             n = min(model.block, stop - k0)
-            acc = _fused(lambda j, out: products(k0 + j, out),
-                         lambda j, out: exponents(k0 + j, out), n, acc, model, finite_inputs, buf)
+            # _fused calls both lambdas before it returns, within this iteration
+            acc = _fused(lambda j, out: products(k0 + j, out),  # noqa: B023
+                         lambda j, out: exponents(k0 + j, out),  # noqa: B023
+                         n, acc, model, finite_inputs, buf)
         return acc.copy() if any(acc is r for r in buf.results) else acc
 
     def slice_sum(start, stop, acc):
@@ -392,7 +406,7 @@ def _rows(a, b, c, model: TensorCoreModel):
         _all_finite(a, b), work
 
 
-def block_fma(a, b, c, model: TensorCoreModel):
+def block_fma(a: ArrayLike, b: ArrayLike, c: ArrayLike, model: TensorCoreModel) -> np.ndarray:
     """One block FMA, ``sum_i a[..., i] * b[..., i] + c``, all n products fused, for every
     leading index (a, b of shape (..., n), c of shape (...)); float64 values in model.output."""
     products, exponents, n, c, lead, finite, work = _rows(a, b, c, model)
@@ -400,14 +414,16 @@ def block_fma(a, b, c, model: TensorCoreModel):
                   ).reshape(lead)[()]
 
 
-def dot(a, b, model: TensorCoreModel, c=None):
+def dot(a: ArrayLike, b: ArrayLike, model: TensorCoreModel,
+        c: ArrayLike | None = None) -> np.ndarray:
     """``sum_k a[..., k] * b[..., k] (+ c)`` the way the tensor core runs a long K: blocks of
     ``model.block`` in order (plus promotion / split-K); float64 in model.result_format."""
     products, exponents, K, c, lead, finite, _ = _rows(a, b, c, model)
     return _accumulate(products, exponents, K, c, model, finite).reshape(lead)[()]
 
 
-def matmul_operands(a, b):
+def matmul_operands(a: np.ndarray, b: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, list[int], tuple[int, ...]]:
     """numpy.matmul's shape rules for two arrays: ``(a, b, squeeze, shape)``, with 1-D operands
     made matrices, the result axes to squeeze away afterwards, and the result's shape."""
     if a.ndim == 0 or b.ndim == 0:
@@ -421,7 +437,8 @@ def matmul_operands(a, b):
     return a, b, squeeze, shape
 
 
-def matmul(a, b, model: TensorCoreModel, c=None):
+def matmul(a: ArrayLike, b: ArrayLike, model: TensorCoreModel,
+           c: ArrayLike | None = None) -> np.ndarray:
     """``a @ b (+ c)`` on the modelled tensor core, shapes as numpy.matmul; float64 values in
     model.result_format. Vectorised over the output; one pass per k, no m x k x n temporaries."""
     a = _operand(a, model.inputs, "a", model.truncate_inputs)

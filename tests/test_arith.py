@@ -513,7 +513,7 @@ def test_bad_input_gets_clear_errors():
         lowprec.dot(np.ones(3) / 3, np.ones(3) / 3, order="pairwise")
 
 
-NO_NAN = [f for f in FORMATS.values() if not f.has_nan]  # the MX element formats (no NaN, no infinity)
+NO_NAN = [f for f in FORMATS.values() if not f.has_nan]  # the MX element formats (no NaN or inf)
 
 
 @pytest.mark.parametrize("fmt", NO_NAN, ids=lambda f: f.name)

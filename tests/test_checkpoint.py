@@ -16,7 +16,8 @@ POLICIES = {
     # stochastic rounding: the RNG state must survive the checkpoint
     "fp16_sr": PRESET_POLICIES["fp16_pure"].replace(name="fp16_sr", update="stochastic"),
     # the Kahan compensation buffers must survive too
-    "bf16_kahan": PRESET_POLICIES["fp16_pure"].replace(name="bf16_kahan", weight="bf16", update="kahan"),
+    "bf16_kahan": PRESET_POLICIES["fp16_pure"].replace(name="bf16_kahan", weight="bf16",
+                                                       update="kahan"),
 }
 
 
@@ -83,7 +84,8 @@ def test_checkpoint_of_another_run_is_refused(spirals, saved):
     with pytest.raises(CheckpointError, match="policy"):
         train("bf16_mixed", spirals, SMALL, CONFIG, resume=saved)
     with pytest.raises(CheckpointError, match="seed"):
-        train("fp16_mixed", spirals, SMALL, TrainConfig(**{**CONFIG.__dict__, "seed": 5}), resume=saved)
+        train("fp16_mixed", spirals, SMALL, TrainConfig(**{**CONFIG.__dict__, "seed": 5}),
+              resume=saved)
     other_data = data.spirals(np.random.default_rng(1), points_per_class=60)
     with pytest.raises(CheckpointError, match="data"):
         train("fp16_mixed", other_data, SMALL, CONFIG, resume=saved)

@@ -1,5 +1,4 @@
 """The main job and the figure command."""
-import math
 import re
 import subprocess
 import sys
@@ -29,7 +28,8 @@ def test_demo_runs_and_compares_six_policies(tmp_path):
     assert float(ratio["fp16 no loss scaling"].rstrip("x")) >= 2.0
     assert float(ratio["fp16 mixed + GradScaler"].rstrip("x")) <= 1.1
     # diverged: the table says where instead of printing NaN, and gives no statistics
-    assert cells["fp16 pure"][1].startswith("diverged at step ") and set(cells["fp16 pure"][2:]) == {"-"}
+    assert (cells["fp16 pure"][1].startswith("diverged at step ")
+            and set(cells["fp16 pure"][2:]) == {"-"})
     assert "What to notice:" in out and "Pure FP16 with Adam diverges at step 2" not in out
     assert len(list(tmp_path.glob("*.png"))) == 8
     assert "65536" in out  # GradScaler's scale in the small-gradient run
@@ -78,8 +78,8 @@ def test_figure_files_are_the_committed_ones(tmp_path):
     assert _looks_alike(published, drawn((lowprec.FP32, lowprec.BF16, lowprec.FP16, lowprec.E5M2,
                                           lowprec.E4M3), "today.png"))
     # the comparison does see a change: E4M3FNUZ's range is one binade below E4M3's
-    assert not _looks_alike(published, drawn((lowprec.FP32, lowprec.BF16, lowprec.FP16, lowprec.E5M2,
-                                              lowprec.E4M3FNUZ), "changed.png"))
+    assert not _looks_alike(published, drawn((lowprec.FP32, lowprec.BF16, lowprec.FP16,
+                                              lowprec.E5M2, lowprec.E4M3FNUZ), "changed.png"))
 
 
 def test_figures_go_where_the_user_says(tmp_path, monkeypatch):
@@ -102,7 +102,8 @@ def test_make_demo_leaves_the_tree_clean():
     out = demo_recipe.split("--out", 1)[1].split()[0]
     assert out != "figures"
     ignored = subprocess.run(["git", "check-ignore", "-q", f"{out}/01_number_lines.png"], cwd=REPO)
-    assert ignored.returncode == 0, f"make demo writes figures into {out}/, which git does not ignore"
+    assert ignored.returncode == 0, (f"make demo writes figures into {out}/, "
+                                     "which git does not ignore")
 
 
 def test_comparison_table_reports_divergence_and_missing_accuracy():
@@ -111,7 +112,8 @@ def test_comparison_table_reports_divergence_and_missing_accuracy():
 
     spirals = data.spirals(np.random.default_rng(0))
     runs = {"fp32": train("fp32", spirals, config=TrainConfig(steps=30, observe_every=10)),
-            "fp16 pure": train("fp16_pure", spirals, config=TrainConfig(steps=30, observe_every=10))}
+            "fp16 pure": train("fp16_pure", spirals,
+                               config=TrainConfig(steps=30, observe_every=10))}
     table = demo.comparison_table(runs, "spirals")
     assert table.startswith("spirals:") and "fp16 pure" in table and "1.00x" in table
 
@@ -130,14 +132,16 @@ def small_runs():
 
 def test_comparison_table_headers_and_diverged_rows(small_runs):
     lines = demo.comparison_table(small_runs, "small gradients").splitlines()
-    assert lines[0].startswith("small gradients: regression") and "Optimizer Adam(lr=0.0003)" in lines[0]
+    assert (lines[0].startswith("small gradients: regression")
+            and "Optimizer Adam(lr=0.0003)" in lines[0])
     assert "120 steps of 256 examples" in lines[0]
     group, names, rule = lines[1], lines[2], lines[3]
     assert set(rule) <= {"-", " "}
     layers = small_runs["fp32"].layers
     columns = re.split(r"\s{2,}", names)
     per_layer = [f"L{l}" for l in range(layers)]
-    assert columns == (["policy", "final train loss", "vs fp32"] + per_layer  # regression: no accuracy
+    # a regression: no accuracy column
+    assert columns == (["policy", "final train loss", "vs fp32"] + per_layer
                        + ["skipped", "final scale"] + per_layer)
     # each group title starts above its first layer column (where the rule's dashes start)
     starts = [m.start() for m in re.finditer(r"-+", rule)]
@@ -187,22 +191,28 @@ def test_what_to_notice_quotes_the_runs_own_numbers(small_runs):
                 first_bad, CULPRIT_KINDS[h.culprit_kind[at]], h.culprit_layer[at],
                 h.points[h.culprit_point[at]], h.step[at])
             kinds.add("diverged")
-        elif m := re.match(r"(.+) zeroes (\S+) of activation gradients across layers \(fp32: (\S+)\); "
-                           r"its final train loss is ([\d.]+)x fp32's", note):
+        elif m := re.match(r"(.+) zeroes (\S+) of activation gradients across layers "
+                           r"\(fp32: (\S+)\); its final train loss is ([\d.]+)x fp32's", note):
             h = small_runs[m[1]]
-            assert (m[2], m[3], m[4]) == (_span(zero_shares(h)), _span(zero_shares(small_runs["fp32"])),
+            assert (m[2], m[3], m[4]) == (_span(zero_shares(h)),
+                                          _span(zero_shares(small_runs["fp32"])),
                                           f"{final_loss(h) / reference:.2f}")
-            assert max(np.subtract(zero_shares(h), zero_shares(small_runs["fp32"]))) >= demo.FLUSH_MARGIN
+            assert max(np.subtract(zero_shares(h),
+                                   zero_shares(small_runs["fp32"]))) >= demo.FLUSH_MARGIN
             kinds.add("flushed")
-        elif m := re.fullmatch(r"(.+) keeps them: with its loss scale \(last (\S+)\) (\S+) are zero, as "
-                               r"in fp32; final train loss ([\d.]+)x fp32's, (\d+) steps skipped\.", note):
+        elif m := re.fullmatch(r"(.+) keeps them: with its loss scale \(last (\S+)\) (\S+) are "
+                               r"zero, as in fp32; final train loss ([\d.]+)x fp32's, "
+                               r"(\d+) steps skipped\.", note):
             h = small_runs[m[1]]
             assert (m[2], m[3], m[4], int(m[5])) == (f"{h.new_scale[-1]:g}", _span(zero_shares(h)),
-                                                     f"{final_loss(h) / reference:.2f}", int(h.skipped.sum()))
+                                                     f"{final_loss(h) / reference:.2f}",
+                                                     int(h.skipped.sum()))
             kinds.add("kept")
-        elif m := re.fullmatch(r"(.+) loses (\d+)% of its weight updates at layer (\d+) in rounding "
-                               r"\(w - u rounds back to w\); the other runs at most (\d+)%\.", note):
-            lost = {l: max(lost_shares(h)) for l, h in small_runs.items() if demo.diverged_at(h) is None}
+        elif m := re.fullmatch(r"(.+) loses (\d+)% of its weight updates at layer (\d+) in "
+                               r"rounding \(w - u rounds back to w\); the other runs at most "
+                               r"(\d+)%\.", note):
+            lost = {l: max(lost_shares(h)) for l, h in small_runs.items()
+                    if demo.diverged_at(h) is None}
             assert m[1] == max(lost, key=lost.get)
             assert (m[2], int(m[3]), m[4]) == (
                 f"{100 * lost[m[1]]:.0f}", int(np.argmax(lost_shares(small_runs[m[1]]))),
@@ -223,5 +233,6 @@ def test_what_to_notice_is_chosen_by_the_numbers(small_runs):
     notes = demo.what_to_notice(renamed)
     assert notes[0].startswith("A zeroes ") and notes[1].startswith("B keeps them")
     # with nothing flushed there is nothing to keep: no "keeps them" sentence
-    calm = demo.what_to_notice({"fp32": small_runs["fp32"], "B": small_runs["fp16 mixed + GradScaler"]})
+    calm = demo.what_to_notice({"fp32": small_runs["fp32"],
+                                "B": small_runs["fp16 mixed + GradScaler"]})
     assert not any("keeps them" in n or "zeroes" in n or "diverged" in n for n in calm)

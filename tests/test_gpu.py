@@ -11,7 +11,8 @@ from lowprec.gpu.kernels import INSTRUCTIONS, fragment_layout, kernel_source
 
 @pytest.mark.parametrize("w", [1, 2, 4])
 def test_fragment_layout_is_a_bijection(w):
-    """Every element of A (16 x 8w), B (8w x 8) and C (16 x 8) is held by exactly one lane/register."""
+    """Every element of A (16 x 8w), B (8w x 8) and C (16 x 8) is held by exactly one
+    lane/register."""
     a, b, c = fragment_layout(w)
     k = 8 * w
     for layout, shape in ((a, (16, k)), (b, (k, 8)), (c, (16, 8))):
@@ -25,7 +26,8 @@ def test_fragment_layout_matches_ptx_isa_examples():
     # PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating point type": lane 5 has
     # groupID 1 and threadID_in_group 1; its a0 is A[1][2], a2 is A[9][2], a4 is A[1][10]
     a, b, c = fragment_layout(2)
-    assert tuple(a[5, 0, 0]) == (1, 2) and tuple(a[5, 1, 0]) == (9, 2) and tuple(a[5, 2, 0]) == (1, 10)
+    assert tuple(a[5, 0, 0]) == (1, 2) and tuple(a[5, 1, 0]) == (9,
+                                                                 2) and tuple(a[5, 2, 0]) == (1, 10)
     assert tuple(b[5, 0, 0]) == (2, 1) and tuple(b[5, 1, 1]) == (11, 1)
     assert tuple(c[5, 2]) == (9, 2)
     # m16n8k32 (e4m3): lane 6 (g=1, t=2) register 2 holds A[1][16+8 .. 16+11]
@@ -43,14 +45,16 @@ def test_kernel_source_names_the_instruction(name):
     assert "@" not in src  # every placeholder filled
 
 
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed: cannot compile CUDA here")
+@pytest.mark.skipif(shutil.which("nvcc") is None,
+                    reason="nvcc not installed: cannot compile CUDA here")
 @pytest.mark.parametrize("name", sorted(INSTRUCTIONS))
 def test_kernels_compile_for_hopper(name, tmp_path):
     """ptxas accepts each kernel for sm_90 (the H100): syntax, register constraints, types."""
     instr = INSTRUCTIONS[name]
     src = tmp_path / "k.cu"
     src.write_text(kernel_source(instr))
-    done = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o", str(tmp_path / "k.cubin"), str(src)],
+    done = subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "-o",
+                           str(tmp_path / "k.cubin"), str(src)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
@@ -126,4 +130,5 @@ def test_published_probe_results_in_the_models():
         instr = INSTRUCTIONS[name]
         result = probe_instruction(SimulatedBackend({name: presets_for(instr)[preset]}), instr,
                                    random_tiles=1)
-        assert float.fromhex(result["device_probe_outputs"]["d1_extra_bit"]) == value, (name, preset)
+        outputs = result["device_probe_outputs"]
+        assert float.fromhex(outputs["d1_extra_bit"]) == value, (name, preset)

@@ -3,7 +3,8 @@ import lowprec
 
 
 def test_public_names():
-    for name in ["FP32", "TF32", "FP16", "BF16", "E4M3", "E5M2", "FloatFormat", "round", "encode", "decode"]:
+    for name in ["FP32", "TF32", "FP16", "BF16", "E4M3", "E5M2", "FloatFormat", "round",
+                 "encode", "decode"]:
         assert hasattr(lowprec, name)
 
 

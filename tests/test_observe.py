@@ -80,7 +80,8 @@ def test_update_statistics():
     lost = np.count_nonzero((u != 0) & (new.astype(np.float16) == w.astype(np.float16)))
     assert obs.update_stats["update_nonzero"][0] == 3
     assert obs.update_stats["update_lost"][0] == lost == 2
-    assert obs.update_stats["update_sq"][0] == pytest.approx(float((u.astype(np.float64) ** 2).sum()))
+    exact = float((u.astype(np.float64) ** 2).sum())
+    assert obs.update_stats["update_sq"][0] == pytest.approx(exact)
 
 
 def test_history_round_trip_and_helpers(tmp_path):
@@ -171,7 +172,8 @@ def test_statistics_never_recorded_raise_and_say_how_to_record_them():
         if what.startswith("fp8"):
             assert "no FP8 scaling recipe" in message, what
         else:
-            assert "observation was off" in message and "TrainConfig(observe_every=N)" in message, what
+            assert ("observation was off" in message
+                    and "TrainConfig(observe_every=N)" in message), what
     assert len(h.observed_step) == 0 and len(h.fp8_step) == 0  # how to check first: never refused
     s = h.summary()
     assert s["act_grad_zero"] is None and s["updates_lost"] is None and s["steps"] == 4

@@ -108,13 +108,15 @@ def fma_hard_cases():
     k = rng.integers(0, 2**23, n).astype(np.float64)
     cases["subnormals"] = (_odd_float32(rng, n, -76, -70), _odd_float32(rng, n, -76, -70),
                            _f32(rng.choice([-1.0, 1.0], n) * k * 2.0**-149))
-    cases["subnormal ties"] = (_f32(np.full(n, 2.0**-75)), _f32(rng.choice([-1.0, 1.0], n) * 2.0**-75),
+    cases["subnormal ties"] = (_f32(np.full(n, 2.0**-75)),
+                               _f32(rng.choice([-1.0, 1.0], n) * 2.0**-75),
                                _f32((2 * k + 1) * 2.0**-149))
     # overflow: products near float32's largest value, plus or minus a large c
     cases["overflow"] = (_odd_float32(rng, n, 63, 65), _odd_float32(rng, n, 63, 65),
                          _odd_float32(rng, n, 120, 128))
     # random bit patterns: every exponent, interacting or not
-    cases["random"] = tuple(rng.integers(0, 2**32, 3000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    cases["random"] = tuple(rng.integers(0, 2**32, 3000,
+                                         dtype=np.uint64).astype(np.uint32).view(np.float32)
                             for _ in range(3))
     specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, 3e38, 1e-45], np.float32)
     grid = np.array(np.meshgrid(specials, specials, specials)).reshape(3, -1)

@@ -143,12 +143,14 @@ def test_fp8_figure_compares_unscaled_with_delayed_scaling():
 def test_other_figures_are_labelled():
     lines = plots.plot_number_lines()
     for ax in lines.axes:  # y: one row per format, named by its tick label
-        assert ax.get_xlabel() and ax.get_title() and "FP16" in [t.get_text() for t in ax.get_yticklabels()]
+        assert (ax.get_xlabel() and ax.get_title()
+                and "FP16" in [t.get_text() for t in ax.get_yticklabels()])
     plt.close(lines)
     scaled = train("fp16_mixed", data.spirals(np.random.default_rng(0)),
                    config=TrainConfig(steps=5, batch_size=32, eval_every=0))
     for fig in (plots.plot_loss_scale({"GradScaler": scaled}),
-                plots.plot_accumulation_error(*demo.accumulation_errors(ks=(16, 64), trials=4), "test")):
+                plots.plot_accumulation_error(*demo.accumulation_errors(ks=(16, 64), trials=4),
+                                              "test")):
         _labelled(fig)
         assert all(ax.get_title() for ax in fig.axes)
         plt.close(fig)

@@ -90,9 +90,11 @@ def test_which_cast_writes_the_weights_the_optimizer_updates():
     rounded as ``update`` says (Kahan summation rounds to nearest)."""
     amp = POLICIES["fp16_mixed"]
     assert amp.keeps_master_weights and amp.stored_point == "master_weights"
-    assert amp.stored_cast == Cast("fp32") and amp.weight_already is None and amp.pure_update_cast is None
+    assert (amp.stored_cast == Cast("fp32") and amp.weight_already is None
+            and amp.pure_update_cast is None)
     pure = POLICIES["fp16_pure"]
-    assert not pure.keeps_master_weights and pure.stored_point == "weight" and pure.stored_cast == Cast("fp16")
+    assert (not pure.keeps_master_weights and pure.stored_point == "weight"
+            and pure.stored_cast == Cast("fp16"))
     assert pure.weight_already == Cast("fp16") and pure.pure_update_cast == Cast("fp16")
     stochastic = pure.replace(update="stochastic", weight=Cast("bf16", subnormals=False))
     assert stochastic.pure_update_cast == Cast("bf16", "stochastic", subnormals=False)

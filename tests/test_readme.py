@@ -6,7 +6,7 @@ A top-level expression (or ``print(...)``) with a comment must state its result 
     lowprec.round(1.5, "e2m1")       # -> 1.5: the explanation follows a colon
     print(np.float32([0.5, 2]))      # -> [0.5, 2]
     print(sr.mean())                 # -> ~0.25: "~" allows 2% (random results)
-    print(scaler.describe())         # -> "step 0: ... skipped": a quoted text, "..." matches anything
+    print(scaler.describe())         # -> "step 0: ... skipped": quoted; "..." matches anything
 
 The result (what ``print`` writes, or the value, with NumPy arrays and scalars as Python lists
 and numbers) and the claim are split into numbers and words; numbers must be equal as floats
@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-TOKEN = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|[-+]?(?:nan|inf)\b|\w+|[^\s\w,()\[\]'\"]+")
+TOKEN = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|[-+]?(?:nan|inf)\b|\w+"
+                   r"|[^\s\w,()\[\]'\"]+")
 
 
 def blocks():
@@ -105,12 +106,14 @@ def run_block(source: str, name: str, namespace: dict) -> int:
         where = f"{name}, line {node.lineno}: {ast.get_source_segment(source, node)}"
         is_expression = isinstance(node, ast.Expr)
         if note and is_expression and not note.startswith("->"):
-            raise AssertionError(f"{where}\n  an expression's comment must say what it prints: '# -> ...'")
+            raise AssertionError(f"{where}\n  an expression's comment must say what it prints: "
+                                 "'# -> ...'")
         if not (is_expression and note.startswith("->")):
             exec(compile(ast.Module([node], []), name, "exec"), namespace)
             continue
         call = node.value
-        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "print":
+        if isinstance(call, ast.Call) and isinstance(call.func,
+                                                     ast.Name) and call.func.id == "print":
             printed = io.StringIO()
             with contextlib.redirect_stdout(printed):
                 exec(compile(ast.Module([node], []), name, "exec"), namespace)
@@ -119,7 +122,8 @@ def run_block(source: str, name: str, namespace: dict) -> int:
         else:
             result = str(plain(eval(compile(ast.Expression(call), name, "eval"), namespace)))
         claim, approximate = split_claim(note)
-        assert matches(result, claim, approximate), f"{where}\n  comment says {claim}\n  it gives   {result.strip()}"
+        assert matches(result, claim, approximate), (f"{where}\n  comment says {claim}\n"
+                                                     f"  it gives   {result.strip()}")
         checked += 1
     return checked
 

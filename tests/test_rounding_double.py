@@ -33,10 +33,12 @@ def disagreements(x, name, theirs):
     return bad.size
 
 
-@pytest.mark.parametrize("name, dtype", [("bf16", ml_dtypes.bfloat16), ("e4m3", ml_dtypes.float8_e4m3fn)])
+@pytest.mark.parametrize("name, dtype",
+                         [("bf16", ml_dtypes.bfloat16), ("e4m3", ml_dtypes.float8_e4m3fn)])
 def test_ml_dtypes_rounds_float64_once_from_0_7(x, name, dtype):
     count = disagreements(x, name, x.astype(dtype).astype(np.float64))
-    print(f"ml_dtypes {ml_dtypes.__version__}, {name}: {count} of {N} float64 values double-rounded")
+    print(f"ml_dtypes {ml_dtypes.__version__}, {name}: {count} of {N} float64 values "
+          "double-rounded")
     if ML_DTYPES_ROUNDS_FLOAT64_TWICE:
         assert count == {"bf16": 35, "e4m3": 1}[name]  # measured with 0.5.0 and 0.6.0
     else:

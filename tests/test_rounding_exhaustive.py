@@ -33,7 +33,8 @@ TWINS = {
     "fp16": np.float16, "bf16": ml_dtypes.bfloat16, "e4m3": ml_dtypes.float8_e4m3fn,
     "e5m2": ml_dtypes.float8_e5m2, "e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
     "e5m2fnuz": ml_dtypes.float8_e5m2fnuz, "e3m2": ml_dtypes.float6_e3m2fn,
-    "e2m3": ml_dtypes.float6_e2m3fn, "e2m1": ml_dtypes.float4_e2m1fn, "e8m0": ml_dtypes.float8_e8m0fnu,
+    "e2m3": ml_dtypes.float6_e2m3fn, "e2m1": ml_dtypes.float4_e2m1fn,
+    "e8m0": ml_dtypes.float8_e8m0fnu,
 }
 CHUNK = 1 << 20  # temporaries of at most 8 MB: glibc reuses them instead of mapping fresh pages
 CHUNKS_PER_TASK = 64
@@ -82,19 +83,23 @@ def check_fast_equals_general(name, mode, x, seed):
         x = x[~np.isnan(x)]
     policy = fmt.default_overflow
     path, work = _fastpaths.choose(x.dtype, fmt, mode)
-    words = np.random.default_rng(seed).integers(0, 2**64 - 1, x.size, dtype=np.uint64, endpoint=True)
+    words = np.random.default_rng(seed).integers(0, 2**64 - 1, x.size, dtype=np.uint64,
+                                                 endpoint=True)
     fast = np.empty(x.shape, work)
     general = np.empty(x.shape, np.float64)
     for s in range(0, x.size, GENERAL_CHUNK):
         part, w = x[s:s + GENERAL_CHUNK], words[s:s + GENERAL_CHUNK]
-        random = RandomSource.from_words(w, np.random.default_rng([seed, s]), None) if mode == "stochastic" else None
+        random = (RandomSource.from_words(w, np.random.default_rng([seed, s]), None)
+                  if mode == "stochastic" else None)
         dest = fast[s:s + GENERAL_CHUNK]
         flagged = path(part.astype(work), dest, fmt, mode, policy, random)
         if flagged is not None:  # settled by the exact rule, with the tie words drawn first
             rounding.settle(part[flagged], dest, flagged, w[flagged], fmt, policy,
                             np.random.default_rng([seed, s]), None)
-        general[s:s + GENERAL_CHUNK] = rounding._round_float64(  # the same tie words as the fast path
-            part.astype(np.float64), fmt, RoundingMode(mode), policy, w, np.random.default_rng([seed, s]), None)
+        # the same tie words as the fast path
+        general[s:s + GENERAL_CHUNK] = rounding._round_float64(
+            part.astype(np.float64), fmt, RoundingMode(mode), policy, w,
+            np.random.default_rng([seed, s]), None)
     return mismatches(fast.astype(np.float32), general.astype(np.float32), x)
 
 
@@ -133,7 +138,8 @@ def run_everywhere(kind, name, mode_value="nearest"):
     """Run one check over all 2**32 inputs in worker processes; report the time taken."""
     started = time.perf_counter()
     firsts = range(0, (1 << 32) // CHUNK, CHUNKS_PER_TASK)
-    with worker_environment(), ProcessPoolExecutor(WORKERS, mp_context=get_context("spawn")) as pool:
+    spawn = get_context("spawn")
+    with worker_environment(), ProcessPoolExecutor(WORKERS, mp_context=spawn) as pool:
         results = list(pool.map(run_task, [kind] * len(firsts), [name] * len(firsts),
                                 [mode_value] * len(firsts), firsts))
     count = sum(c for c, _ in results)

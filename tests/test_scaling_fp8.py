@@ -156,7 +156,8 @@ def test_current_scaling_power_of_two_and_epsilon():
     x = np.array([0.3, -0.01], np.float32)
     _, record = quantize(x, CurrentScaling(power_2_scale=True).new_state())
     assert record.scale == 2.0 ** floor_log2(Fraction(448) / Fraction(float(np.float32(0.3))))
-    _, record = quantize(np.array([1e-9], np.float32), CurrentScaling(amax_epsilon=1e-3).new_state())
+    _, record = quantize(np.array([1e-9], np.float32),
+                         CurrentScaling(amax_epsilon=1e-3).new_state())
     assert record.scale == scale_ref(448, np.float32(1e-3))
     _, record = quantize(np.zeros(4, np.float32), CurrentScaling().new_state())
     assert record.scale == 1.0

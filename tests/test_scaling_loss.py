@@ -15,8 +15,9 @@ import pytest
 
 from lowprec.reference import round_exact
 from lowprec import FP32, FloatFormat
-from lowprec.scaling import (APEX, PYTORCH, DeepSpeedConfig, DynamicLossScaler, DynamicScalingConfig,
-                             HysteresisLossScaler, LossScaleAtMinimumError, NonFiniteSource,
+from lowprec.scaling import (APEX, PYTORCH, DeepSpeedConfig, DynamicLossScaler,
+                             DynamicScalingConfig, HysteresisLossScaler, LossScaleAtMinimumError,
+                             NonFiniteSource,
                              StaticLossScaler, make_loss_scaler, unscale_and_check)
 
 FP64 = FloatFormat("fp64", 11, 52)
@@ -157,7 +158,8 @@ def test_deepspeed_raises_at_min_scale_by_default():
     with pytest.raises(LossScaleAtMinimumError, match="minimum"):
         scaler.update(True)
     assert scaler.scale == 1.0 and scaler.steps == 1  # nothing advanced
-    quiet = HysteresisLossScaler(DeepSpeedConfig(init_scale=2.0, hysteresis=1, raise_at_min_scale=False))
+    quiet = HysteresisLossScaler(DeepSpeedConfig(init_scale=2.0, hysteresis=1,
+                                                 raise_at_min_scale=False))
     assert [r.new_scale for r in run(quiet, [1, 1, 1])] == [1.0, 1.0, 1.0]
 
 
@@ -229,7 +231,8 @@ def test_unscale_multiplies_by_float32_inverse():
     before = {k: v.copy() for k, v in grads.items()}
     out, found = unscale_and_check(grads, scaler)
     assert not found and out["w"].dtype == np.float32 and out["b"].dtype == np.float64
-    assert [float(v) for v in out["w"]] == [round_exact(Fraction(float(g)) * inv, FP32) for g in grads["w"]]
+    assert [float(v) for v in out["w"]] == [round_exact(Fraction(float(g)) * inv, FP32)
+                                            for g in grads["w"]]
     assert float(out["b"][0]) == round_exact(2 * inv, FP64)
     assert all(np.array_equal(before[k], grads[k]) for k in grads)  # inputs untouched
 

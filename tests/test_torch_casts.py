@@ -1,4 +1,5 @@
-"""lowprec.round against PyTorch's CPU casts (optional: skipped without torch; CI pins torch==2.13.0).
+"""lowprec.round against PyTorch's CPU casts (optional: skipped without torch; CI pins
+torch==2.13.0).
 
 Where PyTorch and ml_dtypes disagree, the test says which lowprec policy matches which:
 
@@ -30,7 +31,8 @@ TORCH = {
 
 
 def torch_cast(x, dtype):
-    return torch.from_numpy(x).to(dtype).to(torch.float64 if x.dtype == np.float64 else torch.float32).numpy()
+    back = torch.float64 if x.dtype == np.float64 else torch.float32
+    return torch.from_numpy(x).to(dtype).to(back).numpy()
 
 
 @pytest.mark.parametrize("name", sorted(TORCH))
@@ -51,14 +53,16 @@ def test_e4m3_overflow_torch_saturates_ml_dtypes_gives_nan():
     assert_same(theirs_ml, [448, np.nan, np.nan, np.nan, np.nan, -np.nan, -np.nan, np.nan])
 
 
-@pytest.mark.parametrize("name, value", [("bf16", 1 + 2.0**-8 + 2.0**-30), ("fp16", 1 + 2.0**-11 + 2.0**-40),
-                                         ("e4m3", 1 + 2.0**-4 + 2.0**-30), ("e5m2", 1 + 2.0**-3 + 2.0**-30)])
+@pytest.mark.parametrize("name, value",
+                         [("bf16", 1 + 2.0**-8 + 2.0**-30), ("fp16", 1 + 2.0**-11 + 2.0**-40),
+                          ("e4m3", 1 + 2.0**-4 + 2.0**-30), ("e5m2", 1 + 2.0**-3 + 2.0**-30)])
 def test_float64_torch_rounds_twice_lowprec_once(name, value):
     dtype, policy = TORCH[name]
     x = np.array([value])
     exact = round_exact(value, as_format(name))
     assert lowprec.round(x, name)[0] == exact
-    assert torch_cast(x, dtype)[0] == lowprec.round(x.astype(np.float32), name)[0] != exact  # via float32
+    assert torch_cast(x, dtype)[0] == lowprec.round(x.astype(np.float32),
+                                                    name)[0] != exact  # via float32
 
 
 @pytest.mark.parametrize("name", sorted(TORCH))

@@ -1,4 +1,5 @@
-"""The same overflow flags give the same scales and skipped steps as torch.amp.GradScaler, bit for bit.
+"""The same overflow flags give the same scales and skipped steps as torch.amp.GradScaler, bit
+for bit.
 
 A real GradScaler on CPU drives a one-parameter SGD model whose gradient is made inf or finite
 on purpose; a step "was taken" when the parameter moved.
@@ -8,7 +9,8 @@ import struct
 import numpy as np
 import pytest
 
-from lowprec.scaling import DynamicLossScaler, DynamicScalingConfig, make_loss_scaler, unscale_and_check
+from lowprec.scaling import (DynamicLossScaler, DynamicScalingConfig, make_loss_scaler,
+                             unscale_and_check)
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -83,7 +85,8 @@ def test_inverse_scale_matches_torch():
     extremes = np.array([2.0**-149, 2.0**-128, 2.0**-127, 2.0**127], np.float32)
     for scale in np.concatenate([np.exp(rng.uniform(-80, 80, 200)).astype(np.float32), extremes]):
         ours = make_loss_scaler(float(scale))
-        expected = torch.tensor(float(scale), dtype=torch.float32).double().reciprocal().float().item()
+        expected = torch.tensor(float(scale),
+                                dtype=torch.float32).double().reciprocal().float().item()
         assert struct.pack("<f", ours.inv_scale) == struct.pack("<f", expected)
 
 

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.torch
 
 SIZES = (64, 48, 32, 10)
 BATCH = 32
-CASES = {  # lowprec policy: (torch autocast dtype or None, loss scale, format of the 16-bit tensors)
+# lowprec policy: (torch autocast dtype or None, loss scale, format of the 16-bit tensors)
+CASES = {
     "fp32": (None, 1.0, "fp32"),
     "bf16_mixed": (torch.bfloat16, 1.0, "bf16"),
     "fp16_mixed": (torch.float16, 1024.0, "fp16"),
@@ -123,19 +124,23 @@ def test_each_layer_matches_torch_given_torch_inputs(setup, policy):
         # fprop GEMM on torch's own (already cast) input
         z = cast(linear(t["input"], t["weight"], t["bias"], cast.matmul), "output", l)
         ones = np.ones((t["input"].shape[0], 1), np.float32)
-        bound = _gemm_bound(np.hstack([t["input"], ones]), np.vstack([t["weight"], t["bias"]]), z, fmt)
+        bound = _gemm_bound(np.hstack([t["input"], ones]),
+                            np.vstack([t["weight"], t["bias"]]), z, fmt)
         assert np.all(np.abs(z.astype(np.float64) - t["output"]) <= bound), f"layer {l} output"
         share = {"output": np.mean(z == t["output"])}
         if l < last:  # elementwise: identical inputs give identical bits
-            assert np.array_equal(cast(ReLU.forward(t["output"], np), "activation", l), t["activation"])
+            assert np.array_equal(cast(ReLU.forward(t["output"], np), "activation", l),
+                                  t["activation"])
             g_z = cast(ReLU.backward(t["activation_grad"], t["output"], t["activation"], np),
                        "grad_output", l)
             assert np.array_equal(g_z, t["grad_output"])
         # wgrad and dgrad GEMMs on torch's own incoming gradient
-        grad_x, grad_W, grad_b = linear_backward(t["grad_output"], t["input"], t["weight"], cast.matmul)
+        grad_x, grad_W, grad_b = linear_backward(t["grad_output"], t["input"], t["weight"],
+                                                 cast.matmul)
         grad_W = cast(grad_W, "weight_grad", l)
         bound = _gemm_bound(t["input"].T, t["grad_output"], grad_W, fmt)
-        assert np.all(np.abs(grad_W.astype(np.float64) - t["weight_grad"]) <= bound), f"layer {l} dW"
+        gap = np.abs(grad_W.astype(np.float64) - t["weight_grad"])
+        assert np.all(gap <= bound), f"layer {l} dW"
         grad_b = cast(grad_b, "bias_grad", l)
         ones_row = np.ones((1, t["grad_output"].shape[0]), np.float32)
         bound = _gemm_bound(ones_row, t["grad_output"], grad_b[None], fmt)[0]
@@ -173,7 +178,8 @@ def test_whole_pass_matches_torch(setup, policy):
             if fmt == "fp32":
                 assert np.max(np.abs(theirs - mine)) <= 1e-5 * np.max(np.abs(theirs)), (l, name)
             else:
-                ulps = np.abs(theirs - mine) / lowprec.ulp(np.maximum(np.abs(theirs), np.abs(mine)), fmt)
+                larger = np.maximum(np.abs(theirs), np.abs(mine))
+                ulps = np.abs(theirs - mine) / lowprec.ulp(larger, fmt)
                 assert shares[name] >= 0.97 and ulps.max() <= 4, (l, name, shares[name], ulps.max())
         print(f"{policy} layer {l} (end to end), bit-identical: "
               + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
@@ -197,13 +203,16 @@ def test_whole_pass_on_the_digits_network(policy, monkeypatch):
     ours = _run_lowprec(model, params, x, y, policy, scale)
     lowest = 1.0
     for l, (t, o) in enumerate(zip(ref["layers"], ours["layers"])):
-        for name in ("output", "activation", "activation_grad", "grad_output", "weight_grad", "bias_grad"):
+        for name in ("output", "activation", "activation_grad", "grad_output", "weight_grad",
+                     "bias_grad"):
             if t[name] is None:
                 continue
             theirs, mine = t[name].astype(np.float64), o[name].astype(np.float64)
             share = np.mean(theirs == mine)
-            ulps = np.abs(theirs - mine) / lowprec.ulp(np.maximum(np.abs(theirs), np.abs(mine)), fmt)
-            print(f"{policy} layer {l} {name}: {share:.2%} bit-identical, worst {ulps.max():.0f} ulps")
+            larger = np.maximum(np.abs(theirs), np.abs(mine))
+            ulps = np.abs(theirs - mine) / lowprec.ulp(larger, fmt)
+            print(f"{policy} layer {l} {name}: {share:.2%} bit-identical, "
+                  f"worst {ulps.max():.0f} ulps")
             lowest = min(lowest, share)
     assert lowest >= (0.999 if policy == "bf16_mixed" else 0.90)
 
@@ -235,7 +244,8 @@ def test_bf16_mixed_training_steps_match_torch_master_weights_bit_for_bit():
         for lin, p in zip(layers, trainer.stored):
             lin.weight.copy_(torch.from_numpy(p["weight"].T.copy()))
             lin.bias.copy_(torch.from_numpy(p["bias"]))
-    opt = torch.optim.SGD([t for lin in layers for t in (lin.weight, lin.bias)], lr=lr, momentum=momentum)
+    opt = torch.optim.SGD([t for lin in layers for t in (lin.weight, lin.bias)], lr=lr,
+                          momentum=momentum)
     for step in range(3):
         x, y = data.x_train[step * 256:(step + 1) * 256], data.y_train[step * 256:(step + 1) * 256]
         trainer.step(x, y)
@@ -249,7 +259,9 @@ def test_bf16_mixed_training_steps_match_torch_master_weights_bit_for_bit():
         loss.backward()
         opt.step()
         for l, lin in enumerate(layers):
-            for name, theirs in (("weight", lin.weight.detach().numpy().T), ("bias", lin.bias.detach().numpy())):
+            for name, theirs in (("weight", lin.weight.detach().numpy().T),
+                                 ("bias", lin.bias.detach().numpy())):
                 ours = trainer.stored[l][name]
                 same = ours.view(np.int32) == theirs.view(np.int32)
-                assert same.all(), f"step {step + 1}, layer {l} {name}: {same.mean():.2%} bit-identical"
+                assert same.all(), (f"step {step + 1}, layer {l} {name}: "
+                                    f"{same.mean():.2%} bit-identical")

@@ -71,7 +71,8 @@ def assert_same_bits(ours, theirs, buffers):
 SGD_CASES = {
     "plain": (dict(lr=0.1, momentum=0.0), {}),
     "momentum 0.9": (dict(lr=0.1, momentum=0.9), {"velocity": "momentum_buffer"}),
-    "nesterov, weight decay, odd lr": (dict(lr=0.0123, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "nesterov, weight decay, odd lr": (dict(lr=0.0123, momentum=0.9, nesterov=True,
+                                            weight_decay=1e-3),
                                        {"velocity": "momentum_buffer"}),
     "dampening": (dict(lr=0.05, momentum=0.8, dampening=0.3), {"velocity": "momentum_buffer"}),
 }
@@ -90,11 +91,15 @@ def test_sgd_matches_torch_bit_for_bit(case):
 ADAM_BUFFERS = {"m": "exp_avg", "v": "exp_avg_sq"}
 ADAM_CASES = {
     "adam": (Adam, lambda p: torch.optim.Adam(p), {}),
-    "adam, odd hyperparameters": (Adam, lambda p: torch.optim.Adam(p, lr=3e-3, betas=(0.8, 0.99), eps=1e-6),
+    "adam, odd hyperparameters": (Adam,
+                                  lambda p: torch.optim.Adam(p, lr=3e-3, betas=(0.8, 0.99),
+                                                             eps=1e-6),
                                   dict(lr=3e-3, beta1=0.8, beta2=0.99, eps=1e-6)),
-    "adam, beta1 >= 0.5 (lerp's other form)": (Adam, lambda p: torch.optim.Adam(p, betas=(0.3, 0.999)),
+    "adam, beta1 >= 0.5 (lerp's other form)": (Adam,
+                                               lambda p: torch.optim.Adam(p, betas=(0.3, 0.999)),
                                                dict(beta1=0.3)),
-    "adam, L2 weight decay": (Adam, lambda p: torch.optim.Adam(p, weight_decay=1e-2), dict(weight_decay=1e-2)),
+    "adam, L2 weight decay": (Adam, lambda p: torch.optim.Adam(p, weight_decay=1e-2),
+                              dict(weight_decay=1e-2)),
     "adamw": (AdamW, lambda p: torch.optim.AdamW(p), {}),
     "adamw, strong decay": (AdamW, lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.3),
                             dict(lr=1e-2, weight_decay=0.3)),
@@ -131,5 +136,6 @@ def test_adam_matches_unmodified_torch_wherever_its_sqrt_is_correctly_rounded():
         v = torch.from_numpy(state_ref["v"])
         sqrt_ok &= bits(v.sqrt().numpy()) == bits(correctly_rounded_sqrt(v).numpy())
         assert np.array_equal(bits(w)[sqrt_ok], bits(w_ref)[sqrt_ok]), step
-    print(f"torch's float32 sqrt correctly rounded at every step for {np.mean(sqrt_ok):.1%} of weights")
+    print("torch's float32 sqrt correctly rounded at every step for "
+          f"{np.mean(sqrt_ok):.1%} of weights")
     assert sqrt_ok.mean() > 0.25  # the comparison covers a good share

@@ -34,7 +34,8 @@ def test_step_unscales_as_gradscaler(monkeypatch, scale):
         seen["result"] = original(self, grads)
         return seen["result"]
     monkeypatch.setattr(Trainer, "_unscale", spy)
-    trainer = Trainer(POLICIES["fp16_mixed"].replace(loss_scale=scale), MLPConfig(sizes=(2, 16, 16, 3)))
+    trainer = Trainer(POLICIES["fp16_mixed"].replace(loss_scale=scale),
+                      MLPConfig(sizes=(2, 16, 16, 3)))
     with np.errstate(over="ignore", invalid="ignore"):
         record = trainer.step(spirals.x_train[:64], spirals.y_train[:64])
     expected, found = _torch_unscale(seen["scaled"], scale)
@@ -42,4 +43,5 @@ def test_step_unscales_as_gradscaler(monkeypatch, scale):
     assert record["found_inf"] == our_found == found
     flat = [g for layer in ours for g in layer.values()]
     for a, b in zip(flat, expected):
-        assert np.array_equal(a.view(np.uint32), b.view(np.uint32)) or np.array_equal(a, b, equal_nan=True)
+        assert (np.array_equal(a.view(np.uint32), b.view(np.uint32))
+                or np.array_equal(a, b, equal_nan=True))

@@ -46,7 +46,8 @@ def _same_history(a, b):
         assert np.array_equal(arrays_a[name], arrays_b[name], equal_nan=name != "meta"), name
 
 
-@pytest.mark.parametrize("policy", ["fp16_mixed", POLICIES["fp16_pure"].replace(update="stochastic")])
+@pytest.mark.parametrize("policy",
+                         ["fp16_mixed", POLICIES["fp16_pure"].replace(update="stochastic")])
 def test_same_seed_same_history_bit_for_bit(spirals, policy):
     first = train(policy, spirals, SMALL, SHORT)
     again = train(policy, spirals, SMALL, SHORT)
@@ -60,7 +61,8 @@ def test_history_records_every_step_eval_and_observation(spirals):
     assert len(h) == 30 and list(h.step) == list(range(1, 31))
     assert list(h.eval_step) == [10, 20, 30]
     assert list(h.observed_step) == [1, 6, 11, 16, 21, 26]
-    assert h.count.shape == (6, 3, len(CAST_POINTS)) and h.exp_hist.shape[:3] == (6, 3, len(CAST_POINTS))
+    assert (h.count.shape == (6, 3, len(CAST_POINTS))
+            and h.exp_hist.shape[:3] == (6, 3, len(CAST_POINTS)))
     assert np.all(h.scale == 65536.0)  # GradScaler's initial scale, no growth within 30 steps
     # every observed cast saw every value of its tensor: batch 32, widths 2-16-16-3
     p = h.point_index("activation_grad")
@@ -101,7 +103,8 @@ def test_lowprec_dynamic_scaler_halves_after_overflow(spirals):
     trainer = Trainer(POLICIES["fp16_mixed"].replace(loss_scale="dynamic"), SMALL)
     x = spirals.x_train[:8] * np.float32(1e5)
     trainer.step(x, spirals.y_train[:8])
-    assert trainer.scaler.scale == 32768.0  # GradScaler: backoff_factor 0.5 (torch/amp/grad_scaler.py)
+    # GradScaler: backoff_factor 0.5 (torch/amp/grad_scaler.py)
+    assert trainer.scaler.scale == 32768.0
 
 
 class _FakeTqdm:
@@ -158,7 +161,8 @@ def test_progress_without_tqdm_falls_back_to_a_text_bar(spirals, monkeypatch, ca
 def test_progress_false_and_the_default_under_pytest_print_nothing(spirals, monkeypatch, capsys):
     for install in (_without_tqdm, _with_fake_tqdm):
         install(monkeypatch)
-        train("fp32", spirals, SMALL, TrainConfig(steps=3, batch_size=16, eval_every=0), progress=False)
+        train("fp32", spirals, SMALL, TrainConfig(steps=3, batch_size=16, eval_every=0),
+              progress=False)
         train("fp32", spirals, SMALL, TrainConfig(steps=3, batch_size=16, eval_every=0))
         assert capsys.readouterr() == ("", "") and _FakeTqdm.made == []
 
@@ -184,7 +188,8 @@ def test_progress_default_shows_only_long_runs_someone_watches(monkeypatch, caps
     assert run(3).mode is None  # about 3 s: too short to bother
     bar = run(100)  # Jupyter without tqdm: a printed line now and then, not a redrawn bar
     out = capsys.readouterr().out.splitlines()
-    assert bar.mode == "notebook" and 2 <= len(out) <= 100 // 4 and out[-1].startswith("step 100/100")
+    assert (bar.mode == "notebook" and 2 <= len(out) <= 100 // 4
+            and out[-1].startswith("step 100/100"))
     _with_fake_tqdm(monkeypatch)
     assert run(100).mode == "tqdm" and _FakeTqdm.made[0].n == 100
 
@@ -215,10 +220,12 @@ def test_numpy_scalars_in_the_configs_are_recorded_as_their_exact_values(spirals
     h = train("fp32", spirals, model, config, checkpoint=path, stop_after=2)
     recorded = h.meta["train"]
     assert recorded["optimizer"][0] == "SGD"
-    assert recorded["optimizer"][1]["lr"] == 13421773 / 2**27 and recorded["optimizer"][1]["momentum"] == 0.9
+    sgd = recorded["optimizer"][1]
+    assert sgd["lr"] == 13421773 / 2**27 and sgd["momentum"] == 0.9
     assert Fraction(recorded["optimizer"][1]["lr"]) == Fraction(float(lr32))
     assert recorded["steps"] == 4 and h.meta["model"]["init_gain"] == 0.75
-    for value in (*recorded.values(), *recorded["optimizer"][1].values(), h.meta["model"]["init_gain"]):
+    for value in (*recorded.values(), *recorded["optimizer"][1].values(),
+                  h.meta["model"]["init_gain"]):
         assert type(value) in (int, float, bool, list), value
     h.save(tmp_path / "h.npz")
     assert History.load(tmp_path / "h.npz").meta == h.meta
@@ -258,12 +265,16 @@ STATE_CASES = {
     "fp16_mixed_dynamic": (POLICIES["fp16_mixed"].replace(
         name="dyn", loss_scale=DynamicScalingConfig(init_scale=2.0**24, growth_interval=3)), SGD()),
     # per-tensor amax histories longer than the first part of the run
-    "fp8_delayed": (POLICIES["fp8_hybrid"].replace(fp8_recipe=DelayedScaling(amax_history_len=8)), SGD()),
-    # Adam moments and the stochastic-rounding generator (bf16 master weights rounded stochastically)
-    "adam_bf16_stochastic": (POLICIES["bf16_mixed"].replace(name="sr", master_weights=Cast("bf16", "stochastic")),
+    "fp8_delayed": (POLICIES["fp8_hybrid"].replace(
+        fp8_recipe=DelayedScaling(amax_history_len=8)), SGD()),
+    # Adam moments and the stochastic-rounding generator (bf16 master weights rounded
+    # stochastically)
+    "adam_bf16_stochastic": (POLICIES["bf16_mixed"].replace(
+        name="sr", master_weights=Cast("bf16", "stochastic")),
                              Adam(lr=0.01)),
     # the Kahan compensation buffers of pure BF16 weights
-    "bf16_kahan": (POLICIES["fp16_pure"].replace(name="kahan", weight="bf16", update="kahan"), SGD()),
+    "bf16_kahan": (POLICIES["fp16_pure"].replace(name="kahan", weight="bf16", update="kahan"),
+                   SGD()),
 }
 
 
@@ -307,7 +318,8 @@ def test_resume_from_state_dict_is_bit_identical(spirals, name):
     first, history = Trainer(policy, SMALL, optimizer, seed=0), History(3, CAST_POINTS)
     _steps(first, spirals, 0, 7, history)
     state = first.state_dict()
-    _steps(first, spirals, 7, 9, History(3, CAST_POINTS))  # a state_dict is a copy: this changes nothing
+    # a state_dict is a copy: this changes nothing
+    _steps(first, spirals, 7, 9, History(3, CAST_POINTS))
     resumed = Trainer(policy, SMALL, optimizer, seed=1)
     assert not np.array_equal(resumed.stored[0]["weight"], first.stored[0]["weight"])
     resumed.load_state_dict(state)

@@ -23,7 +23,8 @@ def _sequential_fp32(a, b):
 def test_sequential_fp32_accumulation_adds_in_order():
     rng = np.random.default_rng(0)
     # wide exponent range, so that the order of the sums matters
-    a = lowprec.round((rng.standard_normal((4, 24)) * 2.0 ** rng.integers(-12, 12, (4, 24))), "fp16")
+    a = lowprec.round(rng.standard_normal((4, 24)) * 2.0 ** rng.integers(-12, 12, (4, 24)),
+                      "fp16")
     b = lowprec.round(rng.standard_normal((24, 3)), "fp16")
     a, b = a.astype(np.float32), b.astype(np.float32)
     cast = Caster(POLICIES["fp16_mixed"].replace(accumulate="fp32"))
@@ -34,7 +35,9 @@ def test_sequential_fp32_accumulation_adds_in_order():
 def test_training_runs_with_an_exact_accumulation_model(accumulate):
     spirals = data.spirals(np.random.default_rng(0), points_per_class=20)
     policy = POLICIES["fp16_mixed"].replace(accumulate=accumulate)
-    h = train(policy, spirals, MLPConfig(sizes=(2, 8, 3)), TrainConfig(steps=3, batch_size=8, eval_every=0))
-    blas = train("fp16_mixed", spirals, MLPConfig(sizes=(2, 8, 3)), TrainConfig(steps=3, batch_size=8, eval_every=0))
+    h = train(policy, spirals, MLPConfig(sizes=(2, 8, 3)),
+              TrainConfig(steps=3, batch_size=8, eval_every=0))
+    blas = train("fp16_mixed", spirals, MLPConfig(sizes=(2, 8, 3)),
+                 TrainConfig(steps=3, batch_size=8, eval_every=0))
     assert np.all(np.isfinite(h.loss))
     np.testing.assert_allclose(h.loss, blas.loss, rtol=1e-3)  # same run, other rounding of the sums

@@ -23,7 +23,8 @@ def test_pure_fp16_flushes_early_activation_gradients_and_learns_worse():
     fp16_pure, 0% in fp32 and fp16_mixed; mean loss over the last 300 steps 1.7x fp32's."""
     spirals = data.spirals(np.random.default_rng(0))
     config = TrainConfig(observe_every=100, eval_every=0)
-    runs = {name: train(name, spirals, config=config) for name in ("fp32", "fp16_pure", "fp16_mixed")}
+    runs = {name: train(name, spirals, config=config)
+            for name in ("fp32", "fp16_pure", "fp16_mixed")}
     late_loss = {name: h.loss[300:].mean() for name, h in runs.items()}
     for name, h in runs.items():
         zeros = _fractions(h, "zeros", "activation_grad")
@@ -53,7 +54,8 @@ def test_small_updates_stagnate_in_pure_fp16_and_stochastic_rounding_recovers():
     pure = POLICIES["fp16_pure"]
     policies = {
         "pure FP16, nearest": pure,
-        "FP32 master weights": pure.replace(name="fp16_master", master_weights=FP32, optimizer_state=FP32),
+        "FP32 master weights": pure.replace(name="fp16_master", master_weights=FP32,
+                                            optimizer_state=FP32),
         "pure FP16, stochastic": pure.replace(name="fp16_sr", update="stochastic"),
         "pure FP16, Kahan": pure.replace(name="fp16_kahan", update="kahan"),
     }

@@ -15,8 +15,8 @@ import pytest
 from lowprec.reference import round_exact
 from lowprec import FP32, data
 from lowprec.data import Dataset
-from lowprec.nn import (CAST_POINTS, POLICIES, Adam, Caster, MLPConfig, PrecisionPolicy, TrainConfig,
-                        Trainer, load_checkpoint, train)
+from lowprec.nn import (CAST_POINTS, POLICIES, Adam, Caster, MLPConfig, PrecisionPolicy,
+                        TrainConfig, Trainer, load_checkpoint, train)
 from lowprec.nn.train import batch_indices, run_fingerprint
 from lowprec.observe import History, NotRecordedError, Observer
 from lowprec.scaling import CurrentScaling, DelayedScaling, MXBlockScaling, ScaledTensor
@@ -63,7 +63,8 @@ def test_delayed_scaling_cast_and_observation_match_ml_dtypes(point, fmt):
         stats = {k: int(v[0, CAST_POINTS.index(point)]) for k, v in observer.cast_stats.items()}
         assert stats["zeros"] == np.count_nonzero(payload == 0)
         assert stats["underflow"] == np.count_nonzero((payload == 0) & (x != 0))
-        assert stats["subnormal"] == np.count_nonzero((payload != 0) & (np.abs(payload) < TINY[fmt]))
+        subnormal = (payload != 0) & (np.abs(payload) < TINY[fmt])
+        assert stats["subnormal"] == np.count_nonzero(subnormal)
         assert stats["overflow"] == np.count_nonzero(np.abs(x * scale) > MAXES[fmt])
         record = cast.fp8_step_stats(1)
         p = CAST_POINTS.index(point)
@@ -120,7 +121,8 @@ def test_mx_quantizes_each_gemm_operand_along_that_gemms_reduction_axis():
 
 def test_mx_training_steps_run_and_record_no_per_tensor_scale(spirals):
     policy = POLICIES["fp8_hybrid"].replace(name="mx", fp8_recipe="mx")
-    h = train(policy, spirals, SMALL, TrainConfig(steps=6, batch_size=64, eval_every=3, observe_every=2))
+    h = train(policy, spirals, SMALL,
+              TrainConfig(steps=6, batch_size=64, eval_every=3, observe_every=2))
     assert np.all(np.isfinite(h.loss)) and len(h.fp8_step) == 6
     p = CAST_POINTS.index("input")
     assert np.all(np.isnan(h.fp8_scale[:, :, p])) and np.all(h.fp8_amax[:, :, p] > 0)
@@ -129,7 +131,8 @@ def test_mx_training_steps_run_and_record_no_per_tensor_scale(spirals):
 # --- the policy -------------------------------------------------------------------------------
 def test_policy_names_the_recipe_and_checks_it_fits_the_cast_points():
     hybrid = POLICIES["fp8_hybrid"]
-    assert hybrid.fp8_recipe == DelayedScaling() and hybrid.fp8_points == ("weight", "input", "grad_output")
+    assert (hybrid.fp8_recipe == DelayedScaling()
+            and hybrid.fp8_points == ("weight", "input", "grad_output"))
     assert POLICIES["fp8_hybrid_unscaled"].fp8_recipe is None
     assert hybrid.replace(fp8_recipe="current").fp8_recipe == CurrentScaling()
     assert hybrid.replace(fp8_recipe="mx").fp8_recipe == MXBlockScaling(fp8_format="hybrid")
@@ -216,10 +219,12 @@ def test_fp8_hybrid_needs_its_scales():
     for name, h in runs.items():
         zero = h.pooled("zeros", "grad_output")
         flushed = h.fp8("flushed", "grad_output", 0) if len(h.fp8_step) else None
-        print(f"{name:<20} final loss {final[name]:.3g} ({final[name] / final['bf16_mixed']:.2f}x BF16),"
+        print(f"{name:<20} final loss {final[name]:.3g} "
+              f"({final[name] / final['bf16_mixed']:.2f}x BF16),"
               f" test loss {h.test_loss[-1]:.3g}; grad_output zero per layer "
               + " ".join(f"{z:5.1%}" for z in zero)
-              + (f"; layer-0 grad_output scale at the end {h.fp8('scale', 'grad_output', 0)[-1]:.3g}, "
+              + (f"; layer-0 grad_output scale at the end "
+                 f"{h.fp8('scale', 'grad_output', 0)[-1]:.3g}, "
                  f"flushed {flushed[-1]:.1%}" if flushed is not None else ""))
     assert final["fp8_hybrid"] <= 1.5 * final["bf16_mixed"]
     assert final["fp8_hybrid_unscaled"] >= 2.5 * final["bf16_mixed"]
@@ -239,8 +244,8 @@ def test_fp8_hybrid_needs_its_scales():
 #     - FP32, sequential, to nearest, exact products: gamma_{K-1} sum |A_k B_k| <= K u sum mu_k
 #       for K < 4096 (recursive summation: Higham, "Accuracy and Stability of Numerical
 #       Algorithms", 2nd ed., 2002, sec. 4.2);
-#     - block FMA of n products (MMA-Sim, arXiv:2511.10909): a block truncates c and each of its n products
-#       to a multiple of 2**(emax - F) (error below 2**(emax - F) each, where
+#     - block FMA of n products (MMA-Sim, arXiv:2511.10909): a block truncates c and each of its
+#       n products to a multiple of 2**(emax - F) (error below 2**(emax - F) each, where
 #       2**emax <= max(|c|, mu_k): an exponent field reads a subnormal at emin), then rounds the
 #       sum toward zero to F = 13 fraction bits (below 2**-F |sum|); over ceil(K/n) blocks
 #       E(K) = (K + 2 ceil(K/n)) 2**-F; promotion adds one FP32 rounding per N_C products;
@@ -251,7 +256,8 @@ def test_fp8_hybrid_needs_its_scales():
 def _block_fma_error(n, F, promote_every=None):
     def error(K):
         blocks = -(-K // n)
-        return (K + 2 * blocks) * 2.0**-F + (-(-K // promote_every) * 2.0**-24 if promote_every else 0)
+        promotions = -(-K // promote_every) * 2.0**-24 if promote_every else 0
+        return (K + 2 * blocks) * 2.0**-F + promotions
     return error
 
 
@@ -272,8 +278,9 @@ def _assert_fp8_gemm_bound(a, b, out, decode_a, decode_b, tiny_a, tiny_b, error)
     mu = ((np.abs(a.astype(np.float64)) + decode_a * tiny_a)
           @ (np.abs(b.astype(np.float64)) + decode_b * tiny_b))
     bound = (error(a.shape[1]) + 5 * 2.0**-24) * (1 + 2.0**-20) * mu
-    gap = np.abs(_exact(out) - exact).astype(np.float64)  # rounded once, far below the bound's slack
-    assert np.all(gap <= bound), (float((gap / np.where(bound > 0, bound, 1)).max()), a.shape, b.shape)
+    gap = np.abs(_exact(out) - exact).astype(np.float64)  # rounded once, far below the slack
+    assert np.all(gap <= bound), (float((gap / np.where(bound > 0, bound, 1)).max()),
+                                  a.shape, b.shape)
 
 
 @pytest.mark.parametrize("recipe, steps", [("delayed", 2), ("current", 1)])
@@ -295,7 +302,8 @@ def test_fp8_gemm_with_fp32_accumulation_accumulates_the_fp8_elements(recipe, st
     assert np.all(x8.elements == 448) and x8.scale_inv == decode
     x8, W8 = x8.dequantize(), W8.dequantize()
     assert np.all(x8 == round_exact(448 * Fraction(decode), FP32))  # held: 448 * scale_inv
-    _assert_fp8_gemm_bound(x8, W8, out, decode, decode, TINY["e4m3"], TINY["e4m3"], FP8_GEMM_ERROR["fp32"])
+    _assert_fp8_gemm_bound(x8, W8, out, decode, decode, TINY["e4m3"], TINY["e4m3"],
+                           FP8_GEMM_ERROR["fp32"])
     assert abs(float(out[0, 0]) / (4 * value**2) - 1) < 1e-6
 
 

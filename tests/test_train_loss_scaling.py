@@ -15,7 +15,8 @@ from lowprec.data import Dataset
 from lowprec.nn import CAST_POINTS, POLICIES, SGD, Adam, MLPConfig, TrainConfig, Trainer, train
 from lowprec.nn.train import batch_indices
 from lowprec.observe import History
-from lowprec.scaling import DeepSpeedConfig, DynamicScalingConfig, LossScaleAtMinimumError, NonFiniteSource
+from lowprec.scaling import (DeepSpeedConfig, DynamicScalingConfig, LossScaleAtMinimumError,
+                             NonFiniteSource)
 
 SMALL = MLPConfig(sizes=(2, 16, 16, 3))
 FP16_MIXED = POLICIES["fp16_mixed"]
@@ -51,7 +52,8 @@ def test_history_keeps_the_scaler_record_and_saves_it(spirals, tmp_path):
     """Each step's scale, new scale, growth tracker and skip follow GradScaler's rule (backoff
     0.5 and skip on inf/NaN, x2 after growth_interval clean steps), replayed here from the flags."""
     config = TrainConfig(steps=14, batch_size=32, eval_every=7, observe_every=7)
-    policy = FP16_MIXED.replace(loss_scale=DynamicScalingConfig(init_scale=2.0**24, growth_interval=4))
+    policy = FP16_MIXED.replace(loss_scale=DynamicScalingConfig(init_scale=2.0**24,
+                                                                growth_interval=4))
     h = train(policy, spirals, SMALL, config)
     skipped = int(h.skipped.sum())
     assert 1 <= skipped < 10 and np.array_equal(h.skipped, h.found_inf)
@@ -113,7 +115,8 @@ def test_resume_with_a_changing_loss_scale_is_bit_identical(spirals, tmp_path, l
     policy = FP16_MIXED.replace(loss_scale=loss_scale)
     config = TrainConfig(steps=24, batch_size=32, eval_every=7, observe_every=5, checkpoint_every=6)
     whole = train(policy, spirals, SMALL, config)
-    assert len(set(whole.scale[:12])) > 1 and len(set(whole.scale[12:])) > 1  # changes on both sides
+    # the scale changes on both sides
+    assert len(set(whole.scale[:12])) > 1 and len(set(whole.scale[12:])) > 1
     path = tmp_path / "run.npz"
     train(policy, spirals, SMALL, config, checkpoint=path, stop_after=12)
     _same(whole, train(policy, spirals, SMALL, config, resume=path))
@@ -133,7 +136,8 @@ def test_a_static_scale_too_large_overflows_every_step_and_names_the_culprit():
     assert h.skipped.all() and h.found_inf.all()
     assert h.culprits() == [(s, last, "activation_grad", "inf") for s in range(1, 21)]
     assert np.all(h.update_nonzero == 0)  # no update was ever applied
-    trainer = Trainer(FP16_MIXED.replace(loss_scale=2.0**32), MLPConfig(sizes=(2, 64, 64, 64, 64, 3)))
+    trainer = Trainer(FP16_MIXED.replace(loss_scale=2.0**32),
+                      MLPConfig(sizes=(2, 64, 64, 64, 64, 3)))
     before = [{k: v.copy() for k, v in layer.items()} for layer in trainer.stored]
     for step in range(3):
         idx = batch_indices(len(spirals.x_train), 256, 0, step)
@@ -147,16 +151,18 @@ def test_a_static_scale_too_large_overflows_every_step_and_names_the_culprit():
     assert d.skipped[:k].all() and not d.skipped[k:].any() and d.scale[-1] == 2.0**(32 - k)
 
 
-# --- demonstration 1: FP16 without loss scaling ----------------------------------------------------
+# --- demonstration 1: FP16 without loss scaling ---------------------------------------------
 def _zeros_on_the_same_weights(weights_from: Trainer, x, y, policies) -> dict:
-    """Per policy: activation-gradient zeros per layer in one step from the same weights and batch."""
+    """Per policy: activation-gradient zeros per layer in one step from the same weights and
+    batch."""
     p = CAST_POINTS.index("activation_grad")
     out = {}
     for name, policy in policies.items():
         t = Trainer(policy, weights_from.model.config, weights_from.optimizer, seed=0)
         t.stored = [{k: v.copy() for k, v in layer.items()} for layer in weights_from.stored]
         t.step(x, y, observe=True)
-        out[name] = (t.observer.cast_stats["zeros"][:, p].copy(), t.observer.cast_stats["count"][:, p])
+        out[name] = (t.observer.cast_stats["zeros"][:, p].copy(),
+                     t.observer.cast_stats["count"][:, p])
     return out
 
 
@@ -179,7 +185,8 @@ def test_fp16_without_loss_scaling_flushes_early_activation_gradients():
               + " ".join(f"{f:5.1%}" for f in s["act_grad_underflow"])
               + f" | final loss {s['final_loss']:.3g}, skipped {s['skipped']}")
     zero0 = {name: h.summary()["act_grad_zero"][0] for name, h in runs.items()}
-    assert zero0["fp16_mixed_unscaled"] >= 0.2 and zero0["fp32"] <= 0.01 and zero0["fp16_mixed"] <= 0.05
+    assert (zero0["fp16_mixed_unscaled"] >= 0.2 and zero0["fp32"] <= 0.01
+            and zero0["fp16_mixed"] <= 0.05)
 
     fp32 = Trainer("fp32", MLPConfig(sizes=(2, 64, 64, 64, 64, 3)), SGD(), seed=0)
     for step in range(300):

@@ -2,23 +2,26 @@
 
 Nothing here imports CuPy at module import time; :func:`require_cupy` does, with a message that
 says what is missing. Install with ``pip install -e '.[gpu]'`` from a clone of the repository
-(CuPy for CUDA 12) on a machine with an NVIDIA GPU. ``python -m lowprec gpu-check`` runs the whole comparison.
+(CuPy for CUDA 12) on a machine with an NVIDIA GPU. ``python -m lowprec gpu-check`` runs the
+whole comparison.
 """
 from __future__ import annotations
+
+from types import ModuleType
 
 
 class GpuUnavailable(RuntimeError):
     """CuPy is not installed, or it finds no usable CUDA device."""
 
 
-def require_cupy():
+def require_cupy() -> ModuleType:
     """Import and return cupy, or raise GpuUnavailable saying why it cannot be used."""
     try:
         import cupy
     except ImportError as exc:
         raise GpuUnavailable(
-            "lowprec.gpu needs CuPy: pip install -e '.[gpu]' in a clone of lowprec (or a cupy-cudaXXx wheel matching "
-            f"your CUDA driver). Import failed with: {exc}") from None
+            "lowprec.gpu needs CuPy: pip install -e '.[gpu]' in a clone of lowprec (or a "
+            f"cupy-cudaXXx wheel matching your CUDA driver). Import failed with: {exc}") from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDA driver missing or broken: CuPy raises its own error types

@@ -9,17 +9,22 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import numpy as np
 
 from ..formats import FP16, FP32
 from ..rounding import round as lp_round
+from ..tensorcore import TensorCoreModel
 from .kernels import INSTRUCTIONS
-from .probe import bit_agreement, probe_instruction, presets_for
+from .probe import (CupyBackend, SimulatedBackend, bit_agreement, presets_for,
+                    probe_instruction)
 
 
-def cublas_comparison(backend, model, ks=(16, 64, 256, 1024, 4096), m=64, n=64, seed=0) -> list:
+def cublas_comparison(backend: CupyBackend, model: TensorCoreModel,
+                      ks: tuple[int, ...] = (16, 64, 256, 1024, 4096), m: int = 64, n: int = 64,
+                      seed: int = 0) -> list:
     """Share of cuBLAS outputs bit-identical to ``model``'s prediction, for growing K."""
     from .. import accumulate
     from .mlp import CupyOps
@@ -38,14 +43,15 @@ def cublas_comparison(backend, model, ks=(16, 64, 256, 1024, 4096), m=64, n=64, 
         predicted16 = lp_round(np.asarray(predicted32, np.float64), FP16)
         rows.append({"k": k,
                      "fp16_out": bit_agreement(fp16_out.astype(np.float64), predicted16, FP16),
-                     "fp32_out": bit_agreement(fp32_out.astype(np.float64), np.asarray(predicted32), FP32)})
+                     "fp32_out": bit_agreement(fp32_out.astype(np.float64),
+                                               np.asarray(predicted32), FP32)})
     return rows
 
 
-def run_gpu_check(out_path=None, *, backend=None, random_tiles=64, mlp_steps=10, cublas=True, mlp=True) -> dict:
+def run_gpu_check(out_path: str | os.PathLike | None = None, *,
+                  backend: SimulatedBackend | CupyBackend | None = None, random_tiles: int = 64,
+                  mlp_steps: int = 10, cublas: bool = True, mlp: bool = True) -> dict:
     """Run every part the device supports; return the report (and write it as JSON)."""
-    from .probe import CupyBackend
-
     backend = backend or CupyBackend()
     start = time.perf_counter()
     report = {"device": backend.device_name, "instructions": {}, "cublas": None, "mlp": {}}
@@ -81,34 +87,41 @@ def run_gpu_check(out_path=None, *, backend=None, random_tiles=64, mlp_steps=10,
 
 def format_report(report: dict) -> str:
     """The printed form of a gpu-check report."""
-    lines = [f"device: {report['device']}", "", "tensor-core probe (share of outputs bit-identical to each preset):"]
+    lines = [f"device: {report['device']}", "",
+             "tensor-core probe (share of outputs bit-identical to each preset):"]
     for name, entry in report["instructions"].items():
         if "skipped" in entry:
             lines.append(f"  {name:9s} skipped: {entry['skipped']}")
             continue
-        for chain, result in entry.items():
+        for result in entry.values():  # one per chain length
             shares = ", ".join(f"{p} {r['bit_identical_share']:.1%}"
                                + (" (probe vectors match)" if r["probe_vectors_match"] else "")
                                for p, r in result["presets"].items())
-            check = "ok" if result["selfcheck_ok"] else "FAILED (layout or kernel error: verdicts void)"
-            lines.append(f"  {name:9s} K={result['k']:3d}  self-check {check}; best: {result['best_match']}; {shares}")
+            check = ("ok" if result["selfcheck_ok"]
+                     else "FAILED (layout or kernel error: verdicts void)")
+            lines.append(f"  {name:9s} K={result['k']:3d}  self-check {check}; "
+                         f"best: {result['best_match']}; {shares}")
         if name.startswith(("e4m3", "e5m2")):
-            lines.append("            note: sm_90 has no FP8 mma.sync of its own (ptxas lowers it to FP16 HMMAs "
-                         "plus an FADD of C:\n            see cuobjdump -sass); the FP8 presets model wgmma, so "
-                         "they need not match mma.sync there")
+            lines.append("            note: sm_90 has no FP8 mma.sync of its own (ptxas lowers it "
+                         "to FP16 HMMAs plus an FADD of C:\n            see cuobjdump -sass); the "
+                         "FP8 presets model wgmma, so they need not match mma.sync there")
     if report.get("cublas"):
         lines += ["", f"cuBLAS against {report['cublas']['model']} (share bit-identical):"]
         for row in report["cublas"]["rows"]:
-            lines.append(f"  K={row['k']:5d}  fp16 out {row['fp16_out']['bit_identical_share']:.1%} "
-                         f"(max {row['fp16_out']['max_ulp']} ulp)   fp32 out "
-                         f"{row['fp32_out']['bit_identical_share']:.1%} (max {row['fp32_out']['max_ulp']} ulp)")
+            fp16_out, fp32_out = row["fp16_out"], row["fp32_out"]
+            lines.append(f"  K={row['k']:5d}  fp16 out {fp16_out['bit_identical_share']:.1%} "
+                         f"(max {fp16_out['max_ulp']} ulp)   fp32 out "
+                         f"{fp32_out['bit_identical_share']:.1%} (max {fp32_out['max_ulp']} ulp)")
     for policy, result in report.get("mlp", {}).items():
-        lines += ["", f"MLP {policy}: device vs simulator, per cast point (mean share bit-identical, worst ulp):"]
+        lines += ["", f"MLP {policy}: device vs simulator, per cast point "
+                      "(mean share bit-identical, worst ulp):"]
         if "error" in result:
             lines.append(f"  error: {result['error']}")
             continue
         for key, entry in result["summary"].items():
-            lines.append(f"  layer {key:22s} {entry['bit_identical_share']:.1%}  {entry['max_ulp']} ulp")
-        lines.append(f"  final: simulator {result['final']['simulator']}, device {result['final']['device']}")
+            lines.append(f"  layer {key:22s} {entry['bit_identical_share']:.1%}  "
+                         f"{entry['max_ulp']} ulp")
+        final = result["final"]
+        lines.append(f"  final: simulator {final['simulator']}, device {final['device']}")
     lines.append(f"\n({report.get('seconds', '?')} s)")
     return "\n".join(lines)

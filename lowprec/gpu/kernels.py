@@ -60,7 +60,7 @@ INSTRUCTIONS = {
 }
 
 
-def fragment_layout(per_register: int):
+def fragment_layout(per_register: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(A map, B map, C map) as arrays of (row, col) per (lane, register, element)."""
     w = per_register
     lane = np.arange(32)
@@ -117,7 +117,7 @@ _ACC32_DECL = """float d[4];
     for (int i = 0; i < 4; ++i) d[i] = C[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)];"""
 _ACC32_MMA = """asm volatile("mma.sync.aligned.TYPES {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\\n"
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));"""
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));"""  # noqa: E501 (one PTX operand list per line)
 _ACC32_STORE = """for (int i = 0; i < 4; ++i) D[(g + 8 * (i >> 1)) * 8 + 2 * t + (i & 1)] = d[i];"""
 # f16 accumulator: two registers, each holding elements (2i, 2i+1) of the C/D fragment.
 _ACC16_DECL = """unsigned d[2];

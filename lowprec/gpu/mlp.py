@@ -10,8 +10,9 @@ CuPy arrays.
 
 :func:`compare_training` runs the simulator and the device in lock step: before each step the
 device loads the simulator's ``Trainer.state_dict()`` (weights, optimizer state, loss scaler,
-random state), so each step's differences are that step's own; every cast point's tensor is compared (bit-identical share, largest distance in
-ulps of the cast point's format). Two independent runs then give each side's final accuracy.
+random state), so each step's differences are that step's own; every cast point's tensor is
+compared (bit-identical share, largest distance in ulps of the cast point's format). Two
+independent runs then give each side's final accuracy.
 
 The device operations sit behind a small *ops* object so that the CPU tests can run the whole
 comparison with :class:`NumpyOps`, a stand-in that does what the GPU would with NumPy.
@@ -19,20 +20,24 @@ comparison with :class:`NumpyOps`, a stand-in that does what the GPU would with 
 from __future__ import annotations
 
 from functools import partial
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from ..data import Dataset
-from ..formats import FP32
+from ..formats import FP32, FloatFormat
 from ..accumulate import BLAS
 from ..nn.cast import Caster
 from ..nn.model import MLPConfig
-from ..nn.policy import CAST_POINTS, PrecisionPolicy
+from ..nn.policy import CAST_POINTS, Cast, PrecisionPolicy
 from ..nn.train import DEFAULT_HIDDEN, TrainConfig, Trainer, batch_indices, train
-from ..observe import History
+from ..observe import History, Observer
 from ..rounding import round as lp_round
 from . import require_cupy
 from .probe import bit_agreement
+
+DeviceArray = Any  # a cupy.ndarray on the device (CuPy is optional), or a NumPy array
 
 CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF = 0, 2, 14  # cudaDataType_t (library_types.h)
 CUBLAS_COMPUTE_32F = 68  # cublasComputeType_t
@@ -45,28 +50,28 @@ class NumpyOps:
     xp = np
     name = "numpy stand-in"
 
-    def to_host(self, x):
+    def to_host(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x)
 
-    def round(self, x, spec, rng):
+    def round(self, x: np.ndarray, spec: Cast, rng: np.random.Generator | None) -> np.ndarray:
         return lp_round(x, spec.format, spec.mode, overflow=spec.overflow,
                         subnormals=spec.subnormals, rng=rng)
 
-    def matmul16(self, a, b, fmt):
+    def matmul16(self, a: np.ndarray, b: np.ndarray, fmt: FloatFormat) -> np.ndarray:
         return a @ b  # exact 16-bit products, FP32 sums in the BLAS library's order
 
 
 class CupyOps:
     """Device operations on CuPy arrays: native conversions and cuBLAS tensor-core GEMMs."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.xp = require_cupy()
         self.name = "cupy"
 
-    def to_host(self, x):
+    def to_host(self, x: DeviceArray) -> np.ndarray:
         return self.xp.asnumpy(x)
 
-    def round(self, x, spec, rng):
+    def round(self, x: DeviceArray, spec: Cast, rng: np.random.Generator | None) -> DeviceArray:
         cp = self.xp
         native = (spec.mode == "nearest" and spec.overflow is None and spec.subnormals
                   and spec.format.name == "fp16" and x.dtype == cp.float32)
@@ -77,7 +82,7 @@ class CupyOps:
                         subnormals=spec.subnormals, rng=rng)
         return cp.asarray(host)
 
-    def matmul16(self, a, b, fmt):
+    def matmul16(self, a: DeviceArray, b: DeviceArray, fmt: FloatFormat) -> DeviceArray:
         """a @ b on tensor cores: 16-bit inputs (values of ``fmt``), FP32 output and compute."""
         cp = self.xp
         # CuPy is optional: imported only where the device works, never at module import
@@ -107,7 +112,7 @@ class TracingCaster(Caster):
 
     last_trace: tuple = ()
 
-    def end_step(self):
+    def end_step(self) -> None:
         self.last_trace = tuple(self.trace)
         super().end_step()
 
@@ -116,18 +121,19 @@ class DeviceCaster(TracingCaster):
     """A Caster whose roundings and matmuls run on the device (``ops``); keeps each step's trace.
     A Trainer makes one from ``caster=functools.partial(DeviceCaster, ops=ops)``."""
 
-    def __init__(self, policy: PrecisionPolicy, ops, *, rng: np.random.Generator | None = None,
-                 observer=None, xp=None) -> None:
+    def __init__(self, policy: PrecisionPolicy, ops: NumpyOps | CupyOps, *,
+                 rng: np.random.Generator | None = None, observer: Observer | None = None,
+                 xp: ModuleType | None = None) -> None:
         if xp is not None and xp is not ops.xp:
             raise ValueError(f"DeviceCaster works in its ops' array namespace {ops.xp.__name__}, "
                              f"got xp={getattr(xp, '__name__', xp)}")
         super().__init__(policy, rng=rng, observer=observer, xp=ops.xp)
         self.ops = ops
 
-    def round(self, x, spec, point, layer):
+    def round(self, x: DeviceArray, spec: Cast, point: str, layer: int) -> DeviceArray:
         return self.ops.round(x, spec, self.rng if spec.mode == "stochastic" else None)
 
-    def matmul(self, a, b, gemm=None):
+    def matmul(self, a: DeviceArray, b: DeviceArray, gemm: str | None = None) -> DeviceArray:
         """Tensor cores when both operands hold 16-bit values of the policy's weight format and
         the policy's accumulator is BLAS (cuBLAS's own FP32 sums); otherwise an FP32 GEMM."""
         weight = self.policy.weight
@@ -139,7 +145,7 @@ class DeviceCaster(TracingCaster):
         # exact accumulation models: under one, this is still cuBLAS, as before.
         return BLAS.matmul(a, b)
 
-    def frozen_copy(self, rng=None):
+    def frozen_copy(self, rng: np.random.Generator | None = None) -> DeviceCaster:
         """The evaluation caster: the same device operations (no FP8 states in these policies)."""
         return DeviceCaster(self.policy, self.ops, rng=rng)
 
@@ -148,7 +154,8 @@ def _holds(x, fmt, xp) -> bool:
     """True when every value of the float32 array ``x`` is a value of the 16-bit ``fmt``."""
     if fmt.name == "fp16":
         return bool((x.astype(xp.float16).astype(xp.float32) == x).all())
-    return bool(((xp.ascontiguousarray(x).view(xp.uint32) & 0xFFFF) == 0).all())  # bf16: low half zero
+    # bf16: the low half of each float32 is zero
+    return bool(((xp.ascontiguousarray(x).view(xp.uint32) & 0xFFFF) == 0).all())
 
 
 def compare_training(policy: PrecisionPolicy | str, data: Dataset, *, steps: int = 20,
@@ -183,7 +190,8 @@ def compare_training(policy: PrecisionPolicy | str, data: Dataset, *, steps: int
     summary = {}
     for key in records[0]["points"]:
         entries = [r["points"][key] for r in records if key in r["points"]]
-        summary[key] = {"bit_identical_share": float(np.mean([e["bit_identical_share"] for e in entries])),
+        shares = [e["bit_identical_share"] for e in entries]
+        summary[key] = {"bit_identical_share": float(np.mean(shares)),
                         "max_ulp": int(max(e["max_ulp"] for e in entries))}
     config = TrainConfig(steps=final_steps, batch_size=batch_size, seed=seed, eval_every=0)
     final = {"simulator": _final(train(policy, data, model, config, progress=False))}
@@ -198,4 +206,5 @@ def compare_training(policy: PrecisionPolicy | str, data: Dataset, *, steps: int
 
 def _final(result: History) -> dict:
     """Test loss and accuracy of a run's last evaluation."""
-    return {"test_loss": float(result.test_loss[-1]), "test_accuracy": float(result.test_accuracy[-1])}
+    return {"test_loss": float(result.test_loss[-1]),
+            "test_accuracy": float(result.test_accuracy[-1])}

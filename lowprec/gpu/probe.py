@@ -13,10 +13,11 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import tensorcore
 from ..bits import decode, encode
-from ..formats import FP16, FP32, as_format
+from ..formats import FP16, FP32, FormatLike, as_format
 from ..rounding import round as lp_round
 from .kernels import MmaInstruction, kernel_source
 
@@ -30,7 +31,8 @@ class ProbeSet:
     a: np.ndarray  # (tiles, 16, K) float64, values of the instruction's input format
     b: np.ndarray  # (tiles, K, 8)
     c: np.ndarray  # (tiles, 16, 8), values of the accumulator format
-    exact: np.ndarray = field(default=None)  # (tiles, 16, 8) exact a @ b + c for self-check tiles, else NaN
+    # (tiles, 16, 8) exact a @ b + c for self-check tiles, else NaN
+    exact: np.ndarray = field(default=None)
 
 
 def _acc_format(instr: MmaInstruction):
@@ -48,7 +50,8 @@ def _tile(instr: MmaInstruction, k: int, products, c_value):
     return a, b, c
 
 
-def probe_set(instr: MmaInstruction, chained: int = 1, random_tiles: int = 64, seed: int = 0) -> ProbeSet:
+def probe_set(instr: MmaInstruction, chained: int = 1, random_tiles: int = 64,
+              seed: int = 0) -> ProbeSet:
     """Self-check tiles, the published probe vectors and random tiles, K = chained * instr.k."""
     fmt = as_format(instr.input_format)
     k = instr.k * chained
@@ -73,7 +76,8 @@ def probe_set(instr: MmaInstruction, chained: int = 1, random_tiles: int = 64, s
         "d1_extra_bit": ({0: (1.0, 1.0)}, -(1 - eps)),
         # c = 1 plus two tiny products at the first and last index of K: split blocks lose them
         "split_block": ({0: (2.0 ** -12, 2.0 ** -12), k - 1: (2.0 ** -12, 2.0 ** -12)}, 1.0),
-        # truncation vs rounding of the aligned sum: 1 + 3/4 ulp rounds up to nearest, not toward zero
+        # truncation vs rounding of the aligned sum: 1 + 3/4 ulp rounds up to nearest, not toward
+        # zero
         "truncation": ({0: (2.0 ** -12, 1.5 * 2.0 ** -12)}, 1.0),
         # cancellation leaves only the bits that survived alignment
         "cancellation": ({0: (1.0, 1.0), 1: (-1.0, 1.0), 2: (2.0 ** -12, 2.0 ** -13)}, 0.0),
@@ -83,7 +87,8 @@ def probe_set(instr: MmaInstruction, chained: int = 1, random_tiles: int = 64, s
         "carry": ({i: (1 - 2.0 ** -3, 1.0) for i in range(k)}, 0.0),
     }
     for name, (products, c_value) in probes.items():
-        products = {i: (float(lp_round(x, fmt)), float(lp_round(y, fmt))) for i, (x, y) in products.items()}
+        products = {i: (float(lp_round(x, fmt)), float(lp_round(y, fmt)))
+                    for i, (x, y) in products.items()}
         tiles.append(_tile(instr, k, products, float(lp_round(c_value, _acc_format(instr)))))
         names.append(name)
         exact.append(np.full((16, 8), np.nan))
@@ -107,16 +112,19 @@ class SimulatedBackend:
 
     def __init__(self, models: dict):
         self.models = models  # instruction name -> TensorCoreModel
-        self.device_name = "simulated: " + ", ".join(f"{k}={getattr(m, 'name', m)}" for k, m in models.items())
+        self.device_name = "simulated: " + ", ".join(f"{k}={getattr(m, 'name', m)}"
+                                                     for k, m in models.items())
 
     def supports(self, instr: MmaInstruction) -> bool:
         return instr.name in self.models
 
-    def run(self, instr: MmaInstruction, a, b, c):
+    def run(self, instr: MmaInstruction, a: np.ndarray, b: np.ndarray,
+            c: np.ndarray) -> np.ndarray:
         return simulate(self.models[instr.name], instr, a, b, c)
 
 
-def simulate(model, instr: MmaInstruction, a, b, c):
+def simulate(model: tensorcore.TensorCoreModel, instr: MmaInstruction, a: np.ndarray,
+             b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """What ``model`` predicts for tiles (a, b, c), chaining instructions along K."""
     out = np.empty(c.shape)
     for t in range(a.shape[0]):
@@ -132,7 +140,8 @@ class CupyBackend:
 
         self.cp = require_cupy()
         props = self.cp.cuda.runtime.getDeviceProperties(self.cp.cuda.Device().id)
-        self.device_name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        name = props["name"]
+        self.device_name = name.decode() if isinstance(name, bytes) else name
         self.compute_capability = int(props["major"]) * 10 + int(props["minor"])
         self._kernels = {}
 
@@ -145,7 +154,8 @@ class CupyBackend:
             self._kernels[instr.name] = module.get_function(instr.kernel_name)
         return self._kernels[instr.name]
 
-    def run(self, instr: MmaInstruction, a, b, c):
+    def run(self, instr: MmaInstruction, a: np.ndarray, b: np.ndarray,
+            c: np.ndarray) -> np.ndarray:
         cp = self.cp
         fmt = as_format(instr.input_format)
         storage = {1: np.uint32, 2: np.uint16, 4: np.uint8}[instr.per_register]
@@ -163,10 +173,11 @@ class CupyBackend:
         return d.astype(np.float64) if instr.accumulator == "fp32" else decode(d, FP16)
 
 
-def bit_agreement(x, y, fmt) -> dict:
+def bit_agreement(x: ArrayLike, y: ArrayLike, fmt: FormatLike) -> dict:
     """Share of bit-identical values and the largest distance in units in the last place."""
     fmt = as_format(fmt)
-    cx, cy = np.asarray(encode(x, fmt)).astype(np.int64), np.asarray(encode(y, fmt)).astype(np.int64)
+    cx = np.asarray(encode(x, fmt)).astype(np.int64)
+    cy = np.asarray(encode(y, fmt)).astype(np.int64)
     same = cx == cy
     # distance in ulps: map codes to a monotone integer line (sign-magnitude to two's complement)
     sign = 1 << (fmt.bits - 1)
@@ -198,13 +209,14 @@ def presets_for(instr: MmaInstruction) -> dict:
         elif fmt != instr.input_format:
             continue
         if instr.accumulator == "fp16":
-            model = dataclasses.replace(model, output=FP16, output_rounding="nearest", c_format=None,
-                                        promote_every=None)
+            model = dataclasses.replace(model, output=FP16, output_rounding="nearest",
+                                        c_format=None, promote_every=None)
         found[name] = model
     return found
 
 
-def probe_instruction(backend, instr: MmaInstruction, chained: int = 1, random_tiles: int = 64) -> dict:
+def probe_instruction(backend: SimulatedBackend | CupyBackend, instr: MmaInstruction,
+                      chained: int = 1, random_tiles: int = 64) -> dict:
     """Run the probe set of one instruction on ``backend``; compare with every applicable preset."""
     ps = probe_set(instr, chained=chained, random_tiles=random_tiles)
     device = backend.run(instr, ps.a, ps.b, ps.c)

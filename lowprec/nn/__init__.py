@@ -25,8 +25,9 @@ from .policy import CAST_POINTS, POLICIES, Cast, PrecisionPolicy, get_policy
 from .train import TrainConfig, Trainer, train
 
 __all__ = [
-    "Cast", "PrecisionPolicy", "POLICIES", "CAST_POINTS", "get_policy", "Caster", "MLP", "MLPConfig",
-    "ReLU", "GELU", "Tanh", "softmax_cross_entropy", "mse", "accuracy", "SGD", "Adam", "AdamW",
+    "Cast", "PrecisionPolicy", "POLICIES", "CAST_POINTS", "get_policy", "Caster", "MLP",
+    "MLPConfig", "ReLU", "GELU", "Tanh", "softmax_cross_entropy", "mse", "accuracy", "SGD",
+    "Adam", "AdamW",
     "TrainConfig", "Trainer", "train", "CheckpointError", "save_checkpoint", "load_checkpoint",
 ]
 

@@ -23,12 +23,18 @@ Every method takes the tensor first, then the cast point, then the layer.
 """
 from __future__ import annotations
 
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..rounding import round as round_to_format
-from ..scaling import NonFiniteSource
+from ..scaling import NonFiniteSource, ScaledTensor
 from .policy import CAST_POINTS, Cast, PrecisionPolicy
 from .recipe_states import RecipeStates
+
+if TYPE_CHECKING:  # observe imports the policy's cast points
+    from ..observe import Observer
 
 # Reduction axis of each GEMM operand in its first and second use (shapes of lowprec.nn.layers).
 # Block scaling (MX) scales blocks along the axis a GEMM sums over, so an operand used by two
@@ -51,7 +57,8 @@ class Caster:
     """
 
     def __init__(self, policy: PrecisionPolicy, *, rng: np.random.Generator | None = None,
-                 observer=None, xp=np, fp8_states: dict | None = None, frozen: bool = False):
+                 observer: Observer | None = None, xp: ModuleType = np,
+                 fp8_states: dict | None = None, frozen: bool = False) -> None:
         self.policy = policy
         self.rng = rng  # used only by stochastic rounding
         self.observer = observer  # lowprec.observe.Observer or None (observation off: no cost)
@@ -74,8 +81,8 @@ class Caster:
     def spec(self, point: str) -> Cast | None:
         return self.policy.cast(point)
 
-    def __call__(self, x, point: str, layer: int, *, already: Cast | None = None,
-                 bias: bool = False):
+    def __call__(self, x: np.ndarray, point: str, layer: int, *, already: Cast | None = None,
+                 bias: bool = False) -> np.ndarray | ScaledTensor:
         """``x`` rounded at cast point ``point`` of ``layer``: an array, or a ScaledTensor for a
         scaled GEMM operand.
 
@@ -111,7 +118,8 @@ class Caster:
         scaling = {"decode_scale": decode, "clipped": int(round(record.clipped * x.size))}
         return (tensor if point in GEMM_AXES else values), values, scaling
 
-    def second_use(self, y, point: str, layer: int):
+    def second_use(self, y: np.ndarray | ScaledTensor, point: str,
+                   layer: int) -> np.ndarray | ScaledTensor:
         """``y`` (this step's result at ``point``) as the operand of its second GEMM.
 
         The same value, except under block scaling (MX), where the unrounded tensor is
@@ -124,12 +132,13 @@ class Caster:
         self.trace.append((layer, point, self.xp.asarray(tensor.dequantize(), dtype=source.dtype)))
         return tensor
 
-    def apply(self, x, spec: Cast | None, point: str, layer: int):
+    def apply(self, x: np.ndarray, spec: Cast | None, point: str, layer: int) -> np.ndarray:
         """``x`` rounded by ``spec`` (which may differ from the policy's): not observed, traced
         or FP8-scaled (the stored weights and the pure low-precision update use it)."""
         return x if self.is_identity(spec, x, None) else self.round(x, spec, point, layer)
 
-    def is_identity(self, spec: Cast | None, x, already: Cast | None = None) -> bool:
+    def is_identity(self, spec: Cast | None, x: np.ndarray,
+                    already: Cast | None = None) -> bool:
         """True when rounding ``x`` by ``spec`` provably changes nothing."""
         if spec is None:
             return True
@@ -139,7 +148,7 @@ class Caster:
         return (spec.format.name == "fp32" and spec.subnormals and spec.overflow is None
                 and x.dtype == np.float32)
 
-    def round(self, x, spec: Cast, point: str, layer: int):
+    def round(self, x: np.ndarray, spec: Cast, point: str, layer: int) -> np.ndarray:
         """Round ``x`` as ``spec`` says (no scaling). The hook a GPU backend overrides."""
         return round_to_format(x, spec.format, spec.mode, overflow=spec.overflow,
                                subnormals=spec.subnormals,
@@ -150,13 +159,14 @@ class Caster:
         (see :meth:`RecipeStates.step_arrays`)."""
         return self.recipes.step_arrays(layers)
 
-    def frozen_copy(self, rng=None) -> Caster:
+    def frozen_copy(self, rng: np.random.Generator | None = None) -> Caster:
         """A Caster for evaluation: copies of the FP8 states, used but never updated."""
         return Caster(self.policy, rng=rng, xp=self.xp,
                       fp8_states=self.recipes.frozen_copy(self.policy).states, frozen=True)
 
     # --- matmul and step bookkeeping --------------------------------------------------------
-    def matmul(self, a, b, gemm: str | None = None):
+    def matmul(self, a: np.ndarray | ScaledTensor, b: np.ndarray | ScaledTensor,
+               gemm: str | None = None) -> np.ndarray:
         """``a @ b`` with the policy's accumulator (the operands are already rounded).
 
         ``gemm`` ("fprop", "dgrad", "wgrad"; see GEMM_OPERANDS) names the cast points the
@@ -176,14 +186,14 @@ class Caster:
         spec = self.policy.cast(point)
         return None if spec is None else spec.format
 
-    def begin_step(self, observer=None):
+    def begin_step(self, observer: Observer | None = None) -> None:
         """Start a step; ``observer`` (or None: observation off) records this step's casts."""
         self.observer, self.trace, self._sources = observer, [], {}
         self.recipes.begin_step()
         if observer is not None:
             observer.begin_step()
 
-    def end_step(self):
+    def end_step(self) -> None:
         """Drop this step's tensors and the observer (which keeps its statistics)."""
         self.observer, self.trace, self._sources = None, [], {}
 

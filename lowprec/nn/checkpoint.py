@@ -26,7 +26,8 @@ from ..observe import History
 if TYPE_CHECKING:  # train.py imports this module: the name only, for the hints
     from .train import Trainer
 
-FORMAT_VERSION = 3  # 3: the trainer's state_dict; 2: FP8 recipe states, culprit kinds in the History
+# 3: the trainer's state_dict; 2: FP8 recipe states, culprit kinds in the History
+FORMAT_VERSION = 3
 _ARRAY = "__array__"  # {_ARRAY: entry name} stands for an array in the JSON part of a state
 
 
@@ -100,7 +101,8 @@ def _read(path) -> dict:
     except FileNotFoundError:
         raise
     except Exception as err:  # zip, zlib and format errors all mean the same: unreadable
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint "
+                              f"({type(err).__name__}: {err})") from None
     if "meta" not in arrays or "sha256" not in arrays:
         raise CheckpointError(f"{path}: not a lowprec checkpoint (no meta/sha256 entries)")
     saved_digest = str(arrays.pop("sha256"))
@@ -110,7 +112,8 @@ def _read(path) -> dict:
 
 
 # --- what a state holds and must match (Trainer.state_dict uses these) -----------------------
-Tree = list | dict | np.ndarray | None  # per-layer lists of dicts of arrays, as a Trainer holds them
+# per-layer lists of dicts of arrays, as a Trainer holds them
+Tree = list | dict | np.ndarray | None
 
 
 def host_copy(tree: Tree) -> Tree:
@@ -139,8 +142,8 @@ def check_like(saved: object, held: Tree, where: str) -> None:
     """Raise ValueError unless ``saved`` has the structure, shapes and dtypes of ``held``."""
     if held is None or saved is None:
         if (held is None) != (saved is None):
-            raise ValueError(f"state[{where!r}] is {'None' if saved is None else 'set'}, this trainer "
-                             f"{'keeps none' if held is None else 'keeps one'}")
+            raise ValueError(f"state[{where!r}] is {'None' if saved is None else 'set'}, "
+                             f"this trainer {'keeps none' if held is None else 'keeps one'}")
     elif isinstance(held, list):
         if not isinstance(saved, (list, tuple)) or len(saved) != len(held):
             raise ValueError(f"state[{where!r}] must hold {len(held)} layers, got {saved!r:.80}")
@@ -154,7 +157,8 @@ def check_like(saved: object, held: Tree, where: str) -> None:
             check_like(saved[k], held[k], f"{where}.{k}")
     elif getattr(saved, "shape", None) != held.shape or getattr(saved, "dtype", None) != held.dtype:
         raise ValueError(f"state[{where!r}] is {getattr(saved, 'dtype', type(saved).__name__)} "
-                         f"{getattr(saved, 'shape', '')}, this trainer holds {held.dtype} {held.shape}")
+                         f"{getattr(saved, 'shape', '')}, this trainer holds "
+                         f"{held.dtype} {held.shape}")
 
 
 def fingerprint_differences(saved: object, now: object, prefix: str = "") -> list[str]:
@@ -176,13 +180,15 @@ def load_checkpoint(path: str | os.PathLike, trainer: Trainer, fingerprint: dict
                               f"this lowprec reads version {FORMAT_VERSION}")
     diffs = fingerprint_differences(meta["fingerprint"], json.loads(_to_json(fingerprint)))
     if diffs:
-        raise CheckpointError(f"{path} comes from a different run; resuming would not continue it:\n  "
-                              + "\n  ".join(diffs))
+        raise CheckpointError(f"{path} comes from a different run; resuming would not "
+                              "continue it:\n  " + "\n  ".join(diffs))
     try:
         trainer.load_state_dict(_join(meta["trainer"], arrays))
     except KeyError as missing:
-        raise CheckpointError(f"{path}: not a complete checkpoint (entry {missing} is missing)") from None
+        raise CheckpointError(f"{path}: not a complete checkpoint "
+                              f"(entry {missing} is missing)") from None
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: {err}") from None
     prefix = "history."
-    return History.from_arrays({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+    return History.from_arrays({k[len(prefix):]: v for k, v in arrays.items()
+                                if k.startswith(prefix)})

@@ -10,16 +10,25 @@ knows which cast points its operands come from. A GEMM operand may be a scaled F
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from types import ModuleType
 
-from ..scaling.tensor import held_values
+import numpy as np
+
+from ..scaling.tensor import ScaledTensor, held_values
+
+Tensor = np.ndarray | ScaledTensor  # a GEMM operand: an array, or an FP8 / block-scaled value
+MatmulFn = Callable[[Tensor, Tensor, str], np.ndarray]  # (a, b, gemm) -> a @ b; Caster.matmul
 
 
-def linear(x, W, b, matmul):
+def linear(x: Tensor, W: Tensor, b: np.ndarray, matmul: MatmulFn) -> np.ndarray:
     """z = x @ W + b."""
     return matmul(x, W, "fprop") + b  # (batch, d_out); the bias is added in the working precision
 
 
-def linear_backward(grad_z, x, W, matmul, need_grad_x=True, grad_z_for_wgrad=None):
+def linear_backward(grad_z: Tensor, x: Tensor, W: Tensor, matmul: MatmulFn,
+                    need_grad_x: bool = True, grad_z_for_wgrad: Tensor | None = None
+                    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Gradients of z = x @ W + b given dL/dz: returns (dL/dx or None, dL/dW, dL/db).
 
     ``grad_z_for_wgrad``: dL/dz as the wgrad GEMM's operand when it differs from ``grad_z``
@@ -39,11 +48,12 @@ class ReLU:
     keeps_values = True  # every output (and gradient) is an input value or zero
 
     @staticmethod
-    def forward(z, xp):
+    def forward(z: np.ndarray, xp: ModuleType) -> np.ndarray:
         return xp.maximum(z, z.dtype.type(0))  # (batch, d)
 
     @staticmethod
-    def backward(grad_a, z, a, xp):
+    def backward(grad_a: np.ndarray, z: np.ndarray, a: np.ndarray, xp: ModuleType
+                 ) -> np.ndarray:
         # z > 0 passes the gradient, everything else gets 0 (as torch's threshold_backward)
         return xp.where(z > 0, grad_a, grad_a.dtype.type(0))  # (batch, d)
 
@@ -55,11 +65,12 @@ class Tanh:
     keeps_values = False
 
     @staticmethod
-    def forward(z, xp):
+    def forward(z: np.ndarray, xp: ModuleType) -> np.ndarray:
         return xp.tanh(z)
 
     @staticmethod
-    def backward(grad_a, z, a, xp):
+    def backward(grad_a: np.ndarray, z: np.ndarray, a: np.ndarray, xp: ModuleType
+                 ) -> np.ndarray:
         return grad_a * (1 - a * a)
 
 
@@ -75,12 +86,13 @@ class GELU:
     keeps_values = False
 
     @staticmethod
-    def forward(z, xp):
+    def forward(z: np.ndarray, xp: ModuleType) -> np.ndarray:
         inner = _SQRT_2_OVER_PI * (z + _GELU_C * z * z * z)
         return 0.5 * z * (1 + xp.tanh(inner))
 
     @staticmethod
-    def backward(grad_a, z, a, xp):
+    def backward(grad_a: np.ndarray, z: np.ndarray, a: np.ndarray, xp: ModuleType
+                 ) -> np.ndarray:
         inner = _SQRT_2_OVER_PI * (z + _GELU_C * z * z * z)
         t = xp.tanh(inner)
         d_inner = _SQRT_2_OVER_PI * (1 + 3 * _GELU_C * z * z)
@@ -90,7 +102,7 @@ class GELU:
 ACTIVATIONS = {cls.name: cls for cls in (ReLU, GELU, Tanh)}
 
 
-def get_activation(name: str):
+def get_activation(name: str) -> type[ReLU | GELU | Tanh]:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]

@@ -30,7 +30,8 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, xp: ModuleType
     return loss, grad
 
 
-def mse(pred: np.ndarray, target: np.ndarray, xp: ModuleType, scale: float = 1.0) -> tuple[float, np.ndarray]:
+def mse(pred: np.ndarray, target: np.ndarray, xp: ModuleType,
+        scale: float = 1.0) -> tuple[float, np.ndarray]:
     """Mean over all elements of (pred - target)^2. pred, target (batch, d_out)."""
     diff = pred - target.astype(pred.dtype)  # (batch, d_out)
     loss = float((diff.astype(xp.float64) ** 2).mean())

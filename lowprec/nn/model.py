@@ -32,7 +32,8 @@ class MLPConfig:
     def __post_init__(self):
         object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
         if len(self.sizes) < 2 or min(self.sizes) < 1:
-            raise ValueError(f"sizes needs at least an input and an output width >= 1, got {self.sizes}")
+            raise ValueError("sizes needs at least an input and an output width >= 1, "
+                             f"got {self.sizes}")
         if self.init not in ("torch", "he"):
             raise ValueError(f"init must be 'torch' or 'he', got {self.init!r}")
         get_activation(self.activation)
@@ -53,7 +54,8 @@ class MLP:
         self.layers = len(config.sizes) - 1
 
     def init_params(self, rng: np.random.Generator) -> list:
-        """Initial weights, drawn in float64 on the host from ``rng``, then held in the working dtype."""
+        """Initial weights, drawn in float64 on the host from ``rng``, then held in the working
+        dtype."""
         params, gain = [], self.config.init_gain
         for d_in, d_out in zip(self.config.sizes[:-1], self.config.sizes[1:]):
             if self.config.init == "torch":
@@ -73,7 +75,8 @@ class MLP:
         cache = []
         for l, p in enumerate(weights):
             x_c = cast(a, "input", l, already=held)  # (batch, d_in)
-            z = cast(linear(x_c, p["weight"], p["bias"], cast.matmul), "output", l)  # (batch, d_out)
+            z = cast(linear(x_c, p["weight"], p["bias"], cast.matmul), "output",
+                     l)  # (batch, d_out)
             if l < last:
                 kept = cast.spec("output") if self.act.keeps_values else None
                 a = cast(self.act.forward(z, xp), "activation", l, already=kept)  # (batch, d_out)
@@ -83,7 +86,8 @@ class MLP:
             cache.append((x_c, z, a))
         return a, cache
 
-    def backward(self, weights: list[dict], cache: list, grad_out: np.ndarray, cast: Caster) -> list:
+    def backward(self, weights: list[dict], cache: list, grad_out: np.ndarray,
+                 cast: Caster) -> list:
         """Weight and bias gradients given dL/d(output) (batch, d_out), one dict per layer."""
         xp, last = self.xp, self.layers - 1
         grads = [None] * self.layers
@@ -104,10 +108,12 @@ class MLP:
             g_w = cast.second_use(g_z, "grad_output", l)
             grad_x, grad_W, grad_b = linear_backward(g_z, x_w, W, cast.matmul, need_grad_x=l > 0,
                                                      grad_z_for_wgrad=g_w)
-            grads[l] = {"weight": cast(grad_W, "weight_grad", l), "bias": cast(grad_b, "bias_grad", l)}
+            grads[l] = {"weight": cast(grad_W, "weight_grad", l),
+                        "bias": cast(grad_b, "bias_grad", l)}
             g = grad_x  # (batch, d_in) = dL/d(activation of layer l-1), rounded at the loop's top
         return grads
 
-    def loss(self, output: np.ndarray, target: np.ndarray, scale: float = 1.0) -> tuple[float, np.ndarray]:
+    def loss(self, output: np.ndarray, target: np.ndarray,
+             scale: float = 1.0) -> tuple[float, np.ndarray]:
         """(loss, d(scale * loss)/d(output)) in the working precision."""
         return self.loss_fn(output, target, self.xp, scale=scale)

@@ -34,8 +34,9 @@ Writing the step back:
 * with master weights, ``new_w`` is the master copy, rounded at ``master_weights`` (exact for
   FP32) and re-rounded for compute next step (Micikevicius et al. 2018, sec. 3.1);
 * without (pure low precision), the weights' format holds ``new_w`` rounded to it: to nearest
-  (updates below half an ulp vanish: "stagnation"), or stochastically (unbiased: small updates survive on average;
-  ``new_w`` is within an FP32 rounding of the exact step, far below a 16-bit ulp); or ``w - u``
+  (updates below half an ulp vanish: "stagnation"), or stochastically (unbiased: small updates
+  survive on average; ``new_w`` is within an FP32 rounding of the exact step, far below a 16-bit
+  ulp); or ``w - u``
   with Kahan-compensated summation, which carries the rounding error into the next step
   (Zamirai et al., "Revisiting BFloat16 Training", arXiv:2010.06192, 2020).
 """

@@ -68,7 +68,7 @@ class Cast:
     """How one cast point rounds: a format and a rounding mode, plus the rarer switches."""
 
     format: FloatFormat  # the format values are rounded to (a FloatFormat or a name like "fp16")
-    mode: str = "nearest"  # rounding mode, a lowprec.RoundingMode value ("nearest", "stochastic", ...)
+    mode: str = "nearest"  # a lowprec.RoundingMode value ("nearest", "stochastic", ...)
     overflow: str | None = None  # None: the format's default (FP16: inf, E4M3: NaN); or "saturate"
     subnormals: bool = True  # False flushes results below format.tiny to zero (FTZ hardware)
 
@@ -87,7 +87,7 @@ class Cast:
         extras += ["no subnormals"] if not self.subnormals else []
         return self.format.name + (f" ({', '.join(extras)})" if extras else "")
 
-    def contains(self, other: "Cast") -> bool:
+    def contains(self, other: Cast) -> bool:
         """True when every value ``other`` can produce is a value of this cast, unchanged by it.
 
         Then rounding an already ``other``-rounded tensor here is the identity and can be skipped
@@ -101,7 +101,8 @@ class Cast:
 
 
 def as_cast(spec: Cast | FloatFormat | str | tuple | dict | None) -> Cast | None:
-    """A Cast from ``None``, a Cast, a format (or its name), ``(format, mode)`` or a dict of fields."""
+    """A Cast from ``None``, a Cast, a format (or its name), ``(format, mode)`` or a dict of
+    fields."""
     if spec is None or isinstance(spec, Cast):
         return spec
     if isinstance(spec, (str, FloatFormat)):
@@ -110,7 +111,8 @@ def as_cast(spec: Cast | FloatFormat | str | tuple | dict | None) -> Cast | None
         return Cast(*spec)
     if isinstance(spec, dict):
         return Cast(**spec)
-    raise TypeError(f"a cast point takes None, a Cast, a format, (format, mode) or a dict, got {spec!r}")
+    raise TypeError("a cast point takes None, a Cast, a format, (format, mode) or a dict, "
+                    f"got {spec!r}")
 
 
 @dataclass(frozen=True)
@@ -121,29 +123,33 @@ class PrecisionPolicy:
     """
 
     name: str = "custom"  # label used in histories, plots and checkpoints
-    weight: Cast | None = None  # weights and biases as used in compute (AMP casts them each forward)
+    weight: Cast | None = None  # weights and biases as used in compute (AMP: cast each forward)
     input: Cast | None = None  # layer input before the matmul (AMP casts the FP32 data to FP16)
     output: Cast | None = None  # matmul + bias result (FP16 under FP16 autocast)
     activation: Cast | None = None  # activation function output
-    activation_grad: Cast | None = None  # dL/da: dgrad GEMM output of the layer above (or dL/dlogits)
+    activation_grad: Cast | None = None  # dL/da: dgrad output of the layer above (or dL/dlogits)
     grad_output: Cast | None = None  # dL/dz as backward-GEMM input (FP8 E5M2 in TE's HYBRID)
     weight_grad: Cast | None = None  # dL/dW from the wgrad GEMM
     bias_grad: Cast | None = None  # dL/db, batch sum of grad_output
     optimizer_state: Cast | None = None  # momentum / Adam moment buffers
-    master_weights: Cast | None = None  # the copy the optimizer updates; None = pure: it updates `weight`
+    # the copy the optimizer updates; None = pure: it updates `weight`
+    master_weights: Cast | None = None
     accumulate: object = BLAS  # matmul accumulator: "blas", a format, a tensor-core preset name...
-    update: str = "nearest"  # pure low precision only: round w - u by "nearest", "stochastic" or "kahan"
-    loss_scale: object = None  # lowprec.scaling.make_loss_scaler spec: a float, "dynamic", "deepspeed"...
+    # pure low precision only: round w - u by "nearest", "stochastic" or "kahan"
+    update: str = "nearest"
+    # lowprec.scaling.make_loss_scaler spec: a float, "dynamic", "deepspeed"...
+    loss_scale: object = None
     fp8_recipe: object = None  # None, "delayed", "current", "mx" or a lowprec.scaling recipe object
 
     def __post_init__(self):
         for point in CAST_POINTS:
             object.__setattr__(self, point, as_cast(getattr(self, point)))
         if self.update not in UPDATE_RULES:
-            raise ValueError(f"unknown update rule {self.update!r}; valid: {', '.join(UPDATE_RULES)}")
+            raise ValueError(f"unknown update rule {self.update!r}; "
+                             f"valid: {', '.join(UPDATE_RULES)}")
         if self.update != "nearest" and self.master_weights is not None:
-            raise ValueError(f"update={self.update!r} rounds pure low-precision weights; this policy "
-                             "keeps master weights (set master_weights=None to use it)")
+            raise ValueError(f"update={self.update!r} rounds pure low-precision weights; this "
+                             "policy keeps master weights (set master_weights=None to use it)")
         if self.update != "nearest" and self.weight is None:
             raise ValueError(f"update={self.update!r} needs a low-precision `weight` cast point")
         object.__setattr__(self, "accumulate", as_accumulator(self.accumulate))
@@ -162,7 +168,8 @@ class PrecisionPolicy:
     def fp8_points(self) -> tuple:
         """The forward/backward cast points whose format is 8 bits or narrower, in step order."""
         return tuple(p for p in FORWARD_POINTS + BACKWARD_POINTS
-                     if getattr(self, p) is not None and getattr(self, p).format.bits <= FP8_MAX_BITS)
+                     if getattr(self, p) is not None
+                     and getattr(self, p).format.bits <= FP8_MAX_BITS)
 
     @property
     def bias_cast(self) -> Cast | None:
@@ -188,7 +195,8 @@ class PrecisionPolicy:
 
     @property
     def stored_cast(self) -> Cast | None:
-        """How the initial weights are rounded into the stored copy (the ``stored_point``'s Cast)."""
+        """How the initial weights are rounded into the stored copy (the ``stored_point``'s
+        Cast)."""
         return self.cast(self.stored_point)
 
     @property
@@ -218,14 +226,16 @@ class PrecisionPolicy:
         recipe = self.fp8_recipe
         acc = self.accumulate
         if isinstance(recipe, MXBlockScaling) and not acc.block_scales_supported:
-            raise ValueError(f"fp8_recipe {recipe!r} with accumulate={acc.name!r}: a block-scaled GEMM "
-                             "takes each block's scales into its products, and the tensor-core models "
+            raise ValueError(f"fp8_recipe {recipe!r} with accumulate={acc.name!r}: a "
+                             "block-scaled GEMM takes each block's scales into its products, and "
+                             "the tensor-core models "
                              f"have no block-scaled MMA; use accumulate={BLAS.name!r} or a format "
                              "such as 'fp32'")
         points = self.fp8_points
         if not points:
-            raise ValueError(f"fp8_recipe {recipe!r} needs at least one FP8 cast point (a format of "
-                             f"{FP8_MAX_BITS} bits or fewer at a forward or backward point)")
+            raise ValueError(f"fp8_recipe {recipe!r} needs at least one FP8 cast point (a "
+                             f"format of {FP8_MAX_BITS} bits or fewer at a forward or backward "
+                             "point)")
         for point in points:
             c = getattr(self, point)
             role = "forward" if point in FORWARD_POINTS else "backward"
@@ -233,11 +243,11 @@ class PrecisionPolicy:
             if c.format != expected:
                 raise ValueError(
                     f"cast point {point!r} is {c.format.name}, but the recipe's fp8_format "
-                    f"{recipe.fp8_format!r} casts {role} tensors to {expected.name}; make them agree "
-                    f"(e.g. fp8_format='hybrid': E4M3 forward, E5M2 backward)")
+                    f"{recipe.fp8_format!r} casts {role} tensors to {expected.name}; make them "
+                    f"agree (e.g. fp8_format='hybrid': E4M3 forward, E5M2 backward)")
             if c.mode != "nearest" or not c.subnormals or c.overflow not in (None, "saturate"):
-                raise ValueError(f"cast point {point!r} is {c}; a scaling recipe casts to nearest with "
-                                 "subnormals and saturates (CUDA's __NV_SATFINITE), so use "
+                raise ValueError(f"cast point {point!r} is {c}; a scaling recipe casts to nearest "
+                                 "with subnormals and saturates (CUDA's __NV_SATFINITE), so use "
                                  f"Cast({c.format.name!r}, overflow='saturate')")
 
     def cast(self, point: str) -> Cast | None:
@@ -268,7 +278,8 @@ class PrecisionPolicy:
         """Plain values that identify the policy (stored in checkpoints and histories)."""
         scale = self.loss_scale
         plain = scale is None or isinstance(scale, (str, int, float))
-        out = {"name": self.name, "update": self.update, "loss_scale": scale if plain else repr(scale)}
+        out = {"name": self.name, "update": self.update,
+               "loss_scale": scale if plain else repr(scale)}
         for point in CAST_POINTS:
             c = self.cast(point)
             out[point] = None if c is None else [c.format.name, c.mode, c.overflow, c.subnormals]
@@ -296,10 +307,11 @@ def as_recipe(spec: Recipe | str | None) -> Recipe | None:
         recipes = _recipes()
         if spec in recipes:
             return recipes[spec]
-        raise ValueError(f"unknown fp8_recipe {spec!r}; valid: None, {', '.join(map(repr, recipes))} "
+        raise ValueError(f"unknown fp8_recipe {spec!r}; valid: None, "
+                         f"{', '.join(map(repr, recipes))} "
                          "or a DelayedScaling / CurrentScaling / MXBlockScaling object")
-    raise TypeError(f"fp8_recipe takes None, a recipe name or a recipe object from lowprec.scaling, "
-                    f"got {spec!r}")
+    raise TypeError("fp8_recipe takes None, a recipe name or a recipe object from "
+                    f"lowprec.scaling, got {spec!r}")
 
 
 def _uniform(name, fmt, **fields) -> PrecisionPolicy:

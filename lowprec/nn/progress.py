@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 
 def _in_kernel() -> bool:
-    """True inside a Jupyter (IPython) kernel, where stderr is not a terminal but a person watches."""
+    """True inside a Jupyter (IPython) kernel, where stderr is not a terminal but a person
+    watches."""
     ipython = sys.modules.get("IPython")  # only imported where IPython already runs
     shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
@@ -68,14 +69,16 @@ class Progress:
         final = step == self.total
         if self.mode == "terminal" and (now - self.last > 0.1 or final):
             done = int(30 * step / max(self.total, 1))
-            sys.stderr.write(f"\r[{'#' * done}{'.' * (30 - done)}] {step}/{self.total} loss {loss:.4f}")
+            sys.stderr.write(f"\r[{'#' * done}{'.' * (30 - done)}] {step}/{self.total} "
+                             f"loss {loss:.4f}")
             if final:
                 sys.stderr.write("\n")
             sys.stderr.flush()
             self.last = now
         elif self.mode == "notebook" and (now - self.last >= self.NOTEBOOK_LINE_S or final):
             # "\r" does not redraw a notebook cell: one short line now and then instead
-            print(f"step {step}/{self.total}  loss {loss:.4g}  ({now - self.began:.0f} s)", flush=True)
+            print(f"step {step}/{self.total}  loss {loss:.4g}  ({now - self.began:.0f} s)",
+                  flush=True)
             self.last = now
 
     def close(self) -> None:

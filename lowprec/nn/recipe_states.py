@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..scaling import DelayedScalingState
+from ..scaling import CastRecord, DelayedScalingState, ScaledTensor
+from ..scaling.fp8 import RecipeState
 from .policy import CAST_POINTS, FORWARD_POINTS, PrecisionPolicy
 
 
@@ -28,7 +29,7 @@ class CastStats:
     flushed: int = 0  # nonzero finite values that became zero
     count: int = 0  # values cast
 
-    def add(self, record, size: int) -> None:
+    def add(self, record: CastRecord, size: int) -> None:
         """Add a cast of ``size`` values, described by its CastRecord."""
         self.amax = max(self.amax, record.amax)
         if record.scale is not None:
@@ -57,7 +58,7 @@ class RecipeStates:
         """True when the recipe scales the casts at ``point``."""
         return point in self.points
 
-    def state(self, point: str, layer: int):
+    def state(self, point: str, layer: int) -> RecipeState:
         """The recipe state of the tensor at (point, layer), created on first use: E4M3
         ("forward") for forward points, E5M2 ("backward") for gradients under HYBRID."""
         key = (layer, point)
@@ -66,7 +67,8 @@ class RecipeStates:
             self.states[key] = self.recipe.new_state(role)
         return self.states[key]
 
-    def cast(self, x, point: str, layer: int, axis: int = -1):
+    def cast(self, x: np.ndarray, point: str, layer: int,
+             axis: int = -1) -> tuple[ScaledTensor, CastRecord]:
         """(ScaledTensor, CastRecord): ``x`` cast by the recipe with the state of (point, layer);
         MX blocks run along ``axis``. The cast is added to this step's stats."""
         state = self.state(point, layer)

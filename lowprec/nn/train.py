@@ -40,8 +40,8 @@ from ..observe import History, Observer
 from ..scaling import (LossScaleAtMinimumError, LossScaler, StaticLossScaler, make_loss_scaler,
                        unscale_and_check)
 from .cast import Caster
-from .checkpoint import (check_like, device_copy, fingerprint_differences, host_copy, load_checkpoint,
-                         save_checkpoint)
+from .checkpoint import (check_like, device_copy, fingerprint_differences, host_copy,
+                         load_checkpoint, save_checkpoint)
 from .model import MLP, MLPConfig
 from .optim import SGD, Adam, kahan_update
 from .policy import CAST_POINTS, PrecisionPolicy, get_policy
@@ -61,7 +61,8 @@ class TrainConfig:
     checkpoint_every: int = 0  # with a checkpoint path: save every n steps and after the last
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every", "observe_every", "checkpoint_every", "seed"):
+        for name in ("steps", "batch_size", "eval_every", "observe_every",
+                     "checkpoint_every", "seed"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative int, got {value!r}")
@@ -120,14 +121,16 @@ class Trainer:
         self.scaler = scaler if scaler is not None else make_scaler(self.policy)
         self.rounding_rng = np.random.default_rng([seed, 2])  # stochastic rounding only
         self.observer = Observer(self.model.layers, CAST_POINTS, xp)
-        self.caster = _make_caster(caster, self.policy, self.rounding_rng, xp)  # holds the FP8 states
+        # the caster holds the FP8 states
+        self.caster = _make_caster(caster, self.policy, self.rounding_rng, xp)
         self.steps_done = 0  # steps taken, skipped ones included
         self.updates_done = 0  # optimizer steps applied (Adam's bias correction counts these)
         params = self.model.init_params(np.random.default_rng([seed, 0]))
         point, spec = self.policy.stored_point, self.policy.stored_cast
         self.stored = [{k: self.caster.apply(v, spec, point, l) for k, v in p.items()}
                        for l, p in enumerate(params)]  # master copy, or the pure weights
-        self.opt_state = [{k: optimizer.init_state(v, xp) for k, v in p.items()} for p in self.stored]
+        self.opt_state = [{k: optimizer.init_state(v, xp) for k, v in p.items()}
+                          for p in self.stored]
         self.compensation = ([{k: xp.zeros_like(v) for k, v in p.items()} for p in self.stored]
                              if self.policy.uses_kahan else None)
 
@@ -181,7 +184,8 @@ class Trainer:
     def _unscale(self, grads):
         """(unscaled grads, found_inf), found_inf judged on the scaled gradients (GradScaler)."""
         if self.scaler is None:
-            return grads, not all(bool(self.xp.isfinite(g).all()) for p in grads for g in p.values())
+            return grads, not all(bool(self.xp.isfinite(g).all())
+                                  for p in grads for g in p.values())
         scaler = self.scaler
         if not isinstance(scaler, LossScaler):  # a foreign scaler: only its .scale is needed here
             scaler = StaticLossScaler(scaler.scale)
@@ -242,7 +246,8 @@ class Trainer:
             "updates_done": self.updates_done, "stored": host_copy(self.stored),
             "optimizer": host_copy(self.opt_state), "kahan": host_copy(self.compensation),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
-            "fp8": [[l, point, state.state_dict()] for (l, point), state in self.fp8_states.items()],
+            "fp8": [[l, point, state.state_dict()]
+                    for (l, point), state in self.fp8_states.items()],
             "rounding_rng": self.rounding_rng.bit_generator.state,
         }
 
@@ -264,7 +269,8 @@ class Trainer:
             _recipe_state(self.caster, int(layer), point).load_state_dict(recipe_state)
 
     def _identity(self) -> dict:
-        """What a state must come from: the policy, the model and the optimizer (plain JSON values)."""
+        """What a state must come from: the policy, the model and the optimizer (plain JSON
+        values)."""
         return json.loads(json.dumps(_plain({"policy": self.policy.fingerprint(),
                                              "model": asdict(self.model.config),
                                              "optimizer": _optimizer_fingerprint(self.optimizer)})))
@@ -277,13 +283,16 @@ class Trainer:
                             f"{type(state).__name__}")
         missing, unknown = set(STATE_KEYS) - set(state), set(state) - set(STATE_KEYS)
         if missing or unknown:
-            raise ValueError(f"not a Trainer state_dict: missing {sorted(missing)}, unknown {sorted(unknown)}")
+            raise ValueError(f"not a Trainer state_dict: missing {sorted(missing)}, "
+                             f"unknown {sorted(unknown)}")
         diffs = fingerprint_differences(state["identity"], self._identity())
         if diffs:
-            raise ValueError("this state comes from a trainer with another policy, model or optimizer; "
-                             "loading it would not continue that run:\n  " + "\n  ".join(diffs))
+            raise ValueError("this state comes from a trainer with another policy, model or "
+                             "optimizer; loading it would not continue that run:\n  "
+                             + "\n  ".join(diffs))
         steps, updates = state["steps_done"], state["updates_done"]
-        counts = all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in (steps, updates))
+        counts = all(isinstance(n, (int, np.integer)) and not isinstance(n, bool)
+                     for n in (steps, updates))
         if not counts or not 0 <= updates <= steps:
             raise ValueError(f"steps_done {steps!r} and updates_done {updates!r} must be ints with "
                              "0 <= updates_done <= steps_done")
@@ -291,7 +300,8 @@ class Trainer:
         check_like(state["optimizer"], self.opt_state, "optimizer")
         check_like(state["kahan"], self.compensation, "kahan")
         if (state["scaler"] is None) != (self.scaler is None):
-            raise ValueError(f"the state was saved {'without' if state['scaler'] is None else 'with'} "
+            saved_with = "without" if state["scaler"] is None else "with"
+            raise ValueError(f"the state was saved {saved_with} "
                              "a loss scaler, but this trainer is the opposite")
         if self.scaler is not None:
             copy.deepcopy(self.scaler).load_state_dict(state["scaler"])
@@ -314,7 +324,8 @@ class Trainer:
         weights = self.compute_weights(cast)
         total_loss, correct, n = 0.0, 0, len(x)
         for start in range(0, n, batch_size):
-            xb, yb = xp.asarray(x[start:start + batch_size]), xp.asarray(y[start:start + batch_size])
+            xb = xp.asarray(x[start:start + batch_size])
+            yb = xp.asarray(y[start:start + batch_size])
             cast.trace = []
             out, _ = self.model.forward(weights, xb, cast)
             loss, _ = self.model.loss(out, yb)
@@ -328,12 +339,14 @@ class Trainer:
 def _make_caster(factory: Callable[..., Caster], policy: PrecisionPolicy, rng, xp) -> Caster:
     """The trainer's Caster, made by ``factory`` with the trainer's own generator."""
     if isinstance(factory, Caster) or not callable(factory):
-        raise TypeError(f"caster takes a Caster class or a callable (policy, *, rng, xp) -> Caster, "
-                        f"got {factory!r}; the trainer makes the Caster itself, with its own "
-                        "stochastic-rounding generator (pass the class, or functools.partial of it)")
+        raise TypeError("caster takes a Caster class or a callable (policy, *, rng, xp) -> "
+                        f"Caster, got {factory!r}; the trainer makes the Caster itself, with its "
+                        "own stochastic-rounding generator (pass the class, or functools.partial "
+                        "of it)")
     caster = factory(policy, rng=rng, xp=xp)
     if not isinstance(caster, Caster):
-        raise TypeError(f"caster={factory!r} made a {type(caster).__name__}, not a lowprec.nn.Caster")
+        raise TypeError(f"caster={factory!r} made a {type(caster).__name__}, "
+                        "not a lowprec.nn.Caster")
     return caster
 
 
@@ -350,7 +363,8 @@ def _recipe_state(caster: Caster, layer: int, point: str):
 
 def _optimizer_fingerprint(optimizer) -> list:
     """[class name, hyperparameters] of an optimizer."""
-    return [type(optimizer).__name__, asdict(optimizer) if is_dataclass(optimizer) else repr(optimizer)]
+    return [type(optimizer).__name__,
+            asdict(optimizer) if is_dataclass(optimizer) else repr(optimizer)]
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
@@ -364,11 +378,13 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     return order[k * batch_size:(k + 1) * batch_size]
 
 
-def run_fingerprint(policy: PrecisionPolicy, model: MLPConfig, config: TrainConfig, data: Dataset) -> dict:
+def run_fingerprint(policy: PrecisionPolicy, model: MLPConfig, config: TrainConfig,
+                    data: Dataset) -> dict:
     """What a checkpoint must match to be resumed: everything that shapes the run, as plain
     Python values (the History's meta and the checkpoint store it as JSON)."""
     return _plain({"policy": policy.fingerprint(), "model": asdict(model),
-                   "train": {**asdict(config), "optimizer": _optimizer_fingerprint(config.optimizer)},
+                   "train": {**asdict(config),
+                             "optimizer": _optimizer_fingerprint(config.optimizer)},
                    "data": data.fingerprint()})
 
 
@@ -399,7 +415,8 @@ def train(policy: PrecisionPolicy | str, data: Dataset, model: MLPConfig | None 
     scaler: a loss scaler that replaces the policy's ``loss_scale``: a lowprec.scaling
         LossScaler (its StepRecords, culprit included, go into the History), or any object with
         ``.scale``, ``.update(found_inf)``, ``state_dict()`` and ``load_state_dict()``.
-    checkpoint: path to save checkpoints to (every ``config.checkpoint_every`` steps and at the end).
+    checkpoint: path to save checkpoints to (every ``config.checkpoint_every`` steps and at the
+        end).
     resume: path of a checkpoint to continue from; it must come from the same run (policy,
         model, config, data), or a CheckpointError says what differs.
     stop_after: stop after this many steps in total, as if interrupted (the schedule stays
@@ -462,7 +479,7 @@ def _loop(trainer, history, data, config, end, fingerprint, checkpoint, bar):
             test_loss, test_acc = trainer.evaluate(data.x_test, data.y_test)
             history.record_eval(eval_step=step, train_loss=train_loss, train_accuracy=train_acc,
                                 test_loss=test_loss, test_accuracy=test_acc)
-        if checkpoint is not None and ((config.checkpoint_every and step % config.checkpoint_every == 0)
-                                       or step == end):
+        every = config.checkpoint_every
+        if checkpoint is not None and ((every and step % every == 0) or step == end):
             save_checkpoint(checkpoint, trainer, history, fingerprint)
         bar.show(step, record["loss"])

@@ -2,7 +2,8 @@
 
 * :mod:`.loss`: the loss-scaler interface, a static scaler, ``unscale_and_check`` and the per-step
   :class:`StepRecord` that can name the layer and cast point that overflowed.
-* :mod:`.dynamic`: PyTorch ``GradScaler``, Apex and DeepSpeed (hysteresis) rules, ``make_loss_scaler``.
+* :mod:`.dynamic`: PyTorch ``GradScaler``, Apex and DeepSpeed (hysteresis) rules,
+  ``make_loss_scaler``.
 * :mod:`.fp8`: per-tensor FP8 recipes (TE delayed scaling with an amax history, current scaling).
 * :mod:`.mx`: MX block scaling (E8M0 scale per 32 values), OCP MX v1.0 rule and TE's rule.
 * :mod:`.tensor`: :class:`ScaledTensor`, what a scaled cast returns: elements and decode scales.

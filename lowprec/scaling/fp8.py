@@ -32,12 +32,17 @@ Use: ``state = DelayedScaling().new_state("forward")`` once per tensor, then eve
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..formats import E4M3, E5M2, FloatFormat, as_format
 from ..rounding import as_real_array, round as round_to
 from .tensor import ScaledTensor
+
+if TYPE_CHECKING:  # mx imports this module
+    from .mx import MXBlockScaling
 
 __all__ = ["FP8_FORMATS", "ROLES", "CastRecord", "format_for", "satfinite_cast", "amax_of",
            "DelayedScaling", "DelayedScalingState", "CurrentScaling", "CurrentScalingState",
@@ -63,7 +68,7 @@ def _check_fp8_format(fp8_format: str, allowed=FP8_FORMATS) -> None:
         raise ValueError(f"unknown fp8_format {fp8_format!r}; valid: {', '.join(allowed)}")
 
 
-def as_float32_array(x) -> np.ndarray:
+def as_float32_array(x: ArrayLike) -> np.ndarray:
     """``x`` as a float32 array (TE's widest input type); rejects non-real input clearly."""
     return as_real_array(x).astype(np.float32, copy=False)
 
@@ -96,12 +101,14 @@ class CastRecord:
     amax: float  # max |x| of the input (NaN ignored)
     scale: float | None  # per-tensor multiplier applied before rounding (None for block recipes)
     scale_inv: float | None  # per-tensor factor applied after rounding (None for block recipes)
-    clipped: float  # fraction of elements whose scaled magnitude exceeded the format max (saturated)
+    clipped: float  # fraction of elements whose scaled magnitude exceeded the max (saturated)
     flushed: float  # fraction of elements, non-zero and finite, that became zero
-    block_scales: np.ndarray | None = field(default=None, compare=False)  # MX: decode scale per block
+    # MX: decode scale per block
+    block_scales: np.ndarray | None = field(default=None, compare=False)
 
 
-def cast_statistics(x32, scaled, out, fmt: FloatFormat) -> tuple[float, float]:
+def cast_statistics(x32: np.ndarray, scaled: np.ndarray, out: np.ndarray,
+                    fmt: FloatFormat) -> tuple[float, float]:
     """(clipped, flushed) fractions of a cast of ``x32``: ``scaled`` was rounded, giving ``out``."""
     size = max(x32.size, 1)
     clipped = np.count_nonzero(np.abs(scaled) > fmt.max) / size  # inf included, NaN not
@@ -133,7 +140,8 @@ class DelayedScaling:
     def __post_init__(self):
         if isinstance(self.margin, bool) or not isinstance(self.margin, (int, np.integer)):
             raise TypeError(f"margin must be an int, got {self.margin!r}")
-        if (isinstance(self.amax_history_len, bool) or not isinstance(self.amax_history_len, (int, np.integer))
+        if (isinstance(self.amax_history_len, bool)
+                or not isinstance(self.amax_history_len, (int, np.integer))
                 or self.amax_history_len < 1):
             raise ValueError(f"amax_history_len must be an int >= 1, got {self.amax_history_len!r}")
         if self.amax_compute_algo not in AMAX_ALGOS:
@@ -153,14 +161,17 @@ class RecipeState:
 
     recipe_type: type = object
 
-    def __init__(self, recipe, role: str = "forward"):
+    def __init__(self, recipe: DelayedScaling | CurrentScaling | MXBlockScaling,
+                 role: str = "forward") -> None:
         if not isinstance(recipe, self.recipe_type):
-            raise TypeError(f"recipe must be of type {self.recipe_type.__name__}, got {type(recipe).__name__}")
+            raise TypeError(f"recipe must be of type {self.recipe_type.__name__}, "
+                            f"got {type(recipe).__name__}")
         self.recipe = recipe
         self.role = role
         self.fmt = format_for(recipe.fp8_format, role)
 
-    def quantize(self, x, *, axis=None, **options):
+    def quantize(self, x: ArrayLike, *, axis: int | None = None,
+                 **options: bool) -> tuple[np.ndarray, CastRecord]:
         """(values, CastRecord): :meth:`cast`, with the tensor dequantized to float32."""
         tensor, record = self.cast(x, axis=axis, **options)
         return tensor.dequantize(), record
@@ -177,7 +188,8 @@ class DelayedScalingState(RecipeState):
         self.scale_inv = np.float32(1.0)
         self.amax_history = np.zeros(recipe.amax_history_len, np.float32)  # [0] is the current step
 
-    def cast(self, x, *, axis=None, update: bool = True):
+    def cast(self, x: ArrayLike, *, axis: int | None = None,
+             update: bool = True) -> tuple[ScaledTensor, CastRecord]:
         """(ScaledTensor, CastRecord): ``x`` cast with the current scale; its amax is recorded,
         then (by default) the scale updated.
 
@@ -211,7 +223,7 @@ class DelayedScalingState(RecipeState):
         return {"scale": float(self.scale), "scale_inv": float(self.scale_inv),
                 "amax_history": [float(a) for a in self.amax_history]}
 
-    def load_state_dict(self, state) -> None:
+    def load_state_dict(self, state: dict) -> None:
         history = np.asarray(state["amax_history"], np.float32)
         if history.shape != (self.recipe.amax_history_len,):
             raise ValueError(f"amax_history has shape {history.shape}, the recipe keeps "
@@ -241,7 +253,7 @@ class CurrentScaling:
     def new_state(self, role: str = "forward") -> CurrentScalingState:
         return CurrentScalingState(self, role)
 
-    def scale_for(self, amax, fmt: FloatFormat) -> np.float32:
+    def scale_for(self, amax: float, fmt: FloatFormat) -> np.float32:
         """``compute_scale_from_amax`` (recipe_common.cuh) in float32."""
         amax = np.float32(amax)
         if amax < np.float32(self.amax_epsilon):  # NaN compares false and falls through
@@ -262,7 +274,7 @@ class CurrentScalingState(RecipeState):
 
     recipe_type = CurrentScaling
 
-    def cast(self, x, *, axis=None):
+    def cast(self, x: ArrayLike, *, axis: int | None = None) -> tuple[ScaledTensor, CastRecord]:
         """(ScaledTensor, CastRecord): ``x`` cast with the scale computed from ``x`` itself
         (``axis`` is ignored)."""
         x32 = as_float32_array(x)
@@ -273,12 +285,13 @@ class CurrentScalingState(RecipeState):
     def state_dict(self) -> dict:
         return {}
 
-    def load_state_dict(self, state) -> None:
+    def load_state_dict(self, state: dict) -> None:
         if state:
             raise ValueError(f"current scaling keeps no state, got keys {sorted(state)}")
 
 
-def scaled_cast(x, state, *, axis=None):
+def scaled_cast(x: ArrayLike, state: RecipeState, *,
+                axis: int | None = None) -> tuple[ScaledTensor, CastRecord]:
     """Cast ``x`` to FP8 under ``state``'s recipe: return ``(ScaledTensor, CastRecord)``.
 
     The tensor carries the elements and decode scale(s); ``state`` is from
@@ -290,7 +303,8 @@ def scaled_cast(x, state, *, axis=None):
     return state.cast(x, axis=axis)
 
 
-def quantize(x, state, *, axis=None):
+def quantize(x: ArrayLike, state: RecipeState, *,
+             axis: int | None = None) -> tuple[np.ndarray, CastRecord]:
     """Cast ``x`` to FP8 under ``state``'s recipe: return ``(values, CastRecord)``.
 
     ``values`` are the FP8 values mapped back to the input's scale (float32); ``state`` is

@@ -25,8 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from ..formats import E2M1, E2M3, E3M2, E4M3, E5M2, FloatFormat, as_format
+from ..formats import E2M1, E2M3, E3M2, E4M3, E5M2, FloatFormat, FormatLike, as_format
 from .fp8 import (ROLES, CastRecord, RecipeState, amax_of, as_float32_array, cast_statistics,
                   format_for, satfinite_cast)
 from .tensor import ScaledTensor
@@ -63,7 +64,7 @@ def _te_reciprocal(codes: np.ndarray) -> np.ndarray:
     return np.where(codes == 0, np.float32(1.0), recip)
 
 
-def mx_scale_exponents(block_amax, fmt, rule: str) -> np.ndarray:
+def mx_scale_exponents(block_amax: ArrayLike, fmt: FormatLike, rule: str) -> np.ndarray:
     """Unbiased exponents ``e`` (float64; NaN for a NaN scale) of the blocks' scales ``2**e``."""
     fmt = as_format(fmt)
     amax = np.asarray(block_amax, np.float32)
@@ -93,7 +94,8 @@ def _from_blocks(blocks: np.ndarray, axis: int, length: int) -> np.ndarray:
     return np.moveaxis(flat, -1, axis)
 
 
-def mx_quantize(x, fmt="e4m3", *, rule: str = "te", block_size: int = 32, axis: int = -1):
+def mx_quantize(x: ArrayLike, fmt: FormatLike = "e4m3", *, rule: str = "te",
+                block_size: int = 32, axis: int = -1) -> tuple[np.ndarray, CastRecord]:
     """Block-scale ``x`` along ``axis``; return ``(values, CastRecord)``.
 
     ``values`` (float32, the shape of ``x``) are the elements read back, ``P * X``;
@@ -104,7 +106,8 @@ def mx_quantize(x, fmt="e4m3", *, rule: str = "te", block_size: int = 32, axis: 
     return tensor.dequantize(), record
 
 
-def mx_cast(x, fmt="e4m3", *, rule: str = "te", block_size: int = 32, axis: int = -1):
+def mx_cast(x: ArrayLike, fmt: FormatLike = "e4m3", *, rule: str = "te", block_size: int = 32,
+            axis: int = -1) -> tuple[ScaledTensor, CastRecord]:
     """:func:`mx_quantize` as a value: ``(ScaledTensor, CastRecord)``, the tensor holding the
     elements ``P`` (NaN where the read-back is NaN) and the block scales ``X``."""
     fmt = as_format(fmt)
@@ -115,7 +118,8 @@ def mx_cast(x, fmt="e4m3", *, rule: str = "te", block_size: int = 32, axis: int 
         raise ValueError(f"unknown MX rule {rule!r}; valid: {', '.join(MX_RULES)}")
     if rule == "te" and fmt not in (E4M3, E5M2):
         raise ValueError(f"Transformer Engine's MXFP8 rule covers e4m3 and e5m2, not {fmt.name}")
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+    if (isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
+            or block_size < 1):
         raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
     x32 = as_float32_array(x)
     if x32.ndim == 0:
@@ -157,7 +161,7 @@ class MXBlockScaling:
     """MX block scaling (TE ``MXFP8BlockScaling``; or the OCP rule). Defaults are TE's."""
 
     rule: str = "te"  # "te": scale rounded up, nothing clips; "ocp": OCP MX v1.0 floor rule
-    fp8_format: str = "e4m3"  # element format: "e4m3" (TE default), "e5m2", "hybrid", or an MX element
+    fp8_format: str = "e4m3"  # "e4m3" (TE default), "e5m2", "hybrid", or an MX element format
     block_size: int = 32  # elements sharing one E8M0 scale
     axis: int = -1  # default reduction axis when quantize() is given none
 
@@ -180,7 +184,7 @@ class MXState(RecipeState):
 
     recipe_type = MXBlockScaling
 
-    def cast(self, x, *, axis=None):
+    def cast(self, x: ArrayLike, *, axis: int | None = None) -> tuple[ScaledTensor, CastRecord]:
         """(ScaledTensor, CastRecord): ``x`` block-scaled along ``axis`` (default: the recipe's)."""
         r = self.recipe
         return mx_cast(x, self.fmt, rule=r.rule, block_size=r.block_size,
@@ -189,6 +193,6 @@ class MXState(RecipeState):
     def state_dict(self) -> dict:
         return {}
 
-    def load_state_dict(self, state) -> None:
+    def load_state_dict(self, state: dict) -> None:
         if state:
             raise ValueError(f"MX block scaling keeps no state, got keys {sorted(state)}")

@@ -107,6 +107,6 @@ class ScaledTensor:
         return values
 
 
-def held_values(x):
+def held_values(x: np.ndarray | ScaledTensor) -> np.ndarray:
     """The values a model reads from ``x``: a ScaledTensor dequantized, an array as it is."""
     return x.dequantize() if isinstance(x, ScaledTensor) else x
