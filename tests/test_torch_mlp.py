@@ -63,7 +63,7 @@ def _run_torch(params, x, y, dtype, scale):
                 acts.append(a)
             else:
                 a = z
-        loss = torch.nn.functional.cross_entropy(a, torch.from_numpy(y))
+        loss = torch.nn.functional.cross_entropy(a, torch.from_numpy(np.array(y)))
     (loss * scale).backward()
 
     def f32(t):
