@@ -5,7 +5,11 @@ import argparse
 import sys
 from collections.abc import Iterable
 
+from .demo import make_figures, run_demo
 from .formats import FORMATS, FloatFormat
+from .gpu import gpu_status
+from .gpu.check import format_report, run_gpu_check
+from .lab import build as build_lab
 
 
 def _specials_text(fmt: FloatFormat) -> str:
@@ -75,30 +79,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "formats":
         print(format_table())
     elif args.command == "demo":
-        from .demo import run_demo
         run_demo(args.out)
     elif args.command == "figures":
-        from .demo import make_figures
         for path in make_figures(args.out):
             print(path)
     elif args.command == "gpu-check":
         return _gpu_check(args)
     elif args.command == "lab":
-        from .lab import build as build_lab
         for path in build_lab(args.out, args.notebooks, args.source):
             print(path)
     return 0
 
 
 def _gpu_check(args) -> int:
-    from .gpu import gpu_status
-
     usable, reason = gpu_status()
     if not usable:
         print(f"gpu-check needs a CUDA GPU and CuPy: {reason}", file=sys.stderr)
         return 1
-    from .gpu.check import format_report, run_gpu_check
-
     print(f"device: {reason}", flush=True)
     report = run_gpu_check(args.out, random_tiles=args.random_tiles, mlp_steps=args.mlp_steps)
     print(format_report(report))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import ml_dtypes
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -113,8 +114,6 @@ def decode(codes: ArrayLike, fmt: FormatLike) -> np.ndarray:
 def _ml_dtype(fmt: FloatFormat):
     """The dtype whose values and codes are exactly fmt's: chosen by the defining fields, not the
     name (FloatFormat("e4m3", 4, 3) is IEEE-style, max 240 and inf, not float8_e4m3fn)."""
-    import ml_dtypes
-
     twins = {formats.FP32: np.float32, formats.FP16: np.float16, formats.BF16: ml_dtypes.bfloat16,
              formats.E4M3: ml_dtypes.float8_e4m3fn, formats.E5M2: ml_dtypes.float8_e5m2,
              formats.E4M3FNUZ: ml_dtypes.float8_e4m3fnuz,

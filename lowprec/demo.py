@@ -30,8 +30,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import data
-from .formats import FP16
+from . import accumulate, data, tensorcore
+from .formats import FP16, FP32
+from .nn import POLICIES, SGD, Adam, MLPConfig, TrainConfig, train
+from .rounding import round as lp_round
+from .scaling import DeepSpeedConfig, DynamicScalingConfig
 
 if TYPE_CHECKING:  # annotations only
     from .observe import History
@@ -66,8 +69,6 @@ DEMO_POLICIES = {
 
 def tasks(seed: int = 0) -> dict:
     """name -> (dataset, MLPConfig or None for the default model, TrainConfig)."""
-    from .nn import Adam, MLPConfig, TrainConfig
-
     small = data.teacher(np.random.default_rng(seed), target_scale=3e-3)
     return {
         "digits": (data.digits(np.random.default_rng(seed)), None,
@@ -79,8 +80,6 @@ def tasks(seed: int = 0) -> dict:
 
 def train_all(seed: int = 0, log: Callable[[str], object] = print) -> dict:
     """{task: {label: History}} for every task and every demo policy."""
-    from .nn import train
-
     runs = {}
     for task, (dataset, model, config) in tasks(seed).items():
         runs[task] = {}
@@ -272,9 +271,6 @@ def accumulation_errors(ks: tuple[int, ...] = (16, 64, 256, 1024, 4096), trials:
                         seed: int = 0) -> tuple[list[int], dict]:
     """Median relative error of FP16-input dot products of length K under each accumulation
     model, against the exact sum (math.fsum of the exact float64 products)."""
-    from . import accumulate, tensorcore
-    from .rounding import round as lp_round
-
     models = {"FP32 accumulator (sequential)": ("fp32", "fp32"),
               "FP16 accumulator": ("fp16", "fp16"), "BF16 accumulator": ("bf16", "bf16"),
               "V100 tensor core (n=4, F=23)": (tensorcore.V100_FP16, "fp32"),
@@ -295,10 +291,6 @@ def accumulation_errors(ks: tuple[int, ...] = (16, 64, 256, 1024, 4096), trials:
 def figure_runs(seed: int = 0, demo_runs: dict | None = None,
                 log: Callable[[str], object] = print) -> dict:
     """The training runs the figures need (reusing the demo's runs when given)."""
-    from .formats import FP32
-    from .nn import POLICIES, SGD, MLPConfig, TrainConfig, train
-    from .scaling import DeepSpeedConfig, DynamicScalingConfig
-
     task_list = tasks(seed)
     out = {}
     small, small_model, small_config = task_list["small gradients"]
@@ -336,7 +328,6 @@ def figure_runs(seed: int = 0, demo_runs: dict | None = None,
             "pure FP16, Kahan-compensated": pure.replace(name="fp16_kahan", update="kahan"),
         }.items()}
     log("  figure runs: FP8 delayed scaling")
-    from .nn import Adam
     fp8_data = data.teacher(np.random.default_rng(seed), target_scale=0.1)
     fp8_config = TrainConfig(optimizer=Adam(lr=1e-3), eval_every=0, observe_every=25, seed=seed)
     out["fp8"] = train("fp8_hybrid", fp8_data, config=fp8_config)
@@ -347,6 +338,8 @@ def figure_runs(seed: int = 0, demo_runs: dict | None = None,
 def make_figures(outdir: str | os.PathLike | None = None, seed: int = 0,
                  demo_runs: dict | None = None, log: Callable[[str], object] = print) -> list:
     """Write every figure; return their paths."""
+    # matplotlib only here: the backend must be chosen before pyplot (and plots) first load it,
+    # and the demo's training and tables do not need it.
     import matplotlib
 
     matplotlib.use("Agg")

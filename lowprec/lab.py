@@ -33,6 +33,9 @@ from numpy.typing import ArrayLike
 
 from . import accumulate, tensorcore
 from .formats import FP16
+from .gpu import gpu_status  # CuPy itself is imported only when gpu_status is called
+from .gpu.kernels import INSTRUCTIONS
+from .gpu.probe import CupyBackend
 from .scaling import (DeepSpeedConfig, DelayedScaling, DynamicLossScaler, DynamicScalingConfig,
                       HysteresisLossScaler, quantize)
 
@@ -310,8 +313,6 @@ def gpu_dot(a: ArrayLike, b: ArrayLike, c: float = 0.0) -> float:
     """``c + sum_k a[k] * b[k]`` on this machine's tensor core (one FP16 ``mma.sync`` with an FP32
     accumulator per 16 products, chained along K). Raises RuntimeError, with the reason, when no
     usable CUDA GPU and CuPy are present."""
-    from .gpu.kernels import INSTRUCTIONS
-
     backend = _gpu_backend()
     instr = INSTRUCTIONS["f16.f32"]
     a, b = _vectors(a, b)
@@ -324,13 +325,9 @@ def gpu_dot(a: ArrayLike, b: ArrayLike, c: float = 0.0) -> float:
 @functools.lru_cache(maxsize=1)
 def _gpu_backend():
     """One CuPy backend per session, so its compiled kernel is reused across probes."""
-    from .gpu import gpu_status  # optional: CuPy is imported only here
-
     usable, reason = gpu_status()
     if not usable:
         raise RuntimeError(f"no tensor core to probe: {reason}")
-    from .gpu.probe import CupyBackend
-
     return CupyBackend()
 
 
@@ -571,7 +568,6 @@ def build(out: str | os.PathLike, notebooks: str | os.PathLike | None = None,
           source: str = "") -> list:
     """Write the student version of every ``notebooks/*.ipynb`` into ``out``; return the paths.
     ``source`` is the pip requirement the setup cell installs where lowprec is missing (Colab)."""
-    import json
     notebooks = Path(notebooks) if notebooks is not None else default_notebooks()
     paths = sorted(notebooks.glob("*.ipynb"))
     if not paths:

@@ -14,10 +14,12 @@ import time
 
 import numpy as np
 
+from .. import accumulate, data
 from ..formats import FP16, FP32
 from ..rounding import round as lp_round
 from ..tensorcore import TensorCoreModel
 from .kernels import INSTRUCTIONS
+from .mlp import CupyOps, compare_training
 from .probe import (CupyBackend, SimulatedBackend, bit_agreement, presets_for,
                     probe_instruction)
 
@@ -26,8 +28,6 @@ def cublas_comparison(backend: CupyBackend, model: TensorCoreModel,
                       ks: tuple[int, ...] = (16, 64, 256, 1024, 4096), m: int = 64, n: int = 64,
                       seed: int = 0) -> list:
     """Share of cuBLAS outputs bit-identical to ``model``'s prediction, for growing K."""
-    from .. import accumulate
-    from .mlp import CupyOps
 
     cp = backend.cp
     ops = CupyOps()
@@ -69,9 +69,6 @@ def run_gpu_check(out_path: str | os.PathLike | None = None, *,
             model = presets_for(INSTRUCTIONS["f16.f32"])[best]
             report["cublas"] = {"model": best, "rows": cublas_comparison(backend, model)}
     if mlp and hasattr(backend, "cp"):
-        from .. import data
-        from .mlp import compare_training
-
         digits = data.digits(np.random.default_rng(0))
         for policy in ("fp16_mixed", "bf16_mixed"):
             try:
