@@ -11,6 +11,14 @@ or busy machine a multi-threaded BLAS makes every timing noisy, and one core is 
 for a cost ratio. Each variant is timed in several rounds interleaved with the others; the
 fastest round counts (the least disturbed one).
 
+On Linux (glibc) the allocator's mmap threshold is pinned at 64 MiB before Python starts
+(MALLOC_MMAP_THRESHOLD_, the script re-executes itself once to set it; --no-pin-malloc keeps
+the default). glibc moves that threshold as a process frees large blocks, so whether every
+~1 MB float64 temporary of a step is served from the heap or from freshly mapped, zero-filled
+pages depends on the allocation history: measured here, the same code then ran at 2.4x or 4.0x
+the reference from one process to the next. Pinned, repeated runs agree within a few percent.
+The reference step runs in the same process under the same allocator.
+
 Run: python benchmarks/bench_training.py [--steps N] [--rounds R] [--threads T]
 """
 from __future__ import annotations
@@ -31,9 +39,15 @@ def _blas_threads_from_argv(argv) -> str:
     return "1"
 
 
+PIN_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
+
 if __name__ == "__main__":  # must happen before NumPy starts its BLAS
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = _blas_threads_from_argv(sys.argv[1:])
+    if (sys.platform.startswith("linux") and "--no-pin-malloc" not in sys.argv
+            and any(os.environ.get(k) != v for k, v in PIN_MALLOC.items())):
+        os.environ.update(PIN_MALLOC)  # glibc reads these only at process start: start again
+        os.execv(sys.executable, [sys.executable, *sys.argv])
 
 import numpy as np  # noqa: E402
 
@@ -83,6 +97,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per variant")
     parser.add_argument("--threads", default="1", help="BLAS threads (set before NumPy loads)")
+    parser.add_argument("--no-pin-malloc", action="store_true",
+                        help="keep glibc's moving mmap threshold (timings become bimodal)")
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(0)
@@ -112,7 +128,8 @@ def main(argv=None):
     reference = best["plain float32 NumPy step (reference)"]
     print(f"MLP {'-'.join(map(str, SIZES))}, batch {BATCH}, SGD momentum; BLAS threads: "
           f"{os.environ.get('OPENBLAS_NUM_THREADS', 'default')}; fastest of {args.rounds} rounds "
-          f"of {args.steps} steps")
+          f"of {args.steps} steps; malloc mmap threshold "
+          f"{os.environ.get('MALLOC_MMAP_THRESHOLD_', 'glibc default (moving)')}")
     for label, seconds in best.items():
         print(f"{label:<44} {seconds * 1e3:8.2f} ms {seconds / reference:6.2f}x")
     off = best["lowprec fp16_mixed, observation off"] / reference

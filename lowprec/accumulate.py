@@ -97,7 +97,10 @@ class Blas(_Protocol):
                held: FormatPair | None = None, output: FormatLike | None = None,
                mode: ModeLike = "nearest", rng: np.random.Generator | None = None,
                random_bits: int | None = None) -> np.ndarray:
-        a, b = (m.dequantize() if isinstance(m, ScaledTensor) else m for m in (a, b))
+        if isinstance(a, ScaledTensor):
+            a = a.dequantize()
+        if isinstance(b, ScaledTensor):
+            b = b.dequantize()
         if inputs is None and output is None and _native_float(a) and _native_float(b):
             return a @ b  # NumPy or CuPy arrays alike, in their own dtype
         return super().matmul(a, b, inputs=inputs, held=held, output=output, mode=mode, rng=rng,

@@ -68,6 +68,9 @@ class Caster:
         self.recipes = RecipeStates(policy, fp8_states, frozen)
         self._block_scaled = bool(self.recipes.points) and policy.fp8_recipe.block_scaled
         self._sources: dict = {}  # (layer, point) -> unrounded tensor, for an MX second use
+        # each GEMM's operand formats, looked up once (the policy is fixed): see matmul
+        self._held = {gemm: tuple(self._held_format(p) for p in points)
+                      for gemm, points in GEMM_OPERANDS.items()}
 
     @property
     def fp8_states(self) -> dict:
@@ -94,7 +97,7 @@ class Caster:
         """
         spec = self.policy.bias_cast if bias else self.policy.cast(point)
         scaling = {}
-        if not bias and self.recipes.scales(point):  # scaled casts are never the identity
+        if not bias and point in self.recipes.points:  # scaled casts are never the identity
             if self._block_scaled and point in GEMM_AXES:
                 self._sources[layer, point] = x  # the second GEMM quantizes it along its own axis
             axis = GEMM_AXES.get(point, (-1,))[0]
@@ -173,10 +176,10 @@ class Caster:
         operands come from, so that the accumulator knows the formats they hold (ScaledTensor
         operands carry their own); None: not known.
         """
-        if gemm is not None and gemm not in GEMM_OPERANDS:
+        if gemm is not None and gemm not in self._held:
             raise ValueError(f"unknown GEMM {gemm!r}; valid: None, "
                              f"{', '.join(map(repr, GEMM_OPERANDS))}")
-        held = tuple(self._held_format(p) for p in GEMM_OPERANDS[gemm]) if gemm else None
+        held = self._held[gemm] if gemm is not None else None
         out = self.policy.accumulate.matmul(a, b, held=held)
         return self.xp.asarray(out, dtype=a.dtype)
 

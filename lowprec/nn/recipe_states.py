@@ -54,10 +54,6 @@ class RecipeStates:
         self.frozen = frozen
         self.step_stats: dict = {}  # (layer, point) -> CastStats, this step
 
-    def scales(self, point: str) -> bool:
-        """True when the recipe scales the casts at ``point``."""
-        return point in self.points
-
     def state(self, point: str, layer: int) -> RecipeState:
         """The recipe state of the tensor at (point, layer), created on first use: E4M3
         ("forward") for forward points, E5M2 ("backward") for gradients under HYBRID."""
