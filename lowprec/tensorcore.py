@@ -367,7 +367,9 @@ def _representable(arr, fmt: FloatFormat) -> bool:
 
 
 def _operand(x, fmt: FloatFormat, name: str, truncate: bool = False):
-    arr = as_real_array(x, name).astype(np.float64)
+    # a C-ordered copy: matmul reads a column of a and a row of b per k, and a GEMM's operands
+    # often arrive as transposed views (x.T, W.T), which would make every slice strided
+    arr = as_real_array(x, name).astype(np.float64, order="C")
     if truncate:
         return _round(arr, fmt, "toward_zero")
     if not _representable(arr, fmt):
