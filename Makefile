@@ -50,8 +50,10 @@ lab-setup: $(VENV)/.lab-installed
 lab-build: $(VENV)/.installed
 	$(PY) -m lowprec lab build --out $(LAB_OUT) --source "$(LAB_SOURCE)"
 
+# jupyter refuses to run as root unless told; root is common in containers (docker, some CI).
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
 lab: lab-setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 # Every float32 input for the 8- and 16-bit targets: about 13 min on 2 idle cores, 18 on loaded
 # ones; LOWPREC_TEST_WORKERS sets the number of processes (default 2).
