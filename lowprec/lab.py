@@ -21,6 +21,8 @@ from __future__ import annotations
 import ast
 import copy
 import functools
+import inspect
+import itertools
 import json
 import math
 import os
@@ -35,7 +37,7 @@ from . import accumulate, tensorcore
 from .formats import FP16
 from .gpu import gpu_status  # CuPy itself is imported only when gpu_status is called
 from .gpu.kernels import INSTRUCTIONS
-from .gpu.probe import CupyBackend
+from .gpu.probe import CupyBackend, tile
 from .scaling import (DeepSpeedConfig, DelayedScaling, DynamicLossScaler, DynamicScalingConfig,
                       HysteresisLossScaler, quantize)
 
@@ -84,10 +86,10 @@ def _01_1(answer):
 def _01_2(answer):
     n = _integer(answer)
     bf16 = ml_dtypes.bfloat16
-    if n < 1 or float(bf16(n)) == n:
+    first_missed = next(i for i in itertools.count(1) if float(bf16(i)) != i)
+    if n < first_missed:
         return "BF16 holds that integer exactly: look higher"
-    held = np.arange(n, dtype=np.float64)
-    if np.any(held.astype(bf16).astype(np.float64) != held):
+    if n > first_missed:
         return "BF16 misses a smaller integer already: count its significant bits"
 
 
@@ -230,19 +232,23 @@ def _04_3(ocp, te):
 
 # --- lab 5: accumulation and tensor cores -----------------------------------------------------
 def _stalls(dtype, step, limit):
-    s, step = dtype(0), dtype(step)
-    for _ in range(limit):
-        s = dtype(s + step)
-    return float(s)
+    """(where ``0 + step + step + ...`` in ``dtype`` stops, within ``limit`` additions, and the
+    number of additions that reach it)."""
+    s, step, reached = dtype(0), dtype(step), 0
+    for i in range(1, limit + 1):
+        total = dtype(s + step)
+        if total != s:
+            s, reached = total, i
+    return float(s), reached
 
 
 def _05_1(value):
-    if _number(value) != _stalls(np.float16, 1.0, 5000):   # NumPy's float16 arithmetic
+    if _number(value) != _stalls(np.float16, 1.0, 5000)[0]:   # NumPy's float16 arithmetic
         return "count FP16's significant bits, and mind the tie"
 
 
 def _05_2(value):
-    if _number(value) != _stalls(ml_dtypes.bfloat16, 0.01, 3000):   # ml_dtypes' bfloat16
+    if _number(value) != _stalls(ml_dtypes.bfloat16, 0.01, 3000)[0]:   # ml_dtypes' bfloat16
         return "the sum stops where 0.01 is less than half the spacing: find that binade"
 
 
@@ -317,8 +323,7 @@ def gpu_dot(a: ArrayLike, b: ArrayLike, c: float = 0.0) -> float:
     instr = INSTRUCTIONS["f16.f32"]
     a, b = _vectors(a, b)
     k = -(-len(a) // instr.k) * instr.k        # zero-padded to whole instructions
-    tile_a, tile_b, tile_c = np.zeros((1, 16, k)), np.zeros((1, k, 8)), np.zeros((1, 16, 8))
-    tile_a[0, 0, :len(a)], tile_b[0, :len(b), 0], tile_c[0, 0, 0] = a, b, c
+    tile_a, tile_b, tile_c = (t[None] for t in tile(instr, k, dict(enumerate(zip(a, b))), c))
     return float(backend.run(instr, tile_a, tile_b, tile_c)[0, 0, 0])
 
 
@@ -367,12 +372,8 @@ def _07_1(spacing):
 
 
 def _07_2(value, additions):
-    s, step, reached = np.float16(0), np.float16(0.01), None
-    for i in range(1, 20_001):          # NumPy's float16, one addition at a time
-        s = np.float16(s + step)
-        if reached is None and float(s) == _number(value):
-            reached = i
-    if _number(value) != float(s):
+    stuck, reached = _stalls(np.float16, 0.01, 20_000)   # NumPy's float16, one addition at a time
+    if _number(value) != stuck:
         return "not where the sum stops: compare 0.01 with half the spacing binade by binade"
     if _integer(additions) != reached:
         return "right value, wrong count: add up the additions each binade takes"
@@ -489,7 +490,7 @@ _CHECKS = {name[1:].replace("_", "."): f for name, f in list(globals().items())
 EXERCISES = tuple(sorted(_CHECKS))
 
 
-def check(exercise: str, *answers: object, **context: object) -> None:
+def check(exercise: str, *answers: object) -> None:
     """Print whether ``answers`` solve ``exercise`` ("02.3"): correct, not right yet with a hint,
     or not answered yet while an answer is still ``...`` or None. Never prints the answer."""
     if exercise not in _CHECKS:
@@ -498,12 +499,16 @@ def check(exercise: str, *answers: object, **context: object) -> None:
         print(f"Exercise {exercise}: {NOT_ANSWERED} "
               "(replace the ... with your answer and run the cell)")
         return
+    verify = _CHECKS[exercise]
     try:
-        hint = _CHECKS[exercise](*answers, **context)
-    except _Unreadable as problem:
-        hint = str(problem)
+        inspect.signature(verify).bind(*answers)
     except TypeError:
         hint = "wrong number of answers: pass every answer_... of the exercise, in order"
+    else:
+        try:
+            hint = verify(*answers)
+        except _Unreadable as problem:
+            hint = str(problem)
     print(f"Exercise {exercise}: {CORRECT}" if hint is None
           else f"Exercise {exercise}: {WRONG}. Hint: {hint}")
 

@@ -73,7 +73,8 @@ def plot_number_lines(formats: tuple = (FP32, BF16, FP16, E5M2, E4M3)) -> Figure
     return fig
 
 
-FP16_ZERO_LOG2 = -25  # round to nearest sends |x| <= 2^-25 (half FP16's smallest subnormal) to 0
+# round to nearest sends |x| <= 2^-25 (half FP16's smallest subnormal) to 0
+FP16_ZERO_LOG2 = int(math.log2(FP16.smallest_subnormal)) - 1
 
 
 def fp16_shares(counts: ArrayLike, bin_log2: ArrayLike, zeros: float, log2_scale: int = 0) -> dict:
@@ -288,6 +289,7 @@ def plot_fp8_scaling(history: History, tensors: list[tuple[int, str]],
         middle.semilogy(steps, history.fp8("scale", point, layer), color=line.get_color(),
                         label=label)
     top.set_ylabel("amax of the tensor")
+    top.set_xlabel("training step")
     top.set_title("FP8 delayed scaling: each tensor's amax, and the scale taken from the amax "
                   "history")
     middle.set_ylabel("scale (fp8 max / history amax)")

@@ -186,10 +186,11 @@ def round(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *, overflow
     arr = as_real_array(x)
     out_dtype = np.float32 if arr.dtype == np.float32 and fmt.fits_float32 else np.float64
     flat = arr.reshape(-1)
-    if not fmt.has_nan and flat.size and np.isnan(np.min(flat)):  # min propagates NaN
+    lowest = np.min(flat) if not fmt.has_nan and flat.size else 0.0  # min propagates NaN
+    if np.isnan(lowest):
         raise ValueError(f"input holds {int(np.isnan(flat).sum())} NaN value(s), "
                          f"but format {fmt.name} has no NaN encoding")
-    if not fmt.signed and not fmt.has_nan and flat.size and np.min(flat) < 0:
+    if not fmt.signed and lowest < 0:
         raise ValueError(f"input holds {int((flat < 0).sum())} negative value(s), but format "
                          f"{fmt.name} is unsigned and has no NaN encoding for them")
     out = np.empty(flat.shape, out_dtype)

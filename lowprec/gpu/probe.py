@@ -39,7 +39,8 @@ def _acc_format(instr: MmaInstruction):
     return FP32 if instr.accumulator == "fp32" else FP16
 
 
-def _tile(instr: MmaInstruction, k: int, products, c_value):
+def tile(instr: MmaInstruction, k: int, products: dict[int, tuple[float, float]],
+         c_value: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One tile whose output (0, 0) is sum(products) + c_value; every other output is 0 + 0."""
     a = np.zeros((16, k))
     b = np.zeros((k, 8))
@@ -89,7 +90,7 @@ def probe_set(instr: MmaInstruction, chained: int = 1, random_tiles: int = 64,
     for name, (products, c_value) in probes.items():
         products = {i: (float(lp_round(x, fmt)), float(lp_round(y, fmt)))
                     for i, (x, y) in products.items()}
-        tiles.append(_tile(instr, k, products, float(lp_round(c_value, _acc_format(instr)))))
+        tiles.append(tile(instr, k, products, float(lp_round(c_value, _acc_format(instr)))))
         names.append(name)
         exact.append(np.full((16, 8), np.nan))
 

@@ -23,6 +23,7 @@ Every method takes the tensor first, then the cast point, then the layer.
 """
 from __future__ import annotations
 
+import copy
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -165,7 +166,7 @@ class Caster:
     def frozen_copy(self, rng: np.random.Generator | None = None) -> Caster:
         """A Caster for evaluation: copies of the FP8 states, used but never updated."""
         return Caster(self.policy, rng=rng, xp=self.xp,
-                      fp8_states=self.recipes.frozen_copy(self.policy).states, frozen=True)
+                      fp8_states=copy.deepcopy(self.recipes.states), frozen=True)
 
     # --- matmul and step bookkeeping --------------------------------------------------------
     def matmul(self, a: np.ndarray | ScaledTensor, b: np.ndarray | ScaledTensor,

@@ -8,7 +8,6 @@ for the History.
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -91,7 +90,3 @@ class RecipeStates:
             out["clipped"][layer, p] = stats.clipped / max(stats.count, 1)
             out["flushed"][layer, p] = stats.flushed / max(stats.count, 1)
         return out
-
-    def frozen_copy(self, policy: PrecisionPolicy) -> RecipeStates:
-        """Copies of the states, used but never updated (for evaluation)."""
-        return RecipeStates(policy, copy.deepcopy(self.states), frozen=True)

@@ -145,7 +145,7 @@ class Trainer:
     @property
     def fp8_states(self) -> dict:
         """(layer, point) -> the FP8 recipe state of that tensor (empty without a recipe)."""
-        return _recipe_states(self.caster)
+        return self.caster.fp8_states
 
     @np.errstate(over="ignore", invalid="ignore", divide="ignore")  # inf/NaN are recorded instead
     def step(self, x: np.ndarray, y: np.ndarray, observe: bool = False) -> dict:
@@ -266,7 +266,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.fp8_states.clear()  # a tensor not in the state starts afresh, as it did then
         for layer, point, recipe_state in state["fp8"]:
-            _recipe_state(self.caster, int(layer), point).load_state_dict(recipe_state)
+            self.caster.recipes.state(point, int(layer)).load_state_dict(recipe_state)
 
     def _identity(self) -> dict:
         """What a state must come from: the policy, the model and the optimizer (plain JSON
@@ -311,7 +311,7 @@ class Trainer:
             if not scaled or not 0 <= int(layer) < self.model.layers:
                 raise ValueError(f"the state holds an FP8 recipe state for layer {layer}, point "
                                  f"{point!r}, which this trainer does not scale")
-            _recipe_state(probe, int(layer), point).load_state_dict(recipe_state)
+            probe.recipes.state(point, int(layer)).load_state_dict(recipe_state)
         type(self.rounding_rng.bit_generator)().state = state["rounding_rng"]
 
     # --- evaluation -----------------------------------------------------------------------
@@ -348,17 +348,6 @@ def _make_caster(factory: Callable[..., Caster], policy: PrecisionPolicy, rng, x
         raise TypeError(f"caster={factory!r} made a {type(caster).__name__}, "
                         "not a lowprec.nn.Caster")
     return caster
-
-
-# The Caster holds the FP8 recipe states, (layer, point) -> state; these two functions are the
-# only places that know where (so that a move of that holder changes them alone).
-def _recipe_states(caster: Caster) -> dict:
-    return caster.recipes.states
-
-
-def _recipe_state(caster: Caster, layer: int, point: str):
-    """The recipe state of (layer, point), created on first use."""
-    return caster.recipes.state(point, layer)
 
 
 def _optimizer_fingerprint(optimizer) -> list:
