@@ -182,24 +182,49 @@ def _raise(fmt: FloatFormat):
 
 # --- one block FMA ----------------------------------------------------------------------------
 def block_fma_scalar(a: Sequence[float], b: Sequence[float], c: float,
-                     model: TensorCoreModel) -> float:
+                     model: TensorCoreModel, *, scale_a: Sequence[float] | None = None,
+                     scale_b: Sequence[float] | None = None) -> float:
     """One block FMA for one output element, one term at a time in exact arithmetic.
 
     a, b: sequences of n numbers in the model's input formats (TF32 models truncate first);
     c: one accumulator value. Returns a float. Output rounding "toward_zero" or "nearest".
     The steps are those of the lowprec.tensorcore docstring (Fasi, Higham, Mikaitis & Pranesh,
     PeerJ CS 2021; MMA-Sim, Xie et al., arXiv:2511.10909).
+
+    Block-scaled models (``model.scale_block`` set) take scale_a, scale_b: the decoded scales,
+    one per scale_block elements (scale i covers elements i*scale_block onwards). kind::mxf8f6f4
+    puts both scales into every product and its exponent; kind::mxf4nvf4 (``model.sub_block``)
+    makes each run of sub_block products, summed exactly and times its two scales, one term
+    whose exponent is the scales' (MMA-Sim, mmasim/simulator/arithmetic.py, fused_dot_add and
+    nv_fused_dot_add_with_block_scale).
     """
-    fa, fb, out = model.inputs, model.b_format, model.output
+    fa, fb = model.inputs, model.b_format
     a = [float(x) for x in a]
     b = [float(x) for x in b]
+    n = len(a)
     if model.truncate_inputs:
         a = [round_exact(x, fa, "toward_zero") for x in a]
         b = [round_exact(x, fb, "toward_zero") for x in b]
-    # 1. NaN and infinity first.
+    if model.scale_block is None:
+        if scale_a is not None or scale_b is not None:
+            raise ValueError(f"{model.name} has no block scales")
+        sa = sb = [1.0] * n
+        esa = esb = [0] * n
+    else:
+        if scale_a is None or scale_b is None:
+            raise ValueError(f"{model.name} needs scale_a and scale_b")
+        sa = [float(scale_a[i // model.scale_block]) for i in range(n)]
+        sb = [float(scale_b[i // model.scale_block]) for i in range(n)]
+        esa = [_field_exponent(s, model.scale_format) if s == s else 0 for s in sa]
+        esb = [_field_exponent(s, model.scale_format) if s == s else 0 for s in sb]
+    if model.sub_block is not None:
+        return _sub_block_fma(a, b, c, sa, sb, esa, esb, model)
+    # 1. NaN and infinity first (a NaN scale makes its products NaN).
     infinite_signs = set()
-    for x, y in zip(a, b):
-        if x != x or y != y or (x == 0 and abs(y) == math.inf) or (y == 0 and abs(x) == math.inf):
+    for x, y, u, v in zip(a, b, sa, sb):
+        if x != x or y != y or u != u or v != v:
+            return math.nan
+        if (x == 0 and abs(y) == math.inf) or (y == 0 and abs(x) == math.inf):
             return math.nan
         if abs(x) == math.inf or abs(y) == math.inf:
             infinite_signs.add((x > 0) == (y > 0))
@@ -212,17 +237,36 @@ def block_fma_scalar(a: Sequence[float], b: Sequence[float], c: float,
     if infinite_signs:
         return math.inf if infinite_signs.pop() else -math.inf
     # 2. Exact terms and their exponents from the (clamped) exponent fields.
-    terms = [(Fraction(x) * Fraction(y), _field_exponent(x, fa) + _field_exponent(y, fb))
-             for x, y in zip(a, b)]
+    terms = [(Fraction(x) * Fraction(y) * Fraction(u) * Fraction(v),
+              _field_exponent(x, fa) + _field_exponent(y, fb) + eu + ev)
+             for x, y, u, v, eu, ev in zip(a, b, sa, sb, esa, esb)]
     terms.append((Fraction(c), _field_exponent(c, model.accumulator)))
-    # 3. Align to the largest exponent, truncate each term to F fraction bits, add exactly.
+    return _align_truncate_round(terms, model)
+
+
+def _sub_block_fma(a, b, c, sa, sb, esa, esb, model) -> float:
+    """kind::mxf4nvf4: terms are exact sub-block sums times their scales (block_fma_scalar)."""
+    if c != c or any(s != s for s in sa + sb):
+        return math.nan
+    if abs(c) == math.inf:  # E2M1 elements and finite scales: every other term is finite
+        return c
+    terms = [(Fraction(c), _field_exponent(c, model.accumulator))]
+    for k0 in range(0, len(a), model.sub_block):
+        run = range(k0, min(k0 + model.sub_block, len(a)))
+        exact = sum((Fraction(a[i]) * Fraction(b[i]) for i in run), Fraction(0))
+        terms.append((exact * Fraction(sa[k0]) * Fraction(sb[k0]), esa[k0] + esb[k0]))
+    return _align_truncate_round(terms, model)
+
+
+def _align_truncate_round(terms, model) -> float:
+    """Steps 3 and 4: align to the largest exponent, truncate each term to F fraction bits,
+    add exactly, normalise once and round into the output format."""
     emax = max(e for _, e in terms)
     unit = Fraction(2) ** (emax - model.fraction_bits)
     units = 0
     for value, _ in terms:
         units += int(value / unit)  # int() truncates toward zero
-    # 4. Normalise once and round into the output format.
-    return _round_output(units * unit, out, model.output_rounding)
+    return _round_output(units * unit, model.output, model.output_rounding)
 
 
 def _field_exponent(x: float, fmt: FloatFormat) -> int:

@@ -26,9 +26,26 @@ slices whose results are added in FP32.
 written one term at a time in exact arithmetic, to read next to the papers; the tests check
 the vectorised model against it.
 
+Block-scaled MMA (Blackwell ``tcgen05.mma`` ``kind::mxf8f6f4`` and ``kind::mxf4nvf4``; PTX ISA,
+"tcgen05.mma"; the model is MMA-Sim's, mmasim/simulator/arithmetic.py, ``nv_fused_dot_add`` with
+scales and ``nv_fused_dot_add_with_block_scale``). Each operand carries one scale per
+``scale_block`` elements along K, passed here decoded (float64) as ``scale_a`` and ``scale_b``:
+
+* ``kind::mxf8f6f4`` (K = 32, one E8M0 scale per 32): product i is ``a_i*b_i*sa*sb``, exact, with
+  exponent ``e(a_i) + e(b_i) + e(sa) + e(sb)``; then steps 1-4 above with F = 25.
+* ``kind::mxf4nvf4`` (K = 64, E2M1 elements, UE4M3 scales per 16 or UE8M0 per 32): each run of
+  ``sub_block`` = 16 products is summed exactly, and that sum times its two scales is one term
+  whose exponent is ``e(sa) + e(sb)`` alone (the scales' exponent fields, not the sum's size);
+  c and those terms are aligned to their largest exponent with F = 35, truncated, added exactly
+  and rounded toward zero to FP32. A NaN scale or a NaN c gives NaN (E2M1 has no NaN or inf).
+
+The FP16-output presets (suffix ``_OUT16``) are the same instructions with an FP16 D (and C),
+rounded to nearest even, where the PTX ISA allows an FP16 D: FP16 inputs on every generation,
+FP8 inputs on Ada, Hopper and Blackwell (not BF16, TF32 or the block-scaled kinds).
+
 Not modelled: FP8 ``mma.sync`` on sm_90, which has no FP8 MMA of its own: the SASS that ptxas
 emits for it (``cuobjdump -sass``) converts to FP16 and runs two interleaved HMMA.16816 plus an
-FADD of C; block-scaled MX instructions; AMD's matrix cores.
+FADD of C; AMD's matrix cores (a separate module).
 """
 from __future__ import annotations
 
@@ -44,7 +61,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._deprecation import no_attribute, renamed
-from .formats import BF16, E4M3, E5M2, FP16, FP32, TF32, FloatFormat, FormatLike, as_format
+from .formats import (BF16, E2M1, E2M3, E3M2, E4M3, E5M2, E8M0, FP16, FP32, TF32, FloatFormat,
+                      FormatLike, as_format)
 from .reference import ZERO_EXPONENT as _ZERO_EXPONENT
 from .reference import block_fma_scalar
 from .rounding import ModeLike, as_mode, as_real_array, round as _round
@@ -54,12 +72,18 @@ if TYPE_CHECKING:  # accumulate imports this module
 
 __all__ = ["TensorCoreModel", "TENSOR_CORES", "FP32_E8M13", "block_fma", "block_fma_scalar", "dot",
            "matmul", "V100_FP16", "A100_FP16", "A100_BF16", "A100_TF32", "H100_FP16",
-           "H100_BF16", "H100_TF32", "H100_FP8", "H100_FP8_PROMOTED"]
+           "H100_BF16", "H100_TF32", "H100_FP8", "H100_FP8_PROMOTED", "ADA_FP8", "B200_FP16",
+           "B200_BF16", "B200_TF32", "B200_FP8", "B200_MXF8F6F4", "B200_MXF4NVF4",
+           "B200_MXF4NVF4_E8M0", "V100_FP16_OUT16", "A100_FP16_OUT16", "H100_FP16_OUT16",
+           "H100_FP8_OUT16", "ADA_FP8_OUT16", "B200_FP16_OUT16", "B200_FP8_OUT16",
+           "FP8_FORMATS", "F8F6F4_FORMATS"]
 
 # FP32's range with 13 fraction bits: what Hopper/Ada FP8 tensor-core sums keep (MMA-Sim's
 # "f32_e8m13"; DeepSeek-V3 sec. 3.3.2 measured "about 14 bits").
 FP32_E8M13 = FloatFormat("fp32_e8m13", 8, 13, description="FP32 range, 13 fraction bits (FP8 MMA)")
 _ALL64 = 0xFFFFFFFFFFFFFFFF
+FP8_FORMATS = (E4M3, E5M2)  # each FP8 operand may be either (reading())
+F8F6F4_FORMATS = (E4M3, E5M2, E3M2, E2M3, E2M1)  # Blackwell kind::f8f6f4 / kind::mxf8f6f4
 
 
 @dataclass(frozen=True)
@@ -77,16 +101,27 @@ class TensorCoreModel:
     truncate_inputs: bool = False  # operands are truncated to `inputs` (TF32 reads FP32's top bits)
     promote_every: int | None = None  # N_C: add the partial into an FP32 accumulator this often
     split_k: int = 1  # K is cut into this many slices, computed apart, then added in FP32
+    # formats each operand may take on its own (reading()); empty: FP8 models take E4M3/E5M2
+    operand_formats: tuple[FloatFormat, ...] = ()
+    scale_block: int | None = None  # block-scaled MMA: one scale per this many elements along K
+    scale_format: FloatFormat | None = None  # the scales' format (E8M0, or E4M3 read unsigned)
+    sub_block: int | None = None  # mxf4nvf4: products summed exactly in runs of this many
 
     def __post_init__(self):
-        for name in ("inputs", "output", "inputs_b", "c_format"):
+        for name in ("inputs", "output", "inputs_b", "c_format", "scale_format"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, as_format(getattr(self, name)))
+        object.__setattr__(self, "operand_formats",
+                           tuple(as_format(f) for f in self.operand_formats))
         object.__setattr__(self, "output_rounding", as_mode(self.output_rounding).value)
         if not (isinstance(self.block, int) and self.block >= 1):
             raise ValueError(f"block must be a positive int, got {self.block!r}")
-        if not (isinstance(self.fraction_bits, int) and 1 <= self.fraction_bits <= 29):
-            raise ValueError(f"fraction_bits must be an int in 1..29, got {self.fraction_bits!r}")
+        # the int32 sums of _fused hold F <= 29; the sub-block sums (float64) F <= 36
+        top = 36 if self.sub_block is not None else 29
+        if not (isinstance(self.fraction_bits, int) and 1 <= self.fraction_bits <= top):
+            raise ValueError(f"fraction_bits must be an int in 1..{top}, "
+                             f"got {self.fraction_bits!r}")
+        self._check_block_scaling()
         if self.promote_every is not None and not (isinstance(self.promote_every, int)
                                                    and self.promote_every >= 1):
             raise ValueError(f"promote_every must be None or a positive int, "
@@ -100,6 +135,32 @@ class TensorCoreModel:
         if not (self.output.has_inf and self.output.fits_float32):
             raise ValueError(f"output must be an IEEE-style format within FP32 (with infinities), "
                              f"got {self.output.name}")
+
+    def _check_block_scaling(self):
+        if self.scale_block is None:
+            if self.scale_format is not None or self.sub_block is not None:
+                raise ValueError("scale_format and sub_block need scale_block (block-scaled MMA)")
+            return
+        if not (isinstance(self.scale_block, int) and self.scale_block >= 1
+                and self.block % self.scale_block == 0):
+            raise ValueError(f"scale_block must be a positive int dividing block={self.block}, "
+                             f"got {self.scale_block!r}")
+        if self.scale_format is None:
+            raise ValueError("a block-scaled model needs scale_format (e8m0 or e4m3)")
+        if self.sub_block is not None:
+            if not (isinstance(self.sub_block, int) and self.sub_block >= 1
+                    and self.scale_block % self.sub_block == 0):
+                raise ValueError(f"sub_block must be a positive int dividing "
+                                 f"scale_block={self.scale_block}, got {self.sub_block!r}")
+            # E2M1 products are multiples of 1/4 below 36: float64 sums of them are exact
+            if not self.inputs == self.b_format == E2M1:
+                raise ValueError(f"sub_block sums are modelled for E2M1 operands only, got "
+                                 f"{self.inputs.name} x {self.b_format.name}")
+
+    @property
+    def block_scaled_mma(self) -> bool:
+        """Does the instruction take per-block scales (scale_a=, scale_b=) into its products?"""
+        return self.scale_block is not None
 
     @property
     def b_format(self) -> FloatFormat:
@@ -122,17 +183,26 @@ class TensorCoreModel:
     def matmul(self, a: Operand, b: Operand, *, inputs: FormatPair | None = None,
                held: FormatPair | None = None, output: FormatLike | None = None,
                mode: ModeLike = "nearest", rng: np.random.Generator | None = None,
-               random_bits: int | None = None) -> np.ndarray:
-        """``a @ b`` on this tensor core (see :func:`lowprec.matmul`)."""
-        return _accumulate_module()._matmul(self, a, b, inputs, held, output, mode, rng,
-                                            random_bits)
+               random_bits: int | None = None, scale_a: ArrayLike | None = None,
+               scale_b: ArrayLike | None = None) -> np.ndarray:
+        """``a @ b`` on this tensor core (see :func:`lowprec.matmul`); a block-scaled model
+        (``block_scaled_mma``) takes the operands' decoded block scales as in :func:`matmul`."""
+        if scale_a is None and scale_b is None:
+            return _accumulate_module()._matmul(self, a, b, inputs, held, output, mode, rng,
+                                                random_bits)
+        return _accumulate_module()._product_reduction(
+            _WithScales(self, scale_a, scale_b, np.ndim(a), np.ndim(b)), a, b, True, inputs,
+            held, output, mode, rng, random_bits)
 
     def dot(self, a: Operand, b: Operand, *, inputs: FormatPair | None = None,
             held: FormatPair | None = None, output: FormatLike | None = None,
             mode: ModeLike = "nearest", rng: np.random.Generator | None = None,
-            random_bits: int | None = None) -> np.ndarray:
+            random_bits: int | None = None, scale_a: ArrayLike | None = None,
+            scale_b: ArrayLike | None = None) -> np.ndarray:
         """``sum_k a[..., k] * b[..., k]`` on this tensor core (see :func:`lowprec.dot`)."""
-        return _accumulate_module()._product_reduction(self, a, b, False, inputs, held, output,
+        acc = self if scale_a is None and scale_b is None else _WithScales(self, scale_a,
+                                                                           scale_b, 0, 0)
+        return _accumulate_module()._product_reduction(acc, a, b, False, inputs, held, output,
                                                        mode, rng, random_bits)
 
     def sum(self, x: ArrayLike, axis: int | None = None, *, output: FormatLike | None = None,
@@ -145,9 +215,12 @@ class TensorCoreModel:
         """This model reading operands of formats ``fa`` and ``fb``. FP8 MMA takes E4M3 or E5M2
         for each operand on its own (PTX ISA, ``wgmma.mma_async`` .atype/.btype), with the same
         alignment and rounding for all four pairs (MMA-Sim, mmasim/simulator/nv_ptx.py), as the
-        dgrad (E5M2 x E4M3) and wgrad (E4M3 x E5M2) GEMMs of Format.HYBRID need."""
-        fp8 = (E4M3, E5M2)
-        if not (self.inputs in fp8 and fa in fp8 and fb in fp8):
+        dgrad (E5M2 x E4M3) and wgrad (E4M3 x E5M2) GEMMs of Format.HYBRID need. Blackwell's
+        ``kind::f8f6f4`` and ``kind::mxf8f6f4`` take any of :data:`F8F6F4_FORMATS` for each.
+        Formats the instruction does not take leave the model as it is (its operand check
+        then names the format it wants)."""
+        allowed = self.operand_formats or (FP8_FORMATS if self.inputs in FP8_FORMATS else ())
+        if not (fa in allowed and fb in allowed):
             return self
         if (fa, fb) == (self.inputs, self.b_format):
             return self
@@ -158,6 +231,29 @@ class TensorCoreModel:
 
     def _sum_terms(self, x, known, mode, rng, random_bits):
         return dot(x, np.ones(x.shape[-1], x.dtype), self)
+
+
+class _WithScales:
+    """A block-scaled model with one product's scales bound: what lowprec.accumulate's
+    _product_reduction calls (it shapes the operands as numpy.matmul does, so a 1-D operand's
+    scales gain the same axis here)."""
+
+    sum_format = None
+
+    def __init__(self, model: TensorCoreModel, scale_a, scale_b, ndim_a: int, ndim_b: int):
+        self.model, self.name, self.result_format = model, model.name, model.result_format
+        self.scale_a, self.scale_b, self.ndim_a, self.ndim_b = scale_a, scale_b, ndim_a, ndim_b
+
+    def _sum_of_products(self, a, b, fa, fb, gemm, mode, rng, random_bits):
+        model = self.model.reading(fa, fb)
+        if not gemm:
+            return dot(a, b, model, scale_a=self.scale_a, scale_b=self.scale_b)
+        sa, sb = self.scale_a, self.scale_b
+        if self.ndim_a == 1 and sa is not None:
+            sa = np.asarray(sa)[None, :]
+        if self.ndim_b == 1 and sb is not None:
+            sb = np.asarray(sb)[:, None]
+        return matmul(a, b, model, scale_a=sa, scale_b=sb)
 
 
 def _accumulate_module():
@@ -186,10 +282,59 @@ H100_FP8 = TensorCoreModel("H100_FP8", E4M3, block=32, fraction_bits=13, output=
 H100_FP8_PROMOTED = TensorCoreModel("H100_FP8_PROMOTED", E4M3, block=32, fraction_bits=13,
                                     output=FP32_E8M13, c_format=FP32, promote_every=128)
 
+# Ada Lovelace (sm_89) mma.sync m16n8k32 FP8: run as two halves of k = 16, each fused with 13
+# fraction bits and rounded toward zero to 13 fraction bits, the first half's result being the
+# second half's c (MMA-Sim, mmasim/simulator/nv_ptx.py, class mma: is_split_k for "Ada Lovelace"
+# FP8 k32, n_accum_fractional_bits = 13, output "f32_e8m13"). Chaining halves is block=16.
+ADA_FP8 = TensorCoreModel("ADA_FP8", E4M3, block=16, fraction_bits=13, output=FP32_E8M13,
+                          c_format=FP32)
+# Blackwell (sm_100) tcgen05.mma: the whole instruction K fused with 25 fraction bits for every
+# kind, FP8 included, result rounded toward zero to FP32 (MMA-Sim, mmasim/simulator/nv_ptx.py,
+# class tcgen05mma: n_accum_fractional_bits = 25, no split-K; the K per kind from
+# mmasim/isa/nv_ptx/nv_tcgen05mma.py: kind::f16 k16, kind::tf32 k8, kind::f8f6f4 k32).
+# Khattak & Mikaitis, arXiv:2512.07004, model B200 the same way.
+B200_FP16 = TensorCoreModel("B200_FP16", FP16, block=16, fraction_bits=25)
+B200_BF16 = TensorCoreModel("B200_BF16", BF16, block=16, fraction_bits=25)
+B200_TF32 = TensorCoreModel("B200_TF32", TF32, block=8, fraction_bits=25, truncate_inputs=True)
+# kind::f8f6f4 takes E4M3, E5M2, E3M2, E2M3 or E2M1 for each operand (PTX ISA, tcgen05.mma).
+B200_FP8 = TensorCoreModel("B200_FP8", E4M3, block=32, fraction_bits=25,
+                           operand_formats=F8F6F4_FORMATS)
+
+# Block-scaled MMA (PTX ISA, tcgen05.mma "kind::mxf8f6f4" and "kind::mxf4nvf4"; MMA-Sim,
+# mmasim/simulator/nv_ptx.py, class tcgen05mma_block_scale: F = 25 for k32, 35 for k64;
+# arithmetic.py: nv_fused_dot_add with scale_a/scale_b, nv_fused_dot_add_with_block_scale).
+B200_MXF8F6F4 = TensorCoreModel("B200_MXF8F6F4", E4M3, block=32, fraction_bits=25,
+                                operand_formats=F8F6F4_FORMATS, scale_block=32,
+                                scale_format=E8M0)
+# NVFP4: E2M1 elements, one UE4M3 scale per 16 (read unsigned: MMA-Sim takes abs()).
+B200_MXF4NVF4 = TensorCoreModel("B200_MXF4NVF4", E2M1, block=64, fraction_bits=35,
+                                scale_block=16, scale_format=E4M3, sub_block=16)
+# MXFP4 on the same instruction: one UE8M0 scale per 32 (the 16-element sub-sums stay).
+B200_MXF4NVF4_E8M0 = TensorCoreModel("B200_MXF4NVF4_E8M0", E2M1, block=64, fraction_bits=35,
+                                     scale_block=32, scale_format=E8M0, sub_block=16)
+
+
+def _out16(model: TensorCoreModel) -> TensorCoreModel:
+    """The instruction with an FP16 D and C, rounded to nearest even (MMA-Sim, arithmetic.py,
+    nv_fused_dot_add, output_type "f16"; Fasi et al. 2021 sec. 4 for V100/T4/A100)."""
+    return dataclasses.replace(model, name=model.name + "_OUT16", output=FP16, c_format=None,
+                               output_rounding="nearest")
+
+
+# FP16 output where the PTX ISA allows an FP16 D (and MMA-Sim lists the qualifier): mma .f16
+# (V100, A100), wgmma .f16 with f16 or e4m3/e5m2 inputs (H100), mma m16n8k32 .f16 FP8 (Ada),
+# tcgen05 kind::f16 with f16 inputs and kind::f8f6f4 (B200). BF16, TF32 and block-scaled
+# kinds have FP32 D only.
+V100_FP16_OUT16, A100_FP16_OUT16, H100_FP16_OUT16, H100_FP8_OUT16, ADA_FP8_OUT16, \
+    B200_FP16_OUT16, B200_FP8_OUT16 = (_out16(m) for m in (
+        V100_FP16, A100_FP16, H100_FP16, H100_FP8, ADA_FP8, B200_FP16, B200_FP8))
+
 # Every preset model by name (read-only).
 TENSOR_CORES = MappingProxyType({m.name: m for m in (
     V100_FP16, A100_FP16, A100_BF16, A100_TF32, H100_FP16, H100_BF16, H100_TF32, H100_FP8,
-    H100_FP8_PROMOTED)})
+    H100_FP8_PROMOTED, ADA_FP8, B200_FP16, B200_BF16, B200_TF32, B200_FP8, B200_MXF8F6F4,
+    B200_MXF4NVF4, B200_MXF4NVF4_E8M0, V100_FP16_OUT16, A100_FP16_OUT16, H100_FP16_OUT16,
+    H100_FP8_OUT16, ADA_FP8_OUT16, B200_FP16_OUT16, B200_FP8_OUT16)})
 
 
 def __getattr__(name: str):
@@ -219,6 +364,8 @@ def _exponent(x, fmt: FloatFormat, buf=None):
 def _work_dtype(model: TensorCoreModel):
     """float32 where every product of the input formats is a float32 (FP16, FP8), which halves
     the inner loop's memory traffic; float64 otherwise (every product is a float64)."""
+    if model.block_scaled_mma:  # products times scales up to 2**254: float64
+        return np.dtype(np.float64)
     fa, fb = model.inputs, model.b_format
     smallest = fa.smallest_subnormal * fb.smallest_subnormal
     fits = (fa.mantissa_bits + fb.mantissa_bits + 2 <= 24 and smallest >= 2.0**-149
@@ -389,8 +536,47 @@ def _accumulator(c, shape, model: TensorCoreModel):
     return np.array(c, np.float64)
 
 
-def _rows(a, b, c, model: TensorCoreModel):
-    """a, b broadcast and flattened to (P, n) rows, c to (P,), and the leading shape."""
+def _scales(scale, name: str, shape: tuple[int, ...], model: TensorCoreModel,
+            broadcast: bool = False):
+    """Decoded block scales, checked: float64 values and their exponents (fields read as the
+    elements' are: a UE4M3 subnormal at emin, zero at -126). broadcast: dot's scales may
+    broadcast to ``shape`` (as its operands broadcast together); matmul's must match it."""
+    if not model.block_scaled_mma:
+        if scale is not None:
+            raise ValueError(f"{name} given, but {model.name} has no block-scaled MMA; scales "
+                             f"are for models such as B200_MXF8F6F4 (block_scaled_mma = True)")
+        return None, None
+    if scale is None and math.prod(shape) == 0:  # K = 0: no blocks, so no scales to give
+        return np.zeros(shape), np.zeros(shape, np.int32)
+    if scale is None:
+        raise ValueError(f"{model.name} takes block scales into its products: pass scale_a and "
+                         f"scale_b (decoded, one per {model.scale_block} elements along K)")
+    arr = as_real_array(scale, name).astype(np.float64, order="C")
+    if broadcast and arr.shape[-1:] == shape[-1:]:
+        try:
+            arr = np.ascontiguousarray(np.broadcast_to(arr, shape))
+        except ValueError:
+            pass
+    if arr.shape != shape:
+        raise ValueError(f"{name} has shape {arr.shape}; {model.name} needs {shape}: the "
+                         f"operand's shape with K replaced by ceil(K / {model.scale_block})")
+    known = arr[~np.isnan(arr)]  # a NaN scale (E8M0 0xFF) makes its products NaN
+    fmt = model.scale_format
+    if (known < 0).any() or not _representable(known, fmt):
+        raise ValueError(f"{name} holds values that are not unsigned {fmt.name} scales; apply "
+                         f"a per-tensor scale (NVFP4's second level) after the product")
+    return arr, _exponent(arr, fmt).astype(np.int32)
+
+
+def _per_element(scales, exps, axis: int, K: int, model: TensorCoreModel):
+    """Block scales repeated along ``axis`` to one per element (K of them)."""
+    return (np.repeat(x, model.scale_block, axis=axis).take(np.arange(K), axis=axis)
+            for x in (scales, exps))
+
+
+def _rows(a, b, c, model: TensorCoreModel, scale_a=None, scale_b=None):
+    """a, b broadcast and flattened to (P, n) rows, c to (P,), and the leading shape;
+    products and exponents per k (block scales folded in), or the sub-block terms."""
     a = _operand(a, model.inputs, "a", model.truncate_inputs)
     b = _operand(b, model.b_format, "b", model.truncate_inputs)
     a, b = np.broadcast_arrays(a, b)
@@ -401,26 +587,52 @@ def _rows(a, b, c, model: TensorCoreModel):
     a, b = a.reshape(rows, n), b.reshape(rows, n)
     work = _work_dtype(model)
     ea, eb = _exponent(a, model.inputs), _exponent(b, model.b_format)
+    c = _accumulator(c, lead, model).reshape(-1)
+    if model.block_scaled_mma:
+        nb = -(-n // model.scale_block)
+        sa, esa = _scales(scale_a, "scale_a", lead + (nb,), model, broadcast=True)
+        sb, esb = _scales(scale_b, "scale_b", lead + (nb,), model, broadcast=True)
+        sa, esa, sb, esb = (x.reshape(rows, nb) for x in (sa, esa, sb, esb))
+        if model.sub_block:
+            def terms(k0, k1):
+                group = (a[:, k0:k1] * b[:, k0:k1]).sum(axis=-1)  # exact (module docstring)
+                i = k0 // model.scale_block
+                return group * sa[:, i] * sb[:, i], esa[:, i] + esb[:, i]
+            return terms, None, n, c, lead, None, work
+        sa, esa = _per_element(sa, esa, 1, n, model)
+        sb, esb = _per_element(sb, esb, 1, n, model)
+        a, b = a * sa, b * sb  # exact: powers of two (E8M0)
+        ea, eb = ea + esa, eb + esb
+    else:
+        _scales(scale_a, "scale_a", (), model)
+        _scales(scale_b, "scale_b", (), model)
     aw, bw = a.astype(work), b.astype(work)
     products = lambda k, out: np.multiply(aw[:, k], bw[:, k], out=out)  # noqa: E731
     exponents = lambda k, out: np.add(ea[:, k], eb[:, k], out=out)  # noqa: E731
-    return products, exponents, n, _accumulator(c, lead, model).reshape(-1), lead, \
-        _all_finite(a, b), work
+    return products, exponents, n, c, lead, _all_finite(a, b), work
 
 
-def block_fma(a: ArrayLike, b: ArrayLike, c: ArrayLike, model: TensorCoreModel) -> np.ndarray:
+def block_fma(a: ArrayLike, b: ArrayLike, c: ArrayLike, model: TensorCoreModel, *,
+              scale_a: ArrayLike | None = None, scale_b: ArrayLike | None = None) -> np.ndarray:
     """One block FMA, ``sum_i a[..., i] * b[..., i] + c``, all n products fused, for every
-    leading index (a, b of shape (..., n), c of shape (...)); float64 values in model.output."""
-    products, exponents, n, c, lead, finite, work = _rows(a, b, c, model)
+    leading index (a, b of shape (..., n), c of shape (...)); float64 values in model.output.
+    A block-scaled model takes scale_a, scale_b of shape (..., ceil(n / scale_block))."""
+    products, exponents, n, c, lead, finite, work = _rows(a, b, c, model, scale_a, scale_b)
+    if model.sub_block:
+        return _fused_sub_blocks(products, 0, n, c, model).reshape(lead)[()]
     return _fused(products, exponents, n, c, model, finite, _Buffers(c.shape, work, model)
                   ).reshape(lead)[()]
 
 
-def dot(a: ArrayLike, b: ArrayLike, model: TensorCoreModel,
-        c: ArrayLike | None = None) -> np.ndarray:
+def dot(a: ArrayLike, b: ArrayLike, model: TensorCoreModel, c: ArrayLike | None = None, *,
+        scale_a: ArrayLike | None = None, scale_b: ArrayLike | None = None) -> np.ndarray:
     """``sum_k a[..., k] * b[..., k] (+ c)`` the way the tensor core runs a long K: blocks of
-    ``model.block`` in order (plus promotion / split-K); float64 in model.result_format."""
-    products, exponents, K, c, lead, finite, _ = _rows(a, b, c, model)
+    ``model.block`` in order (plus promotion / split-K); float64 in model.result_format.
+    A block-scaled model (``model.block_scaled_mma``) needs the decoded block scales of both
+    operands, each of shape (..., ceil(K / model.scale_block)) (broadcast with a and b)."""
+    products, exponents, K, c, lead, finite, _ = _rows(a, b, c, model, scale_a, scale_b)
+    if model.sub_block:
+        return _chain_sub_blocks(products, K, c, model).reshape(lead)[()]
     return _accumulate(products, exponents, K, c, model, finite).reshape(lead)[()]
 
 
@@ -439,16 +651,77 @@ def matmul_operands(a: np.ndarray, b: np.ndarray
     return a, b, squeeze, shape
 
 
-def matmul(a: ArrayLike, b: ArrayLike, model: TensorCoreModel,
-           c: ArrayLike | None = None) -> np.ndarray:
+def matmul(a: ArrayLike, b: ArrayLike, model: TensorCoreModel, c: ArrayLike | None = None, *,
+           scale_a: ArrayLike | None = None, scale_b: ArrayLike | None = None) -> np.ndarray:
     """``a @ b (+ c)`` on the modelled tensor core, shapes as numpy.matmul; float64 values in
-    model.result_format. Vectorised over the output; one pass per k, no m x k x n temporaries."""
+    model.result_format. Vectorised over the output; one pass per k, no m x k x n temporaries.
+
+    A block-scaled model (``model.block_scaled_mma``: B200_MXF8F6F4, B200_MXF4NVF4) needs each
+    operand's decoded block scales (float64, e.g. E8M0 2**e), one per ``model.scale_block``
+    elements along K: ``scale_a`` of shape ``a.shape[:-1] + (ceil(K / scale_block),)`` and
+    ``scale_b`` of shape ``b.shape[:-2] + (ceil(K / scale_block),) + b.shape[-1:]`` (for a
+    1-D operand, ``(ceil(K / scale_block),)``)."""
     a = _operand(a, model.inputs, "a", model.truncate_inputs)
     b = _operand(b, model.b_format, "b", model.truncate_inputs)
+    K = a.shape[-1] if a.ndim else 0
+    nb = -(-K // model.scale_block) if model.block_scaled_mma else 0
+    sa, esa = _scales(scale_a, "scale_a", a.shape[:-1] + (nb,), model)
+    sb, esb = _scales(scale_b, "scale_b",
+                      b.shape[:-2] + (nb,) + b.shape[-1:] if b.ndim > 1 else (nb,), model)
+    a_vector, b_vector = a.ndim == 1, b.ndim == 1
     a, b, squeeze, shape = matmul_operands(a, b)
+    c = _accumulator(c, shape, model)
     ea, eb = _exponent(a, model.inputs), _exponent(b, model.b_format)
+    if model.block_scaled_mma:
+        sa, esa = (x[None, :] for x in (sa, esa)) if a_vector else (sa, esa)
+        sb, esb = (x[:, None] for x in (sb, esb)) if b_vector else (sb, esb)
+        if model.sub_block:
+            def terms(k0, k1):
+                i = k0 // model.scale_block  # exact sums of E2M1 products (module docstring)
+                scale = sa[..., :, i, None] * sb[..., None, i, :]
+                return (np.matmul(a[..., :, k0:k1], b[..., k0:k1, :]) * scale,
+                        esa[..., :, i, None] + esb[..., None, i, :])
+            out = _chain_sub_blocks(terms, K, c, model)
+            return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+        sa, esa = _per_element(sa, esa, -1, K, model)
+        sb, esb = _per_element(sb, esb, -2, K, model)
+        a, b = a * sa, b * sb  # exact: powers of two (E8M0)
+        ea, eb = ea + esa, eb + esb
     aw, bw = a.astype(_work_dtype(model)), b.astype(_work_dtype(model))
     out = _accumulate(lambda k, out: np.multiply(aw[..., :, k, None], bw[..., None, k, :], out=out),
                       lambda k, out: np.add(ea[..., :, k, None], eb[..., None, k, :], out=out),
-                      a.shape[-1], _accumulator(c, shape, model), model, _all_finite(a, b))
+                      K, c, model, _all_finite(a, b))
     return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+
+
+# --- kind::mxf4nvf4: exact sub-block sums as terms ----------------------------------------------
+@np.errstate(invalid="ignore", over="ignore")
+def _fused_sub_blocks(terms, start: int, stop: int, c, model: TensorCoreModel):
+    """One mxf4nvf4 instruction over k in [start, stop): ``terms(k0, k1)`` gives the exact sum
+    of products k0..k1-1 times its two scales, and its exponent (the scales' exponents); c and
+    the terms are aligned to their largest exponent, truncated to F fraction bits, added
+    exactly (float64: each term is below 2**(F+12), a handful of them below 2**53) and rounded
+    toward zero into FP32 (MMA-Sim, arithmetic.py, nv_fused_dot_add_with_block_scale)."""
+    parts = [terms(k0, min(k0 + model.sub_block, stop))
+             for k0 in builtins.range(start, stop, model.sub_block)]
+    emax = _exponent(c, model.accumulator).astype(np.int32)
+    for _, e in parts:
+        np.maximum(emax, e, out=emax)
+    shift = model.fraction_bits - emax
+    total = np.trunc(np.ldexp(c, shift))
+    for value, _ in parts:
+        total += np.trunc(np.ldexp(value, shift))
+    s = np.ldexp(total, -shift)
+    result = _round_output(s, model, np.empty_like(s), np.empty(s.shape, np.uint64))
+    np.copyto(result, np.nan, where=np.isnan(s))  # a NaN scale or c (an infinite c stays)
+    return result
+
+
+def _chain_sub_blocks(terms, K: int, c, model: TensorCoreModel):
+    """mxf4nvf4 along a long K: instruction after instruction, each result the next one's c."""
+    c = np.asarray(c, np.float64)
+    for k0 in builtins.range(0, K, model.block):
+        c = _fused_sub_blocks(terms, k0, min(k0 + model.block, K), c, model)
+    if K == 0:  # an empty sum of an exact +0 c is +0 (the other models' rule)
+        c = c + 0.0
+    return c
