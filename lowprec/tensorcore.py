@@ -39,6 +39,16 @@ scales and ``nv_fused_dot_add_with_block_scale``). Each operand carries one scal
   c and those terms are aligned to their largest exponent with F = 35, truncated, added exactly
   and rounded toward zero to FP32. A NaN scale or a NaN c gives NaN (E2M1 has no NaN or inf).
 
+Which element and scale formats go together is the PTX ISA's table "valid combinations of
+.scale_vec_size and .kind" (block scaling for mma): mxf8f6f4 takes e4m3/e5m2/e3m2/e2m3/e2m1 with
+ue8m0 per 32; mxf4nvf4 e2m1 with ue8m0 per 32 or 16, or ue4m3 per 16. A zero element's exponent
+reads as -126 plus its partner's and both scales' (MMA-Sim, extract_significand_exponent), so
+huge scales on a block of zeros can still truncate c away. MMA-Sim leaves E3M2 and E2M3 untested
+(a "TODO" in mmasim/isa/nv_ptx/nv_tcgen05mma.py) and its E2M1 path of kind::mxf8f6f4 does not
+run; here their exponents are read like every other format's (subnormals at the format's emin):
+an assumption, not a measurement. A K that is not a multiple of the instruction's K ends with a
+shorter instruction (the scales: ceil(K / scale_block) of them), as the unscaled models do.
+
 The FP16-output presets (suffix ``_OUT16``) are the same instructions with an FP16 D (and C),
 rounded to nearest even, where the PTX ISA allows an FP16 D: FP16 inputs on every generation,
 FP8 inputs on Ada, Hopper and Blackwell (not BF16, TF32 or the block-scaled kinds).
