@@ -560,7 +560,8 @@ def _scales(scale, name: str, shape: tuple[int, ...], model: TensorCoreModel,
         return np.zeros(shape), np.zeros(shape, np.int32)
     if scale is None:
         raise ValueError(f"{model.name} takes block scales into its products: pass scale_a and "
-                         f"scale_b (decoded, one per {model.scale_block} elements along K)")
+                         f"scale_b (decoded, one per {model.scale_block} elements along K) to "
+                         f"tensorcore.matmul/dot or to the model's matmul/dot")
     arr = as_real_array(scale, name).astype(np.float64, order="C")
     if broadcast and arr.shape[-1:] == shape[-1:]:
         try:
