@@ -49,7 +49,9 @@ slices, so that path does not run as published; the model follows its evident in
 converts each FP16/BF16 operand exactly to FP32 for ``fmaf``.)
 
 A K that is not a multiple of the group is padded with zero products, as a kernel pads its K
-tiles (a zero product counts with exponent -252 and changes no alignment).
+tiles (a zero product counts with exponent -252 and changes no alignment). More zero groups,
+as an instruction with a longer K than the data pads, change nothing but a -0 result, which the
+next group makes +0.
 
 :func:`lowprec.reference_cdna.mfma_scalar` is the same model written one term at a time in exact
 rational arithmetic, to read next to MMA-Sim's source; the tests check this module against it.

@@ -100,6 +100,24 @@ def test_group_sum_floored_to_31_bits_makes_rounding_sign_dependent(model):
     assert one(model, neg, -1.0) == (-1.0 if flushed else -(1 + 2.0**-23))
 
 
+@pytest.mark.parametrize("model", CDNA3_WIDE + CDNA3_FP8S, ids=ids)
+def test_group_sum_keeps_exactly_31_bits(model):
+    # c = 2**(2h + 24) (h = -12; FP8: -4), products 2**(2h), half an FP32 unit of c, and a
+    # tail 2**(2h - 7) or 2**(2h - 8) in the same (even) half: fused_sum keeps either (7 or 8
+    # bits below 2**(2h)); against M = 2h + 24 the tail is 31 or 32 bits down. At 31 bits it
+    # survives the floor and lifts the tie: c * (1 + 2**-23); at 32 it is floored away and the
+    # tie goes to even: c. Negated, the floor rounds away: -c * (1 + 2**-23) both times.
+    h = -4 if model in CDNA3_FP8S else -12
+    c = 2.0 ** (2 * h + 24)
+    for tail, want in (((2.0 ** (h - 3), 2.0 ** (h - 4)), c * (1 + 2.0**-23)),
+                       ((2.0 ** (h - 4), 2.0 ** (h - 4)), c)):
+        exact = Fraction(c) * (1 + Fraction(1, 2**24)) + Fraction(tail[0]) * Fraction(tail[1])
+        assert round_exact(exact, "fp32") == c * (1 + 2.0**-23)  # what RN of the exact sum gives
+        assert one(model, {0: (2.0**h, 2.0**h), 2: tail}, c) == want
+        neg = one(model, {0: (-(2.0**h), 2.0**h), 2: (-tail[0], tail[1])}, -c)
+        assert neg == -c * (1 + 2.0**-23)
+
+
 @pytest.mark.parametrize("model", [cdna.CDNA3_FP16, cdna.CDNA3_BF16], ids=ids)
 def test_cdna3_rounds_to_nearest_after_each_group_of_8(model):
     # c = 1, two products 2**-24. In one group (k = 0 and 7): fused exactly, 1 + 2**-23. In two
@@ -159,6 +177,23 @@ def test_cdna2_flushes_subnormals():
                0.0) == 0
     assert one(cdna.CDNA1_BF16, {0: (2.0**-62, 2.0**-63), 1: (-1.5 * 2.0**-63, 2.0**-63)},
                0.0) == 2.0**-127
+    # Each stage on its own, made visible by a c of 2**-126 that keeps the sum exact and normal:
+    # the tree's subnormal partial sum 2**-127 is flushed before c is added (2**-126, not
+    # 1.5 * 2**-126); ...
+    pair = {0: (2.0**-62, 2.0**-63), 1: (-1.5 * 2.0**-63, 2.0**-63)}
+    assert one(cdna.CDNA2_BF16, pair, 2.0**-126) == 2.0**-126
+    assert one(cdna.CDNA1_BF16, pair, 2.0**-126) == 1.5 * 2.0**-126
+    # ... a subnormal c is flushed before the first group (2**-126, not 2**-126 + 2**-130) ...
+    one_normal = {0: (2.0**-63, 2.0**-63)}
+    assert one(cdna.CDNA2_BF16, one_normal, 2.0**-130) == 2.0**-126
+    assert one(cdna.CDNA1_BF16, one_normal, 2.0**-130) == 2.0**-126 + 2.0**-130
+    # ... and the accumulator is flushed after each group: 2**-125 - 1.5 * 2**-126 = 2**-127.
+    below = {0: (-1.5 * 2.0**-63, 2.0**-63)}
+    assert one(cdna.CDNA2_BF16, below, 2.0**-125) == 0
+    assert one(cdna.CDNA1_BF16, below, 2.0**-125) == 2.0**-127
+    # flushed to a zero of its sign: -2**-127 becomes -0
+    r = one(cdna.CDNA2_BF16, {0: (1.5 * 2.0**-63, 2.0**-63)}, -(2.0**-125))
+    assert r == 0 and math.copysign(1, r) == -1
 
 
 def test_zero_operand_exponent_counts_in_the_alignment():
@@ -213,8 +248,10 @@ def test_zero_signs(model):
     # An exact zero is +0 (CDNA3: math.floor gives the int 0; CDNA1/2: RN of x - x is +0).
     assert is_plus_zero(one(model, {0: (1.0, 1.0)}, -1.0))
     assert is_plus_zero(one(model, {0: (-1.0, 1.0)}, 1.0))
-    # c = -0 with zero products: CDNA3 floors it to the int 0; CDNA1/2 add the group's +0.
+    # c = -0 with zero products: CDNA3 floors it to the int 0; CDNA1/2 add the group's +0 --
+    # also for products -1 * 0: fmaf(-1, 0, +0) is -0 + +0 = +0.
     assert is_plus_zero(one(model, {}, -0.0))
+    assert is_plus_zero(one(model, {i: (-1.0, 0.0) for i in range(model.group)}, -0.0))
     if model is cdna.CDNA3_BF16:
         # E = -160, c = 0 so M = -126: floor(-2**-3) = -1 unit of 2**-157, RN to FP32: -0
         r = one(model, {0: (-(2.0**-80), 2.0**-80)}, 0.0)
@@ -238,7 +275,9 @@ def values(rng, shape, fmt, lo, hi, zeros=0.1):
 def exponent_range(fmt, kind):
     lo, hi = fmt.emin - fmt.mantissa_bits - 1, fmt.emax
     return {"narrow": (-3, 3), "wide": (max(lo, -60), min(hi, 60)), "full": (lo, hi),
-            "subnormal": (lo, fmt.emin + 1), "huge": (max(lo, min(56, hi - 4)), min(hi, 70))}[kind]
+            "subnormal": (lo, fmt.emin + 1),
+            "tiny": (max(lo, -70), max(lo + 4, -56)),  # BF16/TF32 products near 2**-126
+            "huge": (max(lo, min(56, hi - 4)), min(hi, 70))}[kind]
 
 
 def operands(rng, model, kind, m=3, k=None, n=4):
@@ -251,7 +290,7 @@ def operands(rng, model, kind, m=3, k=None, n=4):
     if kind == "cancel":  # c = -(the exact a @ b, in FP32), moved by a few units
         c = -lowprec.round(a @ b, FP32) * (1 + rng.integers(-3, 4, (m, n)) * 2.0**-23)
         c = lowprec.round(c, FP32)
-    elif kind == "subnormal":
+    elif kind in ("subnormal", "tiny"):
         c = values(rng, (m, n), FP32, -152, -120)
     else:
         c = values(rng, (m, n), FP32, -30 if kind != "full" else -150,
@@ -277,7 +316,8 @@ def assert_matches_scalar(a, b, c, model):
             assert same_bits(got[i, j], want), (model.name, i, j, got[i, j], want)
 
 
-@pytest.mark.parametrize("kind", ["narrow", "wide", "full", "subnormal", "huge", "cancel"])
+@pytest.mark.parametrize("kind", ["narrow", "wide", "full", "subnormal", "tiny", "huge",
+                                  "cancel"])
 @pytest.mark.parametrize("model", PRESETS, ids=ids)
 def test_vectorised_equals_scalar(model, kind):
     rng = np.random.default_rng([7, PRESETS.index(model), len(kind)])
