@@ -236,16 +236,18 @@ def _fused_sum(products: list[np.ndarray], exponents: list[np.ndarray]):
     toward zero to multiples of 2**(E - 24), in those units (an exact integer in float64: each
     term is below 2**26 in magnitude)."""
     E = np.maximum.reduce(exponents)
+    scale = np.ldexp(1.0, PRODUCT_BITS - E)  # between 2**-103 and 2**276: a float64
     S = np.zeros(E.shape)
     for p in products:
-        S += np.trunc(np.ldexp(p, PRODUCT_BITS - E))  # exact: a power-of-two scaling
+        S += np.trunc(p * scale)  # exact: a power-of-two scaling, no product is above 2**(E+2)
     return S, E
 
 
 @np.errstate(invalid="ignore", over="ignore")  # NaN and inf operands: replaced at the end
 def _cdna3_group(products: list[np.ndarray], exponents: list[np.ndarray], c: np.ndarray,
-                 model: MFMAModel) -> np.ndarray:
-    """amd_fused_dot_rd_add for every output element: one group, c of FP32 values."""
+                 model: MFMAModel, finite: bool) -> np.ndarray:
+    """amd_fused_dot_rd_add for every output element: one group, c of FP32 values; finite: no
+    operand is NaN or infinite."""
     if model.even_odd:
         S0, E0 = _fused_sum(products[0::2], exponents[0::2])
         S1, E1 = _fused_sum(products[1::2], exponents[1::2])
@@ -264,16 +266,20 @@ def _cdna3_group(products: list[np.ndarray], exponents: list[np.ndarray], c: np.
     # one rounding to nearest even into FP32 (NumPy's float64 -> float32 cast); zero is +0
     # (a negative sum that rounds to zero is -0, as torch.tensor(-2.0**-160, dtype=float32))
     result = np.ldexp(total, M - SUM_BITS).astype(np.float32).astype(np.float64)
-    # specials: the float64 sum of the exact products and c, then products beyond FP32's range
-    special = c.copy()
-    for p in products:
-        special += p
     huge = 2.0**128
-    pos = np.logical_or.reduce([p >= huge for p in products])
-    neg = np.logical_or.reduce([p <= -huge for p in products])
-    big = np.where(pos & neg, np.nan, np.where(pos, np.inf, -np.inf))
-    result = np.where(pos | neg, big, result)
-    return np.where(np.isfinite(special), result, special)
+    if model.inputs.max * model.b_format.max >= huge:  # BF16, XF32: products beyond FP32's range
+        pos = np.logical_or.reduce([p >= huge for p in products])
+        neg = np.logical_or.reduce([p <= -huge for p in products])
+        if pos.any() or neg.any():
+            big = np.where(pos & neg, np.nan, np.where(pos, np.inf, -np.inf))
+            result = np.where(pos | neg, big, result)
+    if not (finite and np.isfinite(c).all()):
+        # NaN and infinity first: the float64 sum of the exact products and c has them right
+        special = c.copy()
+        for p in products:
+            special += p
+        result = np.where(np.isfinite(special), result, special)
+    return result
 
 
 def _flush(x: np.ndarray, tiny: float) -> np.ndarray:
@@ -303,15 +309,16 @@ def _pairwise_group(products: list[np.ndarray], c: np.ndarray, model: MFMAModel)
 
 
 @np.errstate(invalid="ignore", over="ignore")  # inf * 0 and the like: NaN, as the source has
-def _run(products: Terms, exponents: Terms, K: int, c: np.ndarray, model: MFMAModel
-         ) -> np.ndarray:
+def _run(products: Terms, exponents: Terms, K: int, c: np.ndarray, model: MFMAModel,
+         finite: bool) -> np.ndarray:
     """The whole K, group after group (K already padded to a multiple of the group)."""
     if model.flush_subnormals:
         c = np.where(np.abs(c) < FP32.tiny, 0.0, c)  # flush_denormal(C): +0
     for k0 in builtins.range(0, K, model.group):
         ks = builtins.range(k0, k0 + model.group)
         if model.fused:
-            c = _cdna3_group([products(k) for k in ks], [exponents(k) for k in ks], c, model)
+            c = _cdna3_group([products(k) for k in ks], [exponents(k) for k in ks], c, model,
+                             finite)
         else:
             c = _pairwise_group([products(k) for k in ks], c, model)
     return c
@@ -343,6 +350,10 @@ def _accumulator(c: ArrayLike | None, shape: tuple[int, ...], model: MFMAModel) 
     return np.array(np.broadcast_to(c, shape), np.float64)
 
 
+def _all_finite(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.isfinite(a).all() and np.isfinite(b).all())
+
+
 def _padded(a: np.ndarray, axis: int, group: int) -> np.ndarray:
     """a with zeros appended along ``axis`` up to a multiple of ``group``."""
     extra = -a.shape[axis] % group
@@ -366,7 +377,7 @@ def dot(a: ArrayLike, b: ArrayLike, model: MFMAModel, c: ArrayLike | None = None
     a, b = _padded(a, -1, model.group), _padded(b, -1, model.group)
     ea, eb = _exponent(a, model.inputs), _exponent(b, model.b_format)
     return _run(lambda k: a[..., k] * b[..., k], lambda k: ea[..., k] + eb[..., k],
-                a.shape[-1], c, model)[()]
+                a.shape[-1], c, model, _all_finite(a, b))[()]
 
 
 def matmul(a: ArrayLike, b: ArrayLike, model: MFMAModel, c: ArrayLike | None = None
@@ -380,6 +391,7 @@ def matmul(a: ArrayLike, b: ArrayLike, model: MFMAModel, c: ArrayLike | None = N
     a, b = _padded(a, -1, model.group), _padded(b, -2, model.group)
     ea, eb = _exponent(a, model.inputs), _exponent(b, model.b_format)
     out = _run(lambda k: a[..., :, k, None] * b[..., None, k, :],
-               lambda k: ea[..., :, k, None] + eb[..., None, k, :], a.shape[-1], c, model)
+               lambda k: ea[..., :, k, None] + eb[..., None, k, :], a.shape[-1], c, model,
+               _all_finite(a, b))
     return out.squeeze(axis=tuple(squeeze)) if squeeze else out
 
