@@ -1,7 +1,7 @@
 """A model of AMD CDNA matrix-core (MFMA) accumulation: MI100 (CDNA1), MI200 (CDNA2), MI300 (CDNA3).
 
-Every rule here is read from MMA-Sim (Xie et al., "MMA-Sim: bit-accurate reference model of tensor
-cores and matrix cores", arXiv:2511.10909; microsoft/MMA-Sim at commit c785138, files
+Every rule here is read from MMA-Sim (Xie et al., "MMA-Sim: Bit-Accurate Reference Model of Tensor
+Cores and Matrix Cores", arXiv:2511.10909; microsoft/MMA-Sim at commit c785138, files
 ``mmasim/simulator/amd.py``, class ``mfma``, and ``mmasim/simulator/arithmetic.py``, functions
 ``amd_fused_dot_rd_add``, ``fused_sum``, ``pairwise_dot``, ``flush_denormal``,
 ``truncate_to_tf32`` and ``extract_significand_exponent``), which reports bitwise agreement with

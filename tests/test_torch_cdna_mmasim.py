@@ -37,7 +37,7 @@ INSTRUCTIONS = {
     "CDNA3_FP8_BF8": ("CDNA3", "f32_16x16x32_fp8_bf8", 32),
     "CDNA3_BF8_FP8": ("CDNA3", "f32_16x16x32_bf8_fp8", 32),
 }
-KINDS = ["narrow", "wide", "full", "subnormal", "huge", "cancel", "specials"]
+KINDS = ["narrow", "wide", "full", "subnormal", "tiny", "huge", "cancel", "specials"]
 
 # Runs one MFMA per saved case in MMA-Sim: a, b, c (float64) in, d out.
 RUN = textwrap.dedent("""
