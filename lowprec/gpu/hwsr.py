@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from ..cvt_rs import CVT_RS, RBITS_LAYOUT_CANDIDATES, CvtRs, cvt_rs
+from .probe import CupyBackend, SimulatedBackend
 
 __all__ = ["cvt_rs_inputs", "cvt_rs_compare", "cvt_rs_check"]
 
@@ -67,7 +68,7 @@ def cvt_rs_compare(dtype: str, operands: np.ndarray, rbits: np.ndarray,
             "mismatched_subnormal_lanes": int((wrong & subnormal).sum())}
 
 
-def cvt_rs_check(backend, n: int = 4096, seed: int = 0) -> dict:
+def cvt_rs_check(backend: SimulatedBackend | CupyBackend, n: int = 4096, seed: int = 0) -> dict:
     """Every cvt.rs destination type on ``backend`` (a CupyBackend or a stand-in with
     ``cvt_rs_support()`` and ``run_cvt_rs(dtype, operands, rbits)``), or why not."""
     ok, reason = backend.cvt_rs_support()
