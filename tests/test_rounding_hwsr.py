@@ -76,6 +76,21 @@ def test_matches_the_integer_reference(name, k):
         np.testing.assert_array_equal(got, np.array(want, got.dtype), err_msg=f"{name} k={k}")
 
 
+@pytest.mark.parametrize("name", FORMATS)
+def test_float64_inputs_match_the_rational_reference(name):
+    """float64 inputs (more bits than any random source covers) against lowprec.reference's
+    exact k-bit rule: away iff rbits + floor(f * 2**k) >= 2**k."""
+    fmt = as_format(name)
+    rng = np.random.default_rng(7)
+    x = random_float32(rng, 300, fmt).astype(np.float64) * (1 + rng.uniform(0, 2**-20, 300))
+    for k in (1, 8, 13, 40):
+        r = rng.integers(0, 2**k, x.size, dtype=np.uint64)
+        got = round_with_bits(x, fmt, r, bits=k, overflow="saturate")
+        want = [reference.round_exact(float(v), fmt, "stochastic", random_int=int(ri),
+                                      random_bits=k, overflow="saturate") for v, ri in zip(x, r)]
+        np.testing.assert_array_equal(got, want, err_msg=f"{name} k={k}")
+
+
 def test_bf16_is_the_float32_bit_pattern_plus_rbits_truncated():
     # the whole model in one line for normal BF16 results: (bits(x) + r) >> 16
     rng = np.random.default_rng(1)
