@@ -177,8 +177,9 @@ class CupyBackend:
         """(runnable, why) for the cvt.rs check: the device and an nvcc to build for it."""
         ok, reason = cvt_rs_support(self.compute_capability)
         if ok and shutil.which("nvcc") is None:
-            return False, (f"{reason}, but building it needs nvcc (CUDA 12.9 or later) on PATH: "
-                           "NVRTC through CuPy cannot target sm_100a")
+            return False, (f"{reason}, but building it needs nvcc on PATH (CUDA 12.8 or "
+                           "later; 12.9 for sm_103a): CuPy reads the architecture as a number, "
+                           "so it cannot ask NVRTC for sm_100a")
         return ok, reason
 
     def run_cvt_rs(self, dtype: str, operands: np.ndarray, rbits: np.ndarray) -> np.ndarray:
