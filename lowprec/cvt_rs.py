@@ -28,9 +28,11 @@ What the PTX ISA states, and how this module models it:
   :data:`RBITS_LAYOUT_CANDIDATES`.
 * **Random bits per element**: 13 for FP16 and 16 for BF16, exactly the float32 mantissa bits
   those formats drop in their normal range; 8 for the FP8, FP6 and FP4 forms (the pair's 16
-  bits, one byte each: the model's assumption above; 8 for E2M1 is also what Transformer
-  Engine's software fallback for GPUs without ``cvt.rs`` takes per element, NVIDIA
-  TransformerEngine PR #3281, so the same function models that fallback).
+  bits, one byte each: the model's assumption above). Transformer Engine's software E2M1
+  rounder for GPUs without ``cvt.rs`` (NVIDIA TransformerEngine PR #3281) also takes 8 random
+  bits per element, stating that this is what ``cvt.rs.satfinite.e2m1x4.f32`` takes; where it
+  adds them as described next, ``round_with_bits(x, "e2m1", r, bits=8, overflow="saturate")``
+  models it (not checked against its code).
 * **Where they are added**: to the bits just below the last bit the target keeps, then the
   result is truncated (:func:`lowprec.rounding.round_with_bits`). For a normal FP16/BF16 result
   that is the integer sum of the float32 bit pattern and the random bits, cut to the top 16
