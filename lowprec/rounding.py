@@ -242,8 +242,10 @@ def round_with_bits(x: ArrayLike, fmt: FormatLike, rbits: ArrayLike, *, bits: in
     per BF16 element, exactly the float32 mantissa bits those formats drop in their normal
     range, so there this is the integer sum ``(bits of x) + rbits`` truncated.
 
-    ``overflow`` and ``subnormals`` are as in :func:`round` (``cvt.rs.satfinite`` is
-    ``overflow="saturate"``); sign, signed zero, infinities and NaN are kept as there.
+    ``overflow`` and ``subnormals`` are as in :func:`round`; sign, signed zero, infinities and
+    NaN are kept as there. ``cvt.rs.satfinite`` is ``overflow="saturate"`` for finite inputs and
+    also turns an infinite input into the largest finite value (:func:`lowprec.cvt_rs.cvt_rs`
+    does both).
     """
     fmt = as_format(fmt)
     policy = _overflow_policy(fmt, overflow)
