@@ -36,7 +36,8 @@ from . import _fastpaths
 from ._bitwords import RandomSource, random_uint64, significand, stochastic_away
 from .formats import FloatFormat, FormatLike, as_format
 
-__all__ = ["round", "RoundingMode", "as_mode", "as_real_array", "OVERFLOW_POLICIES"]
+__all__ = ["round", "round_with_bits", "RoundingMode", "as_mode", "as_real_array",
+           "OVERFLOW_POLICIES"]
 
 
 class RoundingMode(str, Enum):
@@ -186,13 +187,7 @@ def round(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *, overflow
     arr = as_real_array(x)
     out_dtype = np.float32 if arr.dtype == np.float32 and fmt.fits_float32 else np.float64
     flat = arr.reshape(-1)
-    lowest = np.min(flat) if not fmt.has_nan and flat.size else 0.0  # min propagates NaN
-    if np.isnan(lowest):
-        raise ValueError(f"input holds {int(np.isnan(flat).sum())} NaN value(s), "
-                         f"but format {fmt.name} has no NaN encoding")
-    if not fmt.signed and lowest < 0:
-        raise ValueError(f"input holds {int((flat < 0).sum())} negative value(s), but format "
-                         f"{fmt.name} is unsigned and has no NaN encoding for them")
+    _check_encodable(flat, fmt)
     out = np.empty(flat.shape, out_dtype)
     path = _fastpaths.choose(out_dtype, fmt, mode.value, random_bits)
     unsettled = []  # (indices, their top16) a fast path left to the exact rule
@@ -213,6 +208,76 @@ def round(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *, overflow
         if not subnormals:
             _flush_subnormals(settled, fmt)
         out[idx] = settled
+    result = out.reshape(arr.shape)
+    return result[()] if result.ndim == 0 else result
+
+
+def _check_encodable(flat: np.ndarray, fmt: FloatFormat) -> None:
+    """Refuse NaN for a format without NaN, and negative values for an unsigned one."""
+    lowest = np.min(flat) if not fmt.has_nan and flat.size else 0.0  # min propagates NaN
+    if np.isnan(lowest):
+        raise ValueError(f"input holds {int(np.isnan(flat).sum())} NaN value(s), "
+                         f"but format {fmt.name} has no NaN encoding")
+    if not fmt.signed and lowest < 0:
+        raise ValueError(f"input holds {int((flat < 0).sum())} negative value(s), but format "
+                         f"{fmt.name} is unsigned and has no NaN encoding for them")
+
+
+def round_with_bits(x: ArrayLike, fmt: FormatLike, rbits: ArrayLike, *, bits: int,
+                    overflow: str | None = None, subnormals: bool = True) -> np.ndarray:
+    """Stochastic rounding with the caller's random bits: what a GPU's ``cvt.rs`` computes.
+
+    Each element of ``x`` is rounded with its own ``bits``-bit random integer ``rbits``
+    (``0 <= rbits < 2**bits``, broadcast against ``x``): ``rbits`` is added to the ``bits`` bits
+    of ``|x|`` just below the last bit ``fmt`` keeps at ``|x|`` (the format's quantum there,
+    subnormal range included), the carry out of them rounds the magnitude away from zero, and
+    everything below is truncated. So ``|x|`` a fraction ``f`` of a quantum above the value
+    toward zero rounds away for exactly ``floor(f * 2**bits)`` of the ``2**bits`` values of
+    ``rbits``: unbiased whenever ``f`` has no more than ``bits`` bits. This is
+    ``round(x, fmt, "stochastic", random_bits=bits)`` with the random bits given instead of
+    drawn, so a device's output can be checked bit for bit given the same random words.
+
+    PTX's ``cvt.rs`` (PTX ISA, "Data Movement and Conversion Instructions: cvt"; the packed
+    operands are modelled in :mod:`lowprec.cvt_rs`) adds 13 random bits per FP16 element and 16
+    per BF16 element, exactly the float32 mantissa bits those formats drop in their normal
+    range, so there this is the integer sum ``(bits of x) + rbits`` truncated.
+
+    ``overflow`` and ``subnormals`` are as in :func:`round`; sign, signed zero, infinities and
+    NaN are kept as there. ``cvt.rs.satfinite`` is ``overflow="saturate"`` for finite inputs and
+    also turns an infinite input into the largest finite value (:func:`lowprec.cvt_rs.cvt_rs`
+    does both).
+    """
+    fmt = as_format(fmt)
+    policy = _overflow_policy(fmt, overflow)
+    if not isinstance(subnormals, (bool, np.bool_)):
+        raise TypeError(f"subnormals must be True or False, got {subnormals!r}")
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 64:
+        raise ValueError(f"bits must be an int in 1..64, got {bits!r}")
+    bits = int(bits)
+    arr = as_real_array(x)
+    r = np.asarray(rbits)
+    if r.dtype.kind not in "iu":
+        raise TypeError(f"rbits must be integers, got dtype {r.dtype}")
+    if r.size and (r.min() < 0 or (bits < 64 and r.max() >= (1 << bits))):
+        raise ValueError(f"rbits must lie in 0..2**{bits} - 1 (bits={bits}); got values "
+                         f"{r.min()}..{r.max()}")
+    try:
+        arr, r = np.broadcast_arrays(arr, r)
+    except ValueError:
+        raise ValueError(f"rbits of shape {r.shape} does not broadcast against x of shape "
+                         f"{arr.shape}") from None
+    out_dtype = np.float32 if arr.dtype == np.float32 and fmt.fits_float32 else np.float64
+    flat = arr.reshape(-1)
+    _check_encodable(flat, fmt)
+    # The random integer as the top ``bits`` bits of a 64-bit word: the k-bit adder of
+    # _bitwords.stochastic_away (away iff floor(f * 2**k) + rbits >= 2**k).
+    words = r.reshape(-1).astype(np.uint64) << np.uint64(64 - bits)
+    with np.errstate(invalid="ignore"):  # (signalling NaNs warn as they widen)
+        wide = flat.astype(np.float64)
+    out = _round_float64(wide, fmt, RoundingMode.STOCHASTIC, policy, words, None,
+                         bits).astype(out_dtype)
+    if not subnormals:
+        _flush_subnormals(out, fmt)
     result = out.reshape(arr.shape)
     return result[()] if result.ndim == 0 else result
 

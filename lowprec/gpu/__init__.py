@@ -3,7 +3,8 @@
 Nothing here imports CuPy at module import time; :func:`require_cupy` does, with a message that
 says what is missing. Install with ``pip install -e '.[gpu]'`` from a clone of the repository
 (CuPy for CUDA 12) on a machine with an NVIDIA GPU. ``python -m lowprec gpu-check`` runs the
-whole comparison.
+whole comparison; :mod:`lowprec.gpu.arch` says which parts apply to which compute capability,
+and :mod:`lowprec.gpu.hwsr` checks the device's stochastic rounding (``cvt.rs``).
 """
 from __future__ import annotations
 

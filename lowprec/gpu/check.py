@@ -5,6 +5,12 @@
 2. cuBLAS: ``cupy.matmul`` (FP16 in, FP16 out) and ``gemmEx`` (FP16 in, FP32 out) for growing K,
    against the preset the probe picked.
 3. The MLP: the same model and data on the device and in the simulator (lowprec.gpu.mlp).
+4. ``cvt.rs`` (sm_100a/sm_103a): the device's stochastic rounding against lowprec.cvt_rs, bit
+   for bit, given the same random words (lowprec.gpu.hwsr).
+
+What applies is chosen by the device's compute capability (lowprec.gpu.arch): the report names
+the architecture, the preset each instruction is expected to match (and says whether it does),
+and for each part it cannot run, the capability it needs and the one found.
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ from .. import accumulate, data
 from ..formats import FP16, FP32
 from ..rounding import round as lp_round
 from ..tensorcore import TensorCoreModel
+from .arch import expected_presets, tcgen05_support
+from .hwsr import cvt_rs_check
 from .kernels import INSTRUCTIONS
 from .mlp import CupyOps, compare_training
 from .probe import (CupyBackend, SimulatedBackend, bit_agreement, presets_for,
@@ -54,14 +62,33 @@ def run_gpu_check(out_path: str | os.PathLike | None = None, *,
     """Run every part the device supports; return the report (and write it as JSON)."""
     backend = backend or CupyBackend()
     start = time.perf_counter()
-    report = {"device": backend.device_name, "instructions": {}, "cublas": None, "mlp": {}}
+    report = {"device": backend.device_name, "architecture": None, "instructions": {},
+              "cublas": None, "mlp": {}, "cvt_rs": None, "tcgen05": None}
+    cc = getattr(backend, "compute_capability", None)
+    if cc is not None:
+        report["architecture"] = {"compute_capability": f"{cc // 10}.{cc % 10}",
+                                  **expected_presets(cc)}
+        report["tcgen05"] = tcgen05_support(cc)[1]
     for name, instr in INSTRUCTIONS.items():
         if not backend.supports(instr):
-            report["instructions"][name] = {"skipped": "not supported by this device"}
+            need = instr.min_compute_capability
+            why = ("not supported by this device" if cc is None or cc >= need else
+                   f"needs compute capability {need // 10}.{need % 10} or later; this device "
+                   f"has {cc // 10}.{cc % 10}")
+            report["instructions"][name] = {"skipped": why}
             continue
         report["instructions"][name] = {
             f"chained_{c}": probe_instruction(backend, instr, chained=c, random_tiles=random_tiles)
             for c in (1, 4)}
+    if report["architecture"]:
+        report["architecture"]["as_expected"] = {
+            name: all(r.get("best_match") == preset
+                      for r in report["instructions"].get(name, {}).values()
+                      if isinstance(r, dict))
+            for name, preset in report["architecture"]["expected"].items()
+            if "skipped" not in report["instructions"].get(name, {"skipped": ""})}
+    if hasattr(backend, "cvt_rs_support"):
+        report["cvt_rs"] = cvt_rs_check(backend)
     if cublas and hasattr(backend, "cp"):
         single = report["instructions"].get("f16.f32", {}).get("chained_1", {})
         best = single.get("best_match")
@@ -84,8 +111,18 @@ def run_gpu_check(out_path: str | os.PathLike | None = None, *,
 
 def format_report(report: dict) -> str:
     """The printed form of a gpu-check report."""
-    lines = [f"device: {report['device']}", "",
-             "tensor-core probe (share of outputs bit-identical to each preset):"]
+    lines = [f"device: {report['device']}"]
+    arch = report.get("architecture")
+    if arch:
+        lines.append(f"compute capability {arch['compute_capability']}: {arch['note']}")
+        for name, preset in arch["expected"].items():
+            verdict = arch.get("as_expected", {}).get(name)
+            lines.append(f"  expected {name}: {preset}" + {True: " (matches)",
+                                                          False: " (DOES NOT match)",
+                                                          None: ""}[verdict])
+        for reason in arch["missing"].values():
+            lines.append(f"  {reason}")
+    lines += ["", "tensor-core probe (share of outputs bit-identical to each preset):"]
     for name, entry in report["instructions"].items():
         if "skipped" in entry:
             lines.append(f"  {name:9s} skipped: {entry['skipped']}")
@@ -120,5 +157,26 @@ def format_report(report: dict) -> str:
                          f"{entry['max_ulp']} ulp")
         final = result["final"]
         lines.append(f"  final: simulator {final['simulator']}, device {final['device']}")
+    if report.get("tcgen05"):
+        lines += ["", f"tcgen05.mma: {report['tcgen05']}"]
+    lines += _cvt_rs_lines(report.get("cvt_rs"))
     lines.append(f"\n({report.get('seconds', '?')} s)")
     return "\n".join(lines)
+
+
+def _cvt_rs_lines(result: dict | None) -> list:
+    if result is None:
+        return []
+    lines = ["", "cvt.rs stochastic rounding, device vs lowprec.cvt_rs (same random words):"]
+    if "skipped" in result:
+        return lines + [f"  skipped: {result['skipped']}"]
+    for dtype, entry in result.items():
+        if "error" in entry:
+            lines.append(f"  {dtype:7s} error: {entry['error']}")
+            continue
+        others = ", ".join(f"{k} {v:.1%}" for k, v in entry["layouts"].items() if k != "model")
+        lines.append(f"  {dtype:7s} {entry['bit_identical_share']:.1%} bit-identical "
+                     f"({entry['mismatched_lanes']} lanes differ, "
+                     f"{entry['mismatched_subnormal_lanes']} of them subnormal)"
+                     + (f"; other rbits layouts: {others}" if others else ""))
+    return lines

@@ -153,3 +153,56 @@ def kernel_source(instr: MmaInstruction) -> str:
     for key, value in parts.items():
         src = src.replace(f"@{key}@", value)
     return src
+
+
+# --- cvt.rs: stochastic rounding with a random-bits operand (sm_100a / sm_103a only) -----------
+# One thread per instruction: ``lanes`` float32 operands (as raw bits, so nothing is flushed on
+# the way) and one 32-bit rbits word in, the packed d out. The PTX forms are those of
+# lowprec.cvt_rs (PTX ISA, "Data Movement and Conversion Instructions: cvt"). ptxas accepts
+# ``.rs`` only for the arch-specific targets sm_100a and sm_103a (CUDA 13.0 refuses sm_90,
+# sm_100, sm_100f, sm_110a, sm_120a), so the kernel is built with nvcc for those targets.
+_CVT_RS_TEMPLATE = r"""
+extern "C" __global__ void @KERNEL@(const unsigned* __restrict__ x,
+                                    const unsigned* __restrict__ rbits, @OUT@* __restrict__ d,
+                                    int n)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v[@LANES@];
+    for (int j = 0; j < @LANES@; ++j) v[j] = __uint_as_float(x[@LANES@ * i + j]);
+    @OUT@ out;
+    asm volatile("@PTX@ %0, @OPERANDS@, %@R@;\n" : "=@C@"(out) : @INPUTS@, "r"(rbits[i]));
+    d[i] = out;
+}
+"""
+
+
+def cvt_rs_kernel_name(dtype: str) -> str:
+    """The kernel's name for a cvt.rs destination type, e.g. ``cvt_rs_e4m3x4``."""
+    return f"cvt_rs_{dtype}"
+
+
+def cvt_rs_kernel_source(dtype: str, satfinite: bool = True) -> str:
+    """CUDA C source of the cvt.rs kernel for one destination type of lowprec.cvt_rs.CVT_RS."""
+    from ..cvt_rs import CVT_RS
+
+    instr = CVT_RS[dtype]
+    lanes = instr.lanes
+    ptx = instr.ptx if satfinite else instr.ptx.replace(".satfinite", "")
+    narrow = instr.result_dtype.itemsize == 2  # e2m1x4 writes a .b16
+    parts = {
+        "KERNEL": cvt_rs_kernel_name(dtype),
+        "OUT": "unsigned short" if narrow else "unsigned",
+        "LANES": str(lanes),
+        "PTX": ptx,
+        # x2 forms list a, b; x4 forms take the vector {a, b, e, f}
+        "OPERANDS": (", ".join(f"%{j + 1}" for j in range(lanes)) if lanes == 2
+                     else "{" + ", ".join(f"%{j + 1}" for j in range(lanes)) + "}"),
+        "R": str(lanes + 1),
+        "C": "h" if narrow else "r",
+        "INPUTS": ", ".join(f'"f"(v[{j}])' for j in range(lanes)),
+    }
+    src = _CVT_RS_TEMPLATE
+    for key, value in parts.items():
+        src = src.replace(f"@{key}@", value)
+    return src

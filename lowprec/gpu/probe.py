@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +24,9 @@ from .. import tensorcore
 from ..bits import decode, encode
 from ..formats import FP16, FP32, FormatLike, as_format
 from ..rounding import round as lp_round
-from .kernels import MmaInstruction, kernel_source
+from ..cvt_rs import CVT_RS
+from .arch import cvt_rs_support
+from .kernels import MmaInstruction, cvt_rs_kernel_name, cvt_rs_kernel_source, kernel_source
 
 
 @dataclass
@@ -109,15 +116,32 @@ def probe_set(instr: MmaInstruction, chained: int = 1, random_tiles: int = 64,
 
 
 class SimulatedBackend:
-    """A NumPy stand-in for the GPU: each instruction computed by a lowprec.tensorcore model."""
+    """A NumPy stand-in for the GPU: each instruction computed by a lowprec.tensorcore model.
 
-    def __init__(self, models: dict):
+    ``compute_capability`` (e.g. 89) makes the report name the architecture and the presets it
+    expects; ``cvt_rs``, a function ``(dtype, operands, rbits) -> packed d`` (such as
+    :func:`lowprec.cvt_rs.cvt_rs`), stands in for the device's stochastic-rounding instruction.
+    """
+
+    def __init__(self, models: dict, compute_capability: int | None = None,
+                 cvt_rs: Callable | None = None):
         self.models = models  # instruction name -> TensorCoreModel
+        self.compute_capability = compute_capability
+        self.cvt_rs = cvt_rs
         self.device_name = "simulated: " + ", ".join(f"{k}={getattr(m, 'name', m)}"
                                                      for k, m in models.items())
 
     def supports(self, instr: MmaInstruction) -> bool:
         return instr.name in self.models
+
+    def cvt_rs_support(self) -> tuple[bool, str]:
+        """(runnable, why) for the cvt.rs check."""
+        if self.cvt_rs is None:
+            return False, "the simulated device was given no cvt.rs function"
+        return True, "simulated cvt.rs"
+
+    def run_cvt_rs(self, dtype: str, operands: np.ndarray, rbits: np.ndarray) -> np.ndarray:
+        return self.cvt_rs(dtype, list(operands), rbits)
 
     def run(self, instr: MmaInstruction, a: np.ndarray, b: np.ndarray,
             c: np.ndarray) -> np.ndarray:
@@ -148,6 +172,37 @@ class CupyBackend:
 
     def supports(self, instr: MmaInstruction) -> bool:
         return self.compute_capability >= instr.min_compute_capability
+
+    def cvt_rs_support(self) -> tuple[bool, str]:
+        """(runnable, why) for the cvt.rs check: the device and an nvcc to build for it."""
+        ok, reason = cvt_rs_support(self.compute_capability)
+        if ok and shutil.which("nvcc") is None:
+            return False, (f"{reason}, but building it needs nvcc on PATH (CUDA 12.8 or "
+                           "later; 12.9 for sm_103a): CuPy reads the architecture as a number, "
+                           "so it cannot ask NVRTC for sm_100a")
+        return ok, reason
+
+    def run_cvt_rs(self, dtype: str, operands: np.ndarray, rbits: np.ndarray) -> np.ndarray:
+        """The device's packed cvt.rs results for operands (lanes, n) and n rbits words."""
+        cp = self.cp
+        if dtype not in self._kernels:
+            with tempfile.TemporaryDirectory() as tmp:
+                source, cubin = os.path.join(tmp, "k.cu"), os.path.join(tmp, "k.cubin")
+                with open(source, "w") as f:
+                    f.write(cvt_rs_kernel_source(dtype))
+                done = subprocess.run(["nvcc", f"-arch=sm_{self.compute_capability}a", "-cubin",
+                                       "-o", cubin, source], capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise RuntimeError(f"nvcc failed for cvt.rs.{dtype}: {done.stderr.strip()}")
+                module = self.cp.RawModule(path=cubin)
+                self._kernels[dtype] = module.get_function(cvt_rs_kernel_name(dtype))
+        n = rbits.size
+        x = cp.asarray(np.ascontiguousarray(np.asarray(operands, np.float32).T).view(np.uint32))
+        narrow = CVT_RS[dtype].result_dtype
+        d = cp.empty(n, narrow)
+        self._kernels[dtype](((n + 255) // 256,), (256,),
+                             (x, cp.asarray(rbits.astype(np.uint32)), d, np.int32(n)))
+        return cp.asnumpy(d)
 
     def _kernel(self, instr: MmaInstruction):
         if instr.name not in self._kernels:
