@@ -20,6 +20,7 @@ tensor cores (log-uniform in [2**-6, 1)):
 import inspect
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -365,3 +366,33 @@ def test_figure_is_labelled():
     dashed = [line for line in left.get_lines() if line.get_linestyle() == "--"]
     assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [16]
     plt.close(fig)
+
+
+def test_committed_figure_is_what_the_code_draws(tmp_path):
+    """figures/09_accumulation_bounds.png is today's drawing, compared coarsely (25-pixel
+    squares, as tests/test_demo.py compares Fig. 01: text rendering differs between matplotlib
+    versions): a changed layout or a missing panel fails it, one line more or less does not
+    (measured: 0.11 at most in a square, 0.003 on average). After adding a preset to
+    TENSOR_CORES, run `make figures`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    from lowprec import demo
+
+    committed = Path(__file__).resolve().parent.parent / "figures" / "09_accumulation_bounds.png"
+    fig = demo.accumulation_bounds_figure()
+    fig.savefig(tmp_path / "today.png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    published, today = mpimg.imread(committed), mpimg.imread(tmp_path / "today.png")
+    assert published.shape == today.shape, "figure size changed: run `make figures`"
+
+    def coarse(image, block=25):
+        grey = image[..., :3].mean(axis=-1)
+        h, w = (grey.shape[0] // block) * block, (grey.shape[1] // block) * block
+        return grey[:h, :w].reshape(h // block, block, w // block, block).mean(axis=(1, 3))
+    difference = np.abs(coarse(published) - coarse(today))
+    assert difference.max() < 0.15 and difference.mean() < 0.012, (
+        "figures/09_accumulation_bounds.png is stale: run `make figures`")
