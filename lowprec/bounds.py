@@ -78,9 +78,10 @@ class ProbabilisticBound(NamedTuple):
 
 def unit_roundoff(fmt: FormatLike, mode: ModeLike = "nearest") -> float:
     """The largest relative error of one rounding into ``fmt`` in the normal range: ``2**-p``
-    for round to nearest (p significant bits, ``fmt.eps / 2``), ``2**(1-p)`` (``fmt.eps``) for
-    the directed modes, round to odd and stochastic rounding, which may move a value by up to
-    one unit in the last place (Higham 2002, sec. 2.1 and eq. (2.4))."""
+    for round to nearest (p significant bits, ``fmt.eps / 2``), ``2**(1-p)`` (``fmt.eps``, twice
+    that) for the directed modes (a tensor core's truncation), round to odd and stochastic
+    rounding, which may move a value by up to one unit in the last place (Higham 2002, sec. 2.1
+    and eq. (2.4))."""
     fmt = as_format(fmt)
     return fmt.eps / 2 if as_mode(mode) in _HALF_ULP_MODES else fmt.eps
 

@@ -396,3 +396,31 @@ def test_committed_figure_is_what_the_code_draws(tmp_path):
     difference = np.abs(coarse(published) - coarse(today))
     assert difference.max() < 0.15 and difference.mean() < 0.012, (
         "figures/09_accumulation_bounds.png is stale: run `make figures`")
+
+
+@pytest.mark.exhaustive  # every K up to 128, every rounding mode: about 25 s of CPU
+@pytest.mark.parametrize("mode", ["nearest", "toward_zero", "up", "down", "stochastic"])
+def test_deterministic_bound_holds_for_every_k_and_mode(mode):
+    rng = np.random.default_rng(4)
+    accumulators = [FormatAccumulation("fp16"), FormatAccumulation("fp16", "pairwise"),
+                    FormatAccumulation("fp16", block=8),
+                    FormatAccumulation("bf16", "pairwise", block=5), FormatAccumulation("bf16")]
+    for acc in accumulators:
+        for k in range(1, 129):
+            for signed in (False, True):
+                a, b = _operands(rng, (8, k), acc.format, signed)
+                got = acc.dot(a, b, held=acc.format, mode=mode, rng=rng)
+                bound = bounds.deterministic_bound(acc, k, mode=lowprec.RoundingMode(mode))
+                assert (_errors(a, b, got) <= bound).all(), (acc.name, k, signed)
+
+
+@pytest.mark.exhaustive  # every K up to 299: about 10 s of CPU
+@pytest.mark.parametrize("name", list(tensorcore.TENSOR_CORES))
+def test_block_fma_bound_holds_for_every_k(name):
+    model = tensorcore.TENSOR_CORES[name]
+    rng = np.random.default_rng(5)
+    for k in range(1, 300):
+        for signed in (False, True):
+            a, b = _preset_operands(model, rng, (8, k), signed)
+            errors = _errors(a, b, tensorcore.dot(a, b, model))
+            assert (errors <= bounds.deterministic_bound(model, k)).all(), (k, signed)
