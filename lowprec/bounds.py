@@ -53,6 +53,7 @@ fractions.Fraction, and report how close the errors come.
 from __future__ import annotations
 
 import math
+import operator
 from typing import NamedTuple
 
 from .accumulate import Accumulator, AccumulatorLike, Blas, FormatAccumulation, as_accumulator
@@ -126,20 +127,23 @@ def deterministic_bound(accumulator: AccumulatorLike, K: int, *,
     """The worst-case bound on ``|s_hat - s| / sum |a_i b_i|`` for a dot product of length K
     (module docstring for the assumptions). ``math.inf`` where the bound says nothing.
 
-    accumulator: a :class:`~lowprec.accumulate.FormatAccumulation` (or a format name): every
-    rounding is within ``unit_roundoff(format, mode)``, ``gamma_n`` with n =
-    :func:`roundings`; :data:`~lowprec.accumulate.BLAS`: FP32 in an unknown order, with the
-    products rounded too (float32 operands): ``gamma_K`` for round to nearest, whatever the
-    order; a tensor-core model (or its preset name), or any object with the block-FMA fields
-    ``block``, ``fraction_bits``, ``output``, ``output_rounding``: :func:`block_fma_bound`
-    (``mode`` does not apply: the model fixes its roundings).
+    accumulator, one of:
+
+    * a :class:`~lowprec.accumulate.FormatAccumulation` (or a format name): every rounding is
+      within ``unit_roundoff(format, mode)``; ``gamma_n`` with n = :func:`roundings`;
+    * :data:`~lowprec.accumulate.BLAS`: FP32 sums in an unknown order, the products rounded too
+      (float32 operands): ``gamma_K`` with ``u = 2**-24``, whatever the order (a float64 BLAS is
+      more accurate: the bound still holds); ``mode`` does not apply;
+    * a tensor-core model (or its preset name), or any object with the block-FMA fields
+      ``block``, ``fraction_bits``, ``output``, ``output_rounding``: :func:`block_fma_bound`
+      (``mode`` does not apply: the model fixes its roundings).
     """
     acc = _accumulator(accumulator)
     K = _count(K, "K")
     if isinstance(acc, FormatAccumulation):
         return gamma(roundings(acc, K), unit_roundoff(acc.format, mode))
-    if isinstance(acc, Blas):
-        return gamma(K, unit_roundoff(FP32, mode))
+    if isinstance(acc, Blas):  # its sums round to nearest (mode rounds only an output= format)
+        return gamma(K, unit_roundoff(FP32, "nearest"))
     return block_fma_bound(acc, K)
 
 
@@ -190,8 +194,10 @@ def block_fma_bound(model: object, K: int) -> float:
 
     u32 = unit_roundoff(FP32, "nearest")  # promotion and split-K add in FP32 to nearest
     promote = getattr(model, "promote_every", None)
-    split = _count(getattr(model, "split_k", 1) or 1, "model.split_k")
-    per_slice = -(-K // split) if split else K
+    split = _count(getattr(model, "split_k", 1), "model.split_k")
+    if split == 0:
+        raise ValueError("model.split_k must be a positive int")
+    per_slice = -(-K // split)  # the longest slice
     if promote:
         promote = _count(promote, "model.promote_every")
         chunks = -(-per_slice // promote)
@@ -258,11 +264,12 @@ def _accumulator(spec) -> Accumulator | object:
 
 
 def _count(k, name: str) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        if not (hasattr(k, "__index__") and not isinstance(k, bool) and int(k) >= 0):
-            raise ValueError(f"{name} must be a non-negative int, got {k!r}")
-        k = int(k)
-    return k
+    """k as a non-negative int (Python or NumPy integers; not bool)."""
+    if isinstance(k, bool) or not hasattr(k, "__index__"):
+        raise TypeError(f"{name} must be an int, got {k!r}")
+    if operator.index(k) < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {k!r}")
+    return operator.index(k)
 
 
 def _tree_depth(k: int) -> int:

@@ -140,6 +140,12 @@ def test_probabilistic_bound_refuses_what_its_model_excludes():
         bounds.probabilistic_bound("fp16", 64, lam=-1.0)
     with pytest.raises(ValueError, match="K must be"):
         bounds.deterministic_bound("fp16", -3)
+    with pytest.raises(TypeError, match="K must be an int"):
+        bounds.deterministic_bound("fp16", 3.0)
+    assert bounds.deterministic_bound("fp16", np.int64(3)) == bounds.deterministic_bound("fp16", 3)
+    # a mode as a RoundingMode or its string; truncation's unit roundoff is twice nearest's
+    assert bounds.deterministic_bound("fp16", 3, mode=lowprec.RoundingMode.TOWARD_ZERO) == \
+        bounds.deterministic_bound("fp16", 3, mode="toward_zero") == bounds.gamma(3, 2.0**-10)
     with pytest.raises(ValueError, match="unknown accumulation"):
         bounds.deterministic_bound("fp17", 3)
 
