@@ -23,18 +23,20 @@ The bounds:
   at most :func:`roundings` times on its way to the result; with ``|delta| <= u`` per rounding
   the result is ``sum a_i b_i (1 + theta_i)`` with ``|theta_i| <= gamma_n = n u / (1 - n u)``
   (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., 2002, Lemma 3.1 and the
-  inner-product bound (3.5) of sec. 3.1; pairwise summation: sec. 4.2, eq. (4.6), depth
-  ``ceil(log2 K)``; blocked summation, ``b + K/b - 1`` roundings: Blanchard, Higham & Mary, "A
-  class of fast and accurate summation algorithms", SIAM J. Sci. Comput. 42(3), 2020, sec. 2).
-  Sequential order rounds the first product ``K`` times (``0 + a_1 b_1`` is a rounding too).
+  inner-product bound (3.5) of sec. 3.1; pairwise summation, depth ``ceil(log2 K)``: sec. 4.2;
+  blocked summation, ``b + K/b - 1`` roundings: Blanchard, Higham & Mary, "A class of fast and
+  accurate summation algorithms", SIAM J. Sci. Comput. 42(3), 2020, sec. 2, plus the rounding
+  of the first product). Sequential order rounds the first product ``K`` times
+  (``0 + a_1 b_1`` is a rounding too, unless the product is in the format).
 * :func:`block_fma_bound` -- a tensor core, modelled as a chain of block FMAs
   (:mod:`lowprec.tensorcore`). The chained analysis follows Blanchard, Higham, Lopez, Mary &
   Pranesh, "Mixed precision block fused multiply-add: error analysis and application to GPU
   tensor cores", SIAM J. Sci. Comput. 42(3), 2020, sec. 3 (matrix multiplication as a chain of
-  ``K/b`` block FMAs, each adding its ``b`` exact products to the previous result); the error
-  of one block FMA is derived here for the alignment-and-truncation model that Fasi et al. 2021
-  measured (the function's docstring has the derivation), because that paper's model of the
-  internal sum is a floating-point sum in precision u_high, while the hardware truncates.
+  ``K/b`` block FMAs, each adding its ``b`` exact products to the previous result). The error
+  of one block FMA is derived here (in the function's docstring) for the rule the hardware
+  follows, which Fasi et al. 2021 measured and :mod:`lowprec.tensorcore` models: terms aligned
+  to the largest exponent and truncated to F fraction bits, one rounding of the sum, toward
+  zero for FP32 (a unit roundoff of 2u, twice round to nearest's).
 * :func:`probabilistic_bound` -- Higham & Mary, "A new approach to probabilistic rounding error
   analysis", SIAM J. Sci. Comput. 41(5), 2019, Theorem 3.1 (inner products; Theorem 2.4 for one
   product of ``1 + delta`` factors): if the rounding errors are independent random variables of
