@@ -37,6 +37,8 @@ from .rounding import round as lp_round
 from .scaling import DeepSpeedConfig, DynamicScalingConfig
 
 if TYPE_CHECKING:  # annotations only
+    from matplotlib.figure import Figure
+
     from .observe import History
 
 # Where the figure command writes unless told (--out): figures/ in the current directory. The
@@ -288,6 +290,67 @@ def accumulation_errors(ks: tuple[int, ...] = (16, 64, 256, 1024, 4096), trials:
     return list(ks), errors
 
 
+# Fig. 09's accumulations, looked up by name so that presets added later are drawn when present:
+# (panel, preset names in order). FP8 with and without promotion to FP32 (DeepSeek-V3 sec. 3.3.2).
+BOUND_PANELS = {
+    "FP16 inputs": ("V100_FP16", "A100_FP16", "H100_FP16", "B200_FP16", "CDNA3_FP16"),
+    "FP8 inputs (E4M3; fnuz on AMD)": ("ADA_FP8", "H100_FP8", "H100_FP8_PROMOTED", "B200_FP8",
+                                           "CDNA3_FP8"),
+}
+
+
+def accumulation_bounds(ks: tuple[int, ...] = (16, 64, 256, 1024, 4096), trials: int = 16,
+                        seed: int = 0) -> tuple[list[int], dict]:
+    """For Fig. 09: ``(ks, {panel: {label: {"observed": [...], "bound": [...],
+    "probabilistic": [...] or None}}})``. "observed" is the largest ``|s_hat - s| / sum |a_i
+    b_i|`` over ``trials`` dot products of length K with inputs uniform in [0, 1) rounded to
+    the model's input format, against the exact sum (math.fsum of the exact float64 products
+    and the negated result); "bound" is :func:`lowprec.bounds.deterministic_bound`, and, for
+    the FP32 accumulator, "probabilistic" Higham & Mary's bound at probability 0.99. Presets
+    of BOUND_PANELS missing from lowprec.TENSOR_CORES are left out."""
+    from . import bounds
+
+    rng = np.random.default_rng(seed)
+    data = {k: rng.random((2, trials, k)) for k in ks}
+    panels = {}
+    for panel, names in BOUND_PANELS.items():
+        models = {name: tensorcore.TENSOR_CORES[name] for name in names
+                  if name in tensorcore.TENSOR_CORES}
+        if panel.startswith("FP16"):  # the reference every GPU is compared with
+            models = {"FP32 accumulator (sequential, to nearest)":
+                      accumulate.FormatAccumulation(FP32), **models}
+        lines = {}
+        for label, model in models.items():
+            fa = getattr(model, "inputs", FP16)
+            fb = getattr(model, "b_format", None) or fa
+            observed, bound, probabilistic = [], [], []
+            for k in ks:
+                a, b = lp_round(data[k][0], fa), lp_round(data[k][1], fb)
+                got = np.asarray(accumulate.dot(a, b, held=(fa, fb), accumulate=model), float)
+                products = a * b  # exact in float64: at most 11-bit significands
+                worst = max(abs(math.fsum([*row, -s])) / math.fsum(np.abs(row))
+                            for row, s in zip(products, got))
+                observed.append(worst)
+                bound.append(bounds.deterministic_bound(model, k))
+                if isinstance(model, accumulate.FormatAccumulation):
+                    probabilistic.append(bounds.probabilistic_bound(model, k).bound)
+            lines[label] = {"observed": observed, "bound": bound,
+                            "probabilistic": probabilistic or None}
+        panels[panel] = lines
+    return list(ks), panels
+
+
+def accumulation_bounds_figure(seed: int = 0) -> Figure:
+    """Fig. 09 (a matplotlib Figure): :func:`accumulation_bounds` drawn by
+    :func:`lowprec.plots.plot_accumulation_bounds`; it trains nothing (about a second)."""
+    from . import plots
+
+    trials = 16
+    return plots.plot_accumulation_bounds(
+        *accumulation_bounds(trials=trials, seed=seed),
+        f"inputs uniform in [0, 1), the largest of {trials} trials per K")
+
+
 def figure_runs(seed: int = 0, demo_runs: dict | None = None,
                 log: Callable[[str], object] = print) -> dict:
     """The training runs the figures need (reusing the demo's runs when given)."""
@@ -375,6 +438,7 @@ def make_figures(outdir: str | os.PathLike | None = None, seed: int = 0,
         "07_fp8_delayed_scaling.png": plots.plot_fp8_scaling(
             runs["fp8"], [(0, "input"), (0, "weight"), (0, "grad_output"), (4, "grad_output")],
             unscaled=runs["fp8 unscaled"]),
+        "09_accumulation_bounds.png": accumulation_bounds_figure(),
     }
     paths = []
     for name, fig in figures.items():

@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # annotations only
 
 __all__ = ["FORMAT_COLORS", "format_color", "plot_number_lines", "fp16_shares", "tail_scale",
            "plot_underflow_histogram", "plot_underflow_heatmaps", "plot_loss_scale",
-           "plot_master_weights", "plot_accumulation_error", "plot_fp8_scaling"]
+           "plot_master_weights", "plot_accumulation_error", "plot_fp8_scaling",
+           "plot_accumulation_bounds"]
 
 FORMAT_COLORS = {"fp32": "#4c72b0", "tf32": "#64b5cd", "fp16": "#dd8452", "bf16": "#55a868",
                  "e4m3": "#c44e52", "e5m2": "#8172b3", "e3m2": "#937860", "e2m3": "#da8bc3",
@@ -268,6 +269,40 @@ def plot_accumulation_error(ks: list[int], errors: dict, description: str) -> Fi
     ax.set_title(f"Accumulation error against K: {description}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accumulation_bounds(ks: list[int], panels: dict, description: str) -> Figure:
+    """Observed dot-product error against K beside its bounds, one panel per input format.
+
+    panels: ``{title: {label: {"observed": [...], "bound": [...], "probabilistic": [...] or
+    None}}}`` (:func:`lowprec.demo.accumulation_bounds`): the observed errors as solid lines
+    with markers, each deterministic bound dashed in the same colour (an infinite bound, which
+    says nothing, is left out), a probabilistic bound dotted."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6), squeeze=False)
+    from matplotlib.lines import Line2D
+    for ax, (title, lines) in zip(axes[0], panels.items()):
+        for i, (label, line) in enumerate(lines.items()):
+            color = f"C{i}"
+            ax.loglog(ks, line["observed"], "o-", color=color, label=label)
+            finite = [(k, v) for k, v in zip(ks, line["bound"]) if math.isfinite(v)]
+            if finite:
+                ax.loglog(*zip(*finite), "--", color=color, lw=1.2)
+            if line.get("probabilistic"):
+                ax.loglog(ks, line["probabilistic"], ":", color=color, lw=1.5)
+        handles, _ = ax.get_legend_handles_labels()
+        styles = [Line2D([], [], color="gray", ls="-", marker="o", label="observed (largest)"),
+                  Line2D([], [], color="gray", ls="--", label="deterministic bound")]
+        if any(line.get("probabilistic") for line in lines.values()):
+            styles.append(Line2D([], [], color="gray", ls=":",
+                                 label="probabilistic bound, P >= 0.99 (Higham & Mary 2019)"))
+        ax.legend(handles=handles + styles, fontsize=8, loc="upper left")
+        ax.set_xlabel("K (length of the dot product)")
+        ax.set_ylabel(r"$|\hat s - s| \,/\, \sum\, |a_i b_i|$  (s: the exact dot product)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(f"Accumulation error and its bounds against K ({description})")
     fig.tight_layout()
     return fig
 

@@ -31,7 +31,7 @@ def test_demo_runs_and_compares_six_policies(tmp_path):
     assert (cells["fp16 pure"][1].startswith("diverged at step ")
             and set(cells["fp16 pure"][2:]) == {"-"})
     assert "What to notice:" in out and "Pure FP16 with Adam diverges at step 2" not in out
-    assert len(list(tmp_path.glob("*.png"))) == 8
+    assert len(list(tmp_path.glob("*.png"))) == 9
     assert "65536" in out  # GradScaler's scale in the small-gradient run
     print(out)
 

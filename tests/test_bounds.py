@@ -1,0 +1,432 @@
+"""lowprec.bounds: the formulas against hand-computed values (exact rationals), and every bound
+against the errors of simulated dot products (lowprec.dot, lowprec.tensorcore) measured
+against an exact reference: math.fsum of the exact float64 products and the negated result,
+which is the error correctly rounded, and fractions.Fraction where a case is tight.
+
+Tightness, the largest observed error over the bound, as these tests measured it (they print
+it: run with ``-s``); 64 trials per K for format accumulators (magnitudes in [0.25, 1)), 32 for
+tensor cores (log-uniform in [2**-6, 1)):
+
+| accumulation | K | random, one sign | random, both signs | adversarial (tensor cores: one block) |
+|---|---|---|---|---|
+| FP16/BF16 accumulators, any order | 1 | 0.84-0.99 | 0.86-0.90 | |
+| FP16 sequential, to nearest | 64-1024 | 0.02-0.08 | 0.001-0.02 | 0.92 (K = 16, 64) |
+| FP16 pairwise | 64-1024 | 0.17-0.34 | 0.02-0.06 | |
+| FP32 sequential (FP16 inputs) | 64-1024 | 0.02-0.08 | 0.001-0.01 | |
+| tensor-core presets | 16-2048 | 0.02-0.21 | 0.000-0.15 | 0.43 (A100_TF32)-0.71 (H100_FP16) |
+| Higham & Mary, FP16/BF16, P >= 0.5 | 256 | 0.20-0.23 | | exceeded (Model 2.1 fails) |
+
+"""
+import inspect
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lowprec
+from lowprec import accumulate, bounds, tensorcore
+from lowprec.accumulate import FormatAccumulation
+
+KS = (1, 7, 64, 300, 1024)
+TRIALS = 64
+
+
+# --- the formulas, by hand ------------------------------------------------------------------
+def test_unit_roundoff_is_half_an_ulp_at_1_to_nearest_and_one_ulp_otherwise():
+    assert bounds.unit_roundoff("fp32") == 2.0**-24
+    assert bounds.unit_roundoff("fp16", "nearest") == 2.0**-11
+    assert bounds.unit_roundoff(lowprec.BF16, lowprec.RoundingMode.TOWARD_ZERO) == 2.0**-7
+    assert bounds.unit_roundoff("e4m3", "stochastic") == 2.0**-3
+    with pytest.raises(ValueError, match="mode"):
+        bounds.unit_roundoff("fp16", "sideways")
+
+
+def test_gamma_by_hand():
+    u = 2.0**-11
+    assert bounds.gamma(10, u) == pytest.approx(float(Fraction(10, 2048) / Fraction(2038, 2048)),
+                                                rel=1e-15)
+    assert bounds.gamma(0, u) == 0.0
+    assert bounds.gamma(2048, u) == math.inf and bounds.gamma(4000, u) == math.inf
+    with pytest.raises(ValueError, match="n must be"):
+        bounds.gamma(-1, u)
+    with pytest.raises(ValueError, match="u must be"):
+        bounds.gamma(3, 1.5)
+
+
+def test_roundings_by_hand():
+    pairwise = FormatAccumulation("fp16", "pairwise")
+    # the tree of lowprec.accumulate: K = 5 is ((t1 + t2) + (t3 + t4)) + t5, depth 3
+    assert [bounds.roundings(pairwise, k) for k in range(1, 10)] == [1, 1, 2, 2, 3, 3, 3, 3, 4]
+    assert bounds.roundings(FormatAccumulation("fp16"), 100) == 100
+    assert bounds.roundings(FormatAccumulation("fp16"), 0) == 0
+    # blocks of 4: 4 in the first block, then 2 more additions of block sums (3 blocks)
+    assert bounds.roundings(FormatAccumulation("fp16", block=4), 10) == 6
+    assert bounds.roundings(FormatAccumulation("fp16", block=4), 3) == 3
+    # 5 blocks combined pairwise: depth 3
+    assert bounds.roundings(FormatAccumulation("fp16", "pairwise", block=4), 20) == 7
+    with pytest.raises(TypeError, match="FormatAccumulation"):
+        bounds.roundings(tensorcore.H100_FP16, 16)
+
+
+def _depths(terms, order):
+    """The roundings on each term's path through accumulate's summation tree: each addend is a
+    list of depths, each addition adds one to all of them."""
+    return accumulate._reduce(([0] for _ in range(terms)), lambda x, y: [d + 1 for d in x + y],
+                              order, lambda: [])
+
+
+@pytest.mark.parametrize("order", ["sequential", "pairwise"])
+def test_roundings_is_the_depth_of_accumulates_tree(order):
+    """roundings() counts what lowprec.accumulate's order does (the code that sums)."""
+    for k in range(1, 300):
+        assert bounds.roundings(FormatAccumulation("fp32", order), k) == max(_depths(k, order))
+
+
+def test_block_fma_bound_by_hand():
+    # V100: n = 4, F = 23, FP32 output toward zero (u = 2**-23). One block:
+    # alpha = u + 5 * 2**-23 * (1 + u)
+    u = Fraction(1, 2**23)
+    alpha = u + 5 * Fraction(1, 2**23) * (1 + u)
+    assert Fraction(bounds.block_fma_bound(tensorcore.V100_FP16, 4)) == alpha
+    # 10 products: three blocks
+    assert bounds.block_fma_bound(tensorcore.V100_FP16, 10) == pytest.approx(
+        float((1 + alpha) ** 3 - 1), rel=1e-12)
+    # H100 FP8 with promotion every 128: chunks of 4 blocks of 32 (F = 13, output 13 bits
+    # toward zero), then 2 chunks added in FP32 to nearest (gamma_2 with u = 2**-24)
+    u13 = Fraction(1, 2**13)
+    beta = (1 + u13 + 33 * u13 * (1 + u13)) ** 4 - 1
+    g2 = 2 * Fraction(1, 2**24) / (1 - 2 * Fraction(1, 2**24))
+    assert bounds.block_fma_bound(tensorcore.H100_FP8_PROMOTED, 256) == pytest.approx(
+        float((1 + beta) * (1 + g2) - 1), rel=1e-12)
+    assert bounds.deterministic_bound("H100_FP16", 16) == bounds.block_fma_bound(
+        tensorcore.H100_FP16, 16)
+
+
+def test_block_fma_bound_takes_any_model_with_the_fields():
+    class Duck:  # a model of another vendor, not a TensorCoreModel
+        block, fraction_bits, output, output_rounding = 8, 24, "fp32", "nearest"
+    u = Fraction(1, 2**24)
+    assert Fraction(bounds.deterministic_bound(Duck(), 8)) == u + 9 * u * (1 + u)
+    with pytest.raises(TypeError, match="fraction_bits"):
+        bounds.block_fma_bound(object(), 8)
+
+
+def test_probabilistic_bound_by_hand():
+    u = 2.0**-24
+    got = bounds.probabilistic_bound("fp32", 100, lam=3.0)
+    assert got.bound == pytest.approx(math.expm1(3 * 10 * u + 100 * u * u / (1 - u)), rel=1e-14)
+    assert got.probability == pytest.approx(1 - 100 * 2 * math.exp(-4.5 * (1 - u) ** 2))
+    assert got.lam == 3.0
+    # lambda from the probability, and back
+    lam = bounds.probabilistic_lambda(100, 0.99, u)
+    assert 1 - 200 * math.exp(-lam**2 * (1 - u) ** 2 / 2) == pytest.approx(0.99, abs=1e-12)
+    assert bounds.probabilistic_bound("fp32", 100, probability=0.99).lam == lam
+    assert bounds.probabilistic_bound("fp32", 100).probability == pytest.approx(0.99)
+    # first order: lam sqrt(n) u, n the roundings (pairwise: ceil(log2 K))
+    pw = bounds.probabilistic_bound(FormatAccumulation("fp16", "pairwise"), 1024, lam=4.0)
+    assert pw.bound == pytest.approx(math.expm1(4 * math.sqrt(10) * 2.0**-11
+                                                + 10 * 2.0**-22 / (1 - 2.0**-11)), rel=1e-14)
+    assert pw.bound == pytest.approx(4 * math.sqrt(10) * 2.0**-11, rel=5e-3)
+
+
+def test_probabilistic_bound_refuses_what_its_model_excludes():
+    with pytest.raises(ValueError, match="mean zero"):
+        bounds.probabilistic_bound(tensorcore.H100_FP16, 64)
+    with pytest.raises(ValueError, match="not both"):
+        bounds.probabilistic_bound("fp16", 64, lam=3.0, probability=0.9)
+    with pytest.raises(ValueError, match="lam must be"):
+        bounds.probabilistic_bound("fp16", 64, lam=-1.0)
+    with pytest.raises(ValueError, match="K must be"):
+        bounds.deterministic_bound("fp16", -3)
+    with pytest.raises(TypeError, match="K must be an int"):
+        bounds.deterministic_bound("fp16", 3.0)
+    assert bounds.deterministic_bound("fp16", np.int64(3)) == bounds.deterministic_bound("fp16", 3)
+    # a mode as a RoundingMode or its string; truncation's unit roundoff is twice nearest's
+    assert bounds.deterministic_bound("fp16", 3, mode=lowprec.RoundingMode.TOWARD_ZERO) == \
+        bounds.deterministic_bound("fp16", 3, mode="toward_zero") == bounds.gamma(3, 2.0**-10)
+    with pytest.raises(ValueError, match="unknown accumulation"):
+        bounds.deterministic_bound("fp17", 3)
+
+
+def test_public_functions_have_full_type_hints():
+    for name in bounds.__all__:
+        obj = getattr(bounds, name)
+        if inspect.isfunction(obj):
+            sig = inspect.signature(obj)
+            assert sig.return_annotation is not inspect.Signature.empty, name
+            for p in sig.parameters.values():
+                assert p.annotation is not inspect.Parameter.empty, (name, p.name)
+            assert obj.__doc__, name
+
+
+# --- the bounds against simulated errors -----------------------------------------------------
+def _operands(rng, shape, fmt, signed: bool, fmt_b=None, spread: int = 2):
+    """Values of magnitude in [2**-spread, 1), log-uniform, in fmt (products and one-sign
+    partial sums far from underflow)."""
+    def one(f):
+        x = lowprec.round(2.0 ** rng.uniform(-spread, 0, shape), f)
+        return x * rng.choice([-1.0, 1.0], shape) if signed else x
+    return one(fmt), one(fmt_b or fmt)
+
+
+def _errors(a, b, got):
+    """|s_hat - s| / sum |a_i b_i| per row: products exact in float64 (at most 24-bit
+    significands), math.fsum rounds the exact error once."""
+    products = a * b
+    return np.array([abs(math.fsum([*row, -float(s)])) / math.fsum(np.abs(row))
+                     for row, s in zip(products, np.atleast_1d(got))])
+
+
+FORMAT_ACCUMULATORS = {
+    "fp16 sequential": (FormatAccumulation("fp16"), "fp16", "nearest"),
+    "fp16 sequential toward zero": (FormatAccumulation("fp16"), "fp16", "toward_zero"),
+    "fp16 pairwise": (FormatAccumulation("fp16", "pairwise"), "fp16", "nearest"),
+    "fp16 blocked 32": (FormatAccumulation("fp16", block=32), "fp16", "nearest"),
+    "bf16 pairwise blocked 16": (FormatAccumulation("bf16", "pairwise", block=16), "bf16",
+                                 "nearest"),
+    "fp32 sequential": (FormatAccumulation("fp32"), "fp16", "nearest"),
+    "blas": (accumulate.BLAS, "fp16", "nearest"),
+}
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["one sign", "both signs"])
+@pytest.mark.parametrize("name", FORMAT_ACCUMULATORS)
+def test_deterministic_bound_holds_for_format_accumulators(name, signed):
+    acc, fmt, mode = FORMAT_ACCUMULATORS[name]
+    rng = np.random.default_rng(1)
+    ratios = []
+    for k in KS:
+        a, b = _operands(rng, (TRIALS, k), fmt, signed)
+        if acc is accumulate.BLAS:
+            got = acc.dot(a.astype(np.float32), b.astype(np.float32))
+        else:
+            got = acc.dot(a, b, held=fmt, mode=mode)
+        bound = bounds.deterministic_bound(acc, k, mode=mode)
+        errors = _errors(a, b, got)
+        assert (errors <= bound).all(), (k, errors.max(), bound)
+        ratios.append(errors.max() / bound)
+    print(f"\n{name}, {'both signs' if signed else 'one sign'}: largest error / bound per K "
+          f"{dict(zip(KS, np.round(ratios, 3)))}")
+    assert max(ratios) > 1e-3  # the errors are measured, not all zero
+
+
+def test_deterministic_bound_is_nearly_reached_by_adversarial_inputs():
+    """1 then K - 1 products just below half an ulp of 1 (FP16: (1 - 2**-11) 2**-11): each
+    addition rounds back to 1, losing almost u. The error is (K - 1)(1 - 2**-11) u, against
+    gamma_K (1 + (K - 1) ...): the bound is nearly attained (exact rationals here)."""
+    for k in (2, 16, 64):
+        a = np.array([1.0] + [(1 - 2.0**-11) * 2.0**-11] * (k - 1))
+        b = np.ones(k)
+        got = lowprec.dot(a, b, inputs="fp16", accumulate="fp16")
+        assert got == 1.0
+        exact = sum(Fraction(x) for x in a)
+        error = abs(Fraction(float(got)) - exact) / exact
+        bound = Fraction(bounds.deterministic_bound("fp16", k))
+        assert error <= bound
+        print(f"\nFP16 sequential, adversarial, K = {k}: "
+              f"error / bound = {float(error / bound):.3f}")
+        assert error / bound > 0.9 * (k - 1) / k
+
+
+@pytest.mark.parametrize("probability", [0.5, 0.9])
+@pytest.mark.parametrize("acc", [FormatAccumulation("fp16"), FormatAccumulation("bf16"),
+                                 FormatAccumulation("bf16", "pairwise")], ids=lambda a: a.name)
+def test_probabilistic_bound_holds_at_its_stated_rate(acc, probability):
+    """Random inputs, K = 256: the share of dot products above Higham & Mary's bound is at most
+    1 - probability (here, none is: the bound's union over K terms is generous)."""
+    rng = np.random.default_rng(2)
+    k, trials = 256, 200
+    fmt = acc.format if acc.format != lowprec.FP32 else lowprec.FP16
+    a, b = _operands(rng, (trials, k), fmt, signed=False)
+    errors = _errors(a, b, acc.dot(a, b, held=fmt))
+    stated = bounds.probabilistic_bound(acc, k, probability=probability)
+    failures = np.mean(errors > stated.bound)
+    assert failures <= 1 - stated.probability
+    deterministic = bounds.deterministic_bound(acc, k)
+    print(f"\n{acc.name}, K = {k}, P >= {probability}: largest error / probabilistic bound "
+          f"{errors.max() / stated.bound:.3f}, / deterministic bound "
+          f"{errors.max() / deterministic:.3g}; {failures:.1%} above")
+    assert errors.max() > 0.05 * stated.bound  # the bound is not vacuous either
+
+
+def test_probabilistic_bound_is_a_model_not_a_guarantee():
+    """Inputs whose rounding errors all have one sign break Model 2.1: the error grows like
+    K u, above lam sqrt(K) u, while the deterministic bound still holds."""
+    k = 512
+    a = np.array([1.0] + [(1 - 2.0**-11) * 2.0**-11] * (k - 1))
+    got = float(lowprec.dot(a, np.ones(k), inputs="fp16", accumulate="fp16"))
+    error = abs(math.fsum([*a, -got])) / math.fsum(a)
+    assert error > bounds.probabilistic_bound("fp16", k, probability=0.99).bound
+    assert error <= bounds.deterministic_bound("fp16", k)
+
+
+def _preset_operands(model, rng, shape, signed):
+    fa = model.inputs
+    fb = getattr(model, "b_format", None) or fa
+    return _operands(rng, shape, fa, signed, fb, spread=6)
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["one sign", "both signs"])
+@pytest.mark.parametrize("name", list(tensorcore.TENSOR_CORES))
+def test_block_fma_bound_holds_for_every_tensor_core_preset(name, signed):
+    model = tensorcore.TENSOR_CORES[name]
+    rng = np.random.default_rng(3)
+    ratios = []
+    for k in (1, 16, 100, 512, 2048):
+        a, b = _preset_operands(model, rng, (32, k), signed)
+        got = tensorcore.dot(a, b, model)
+        bound = bounds.deterministic_bound(model, k)
+        errors = _errors(a, b, got)
+        assert (errors <= bound).all(), (k, errors.max(), bound)
+        ratios.append(errors.max() / bound)
+    print(f"\n{name}, {'both signs' if signed else 'one sign'}: largest error / bound per K "
+          f"{dict(zip((1, 16, 100, 512, 2048), np.round(ratios, 3)))}")
+    assert max(ratios) > 1e-3
+
+
+@pytest.mark.parametrize("name", list(tensorcore.TENSOR_CORES))
+def test_block_fma_bound_is_reached_within_a_small_factor(name):
+    """One block: a product 1 and n - 1 products just below 2**-F, which the alignment
+    truncates away (exact rationals): the error is (n - 1) 2**-F against the bound's
+    (n + 1) 2**-F + u_out."""
+    model = tensorcore.TENSOR_CORES[name]
+    n, F = model.block, model.fraction_bits
+    fa = model.inputs
+    fb = getattr(model, "b_format", None) or fa
+    small_b = 2.0 ** -(F // 2)
+    small_a = float(lowprec.next_down(2.0 ** -(F - F // 2), fa))
+    assert small_a * small_b < 2.0**-F
+    a = np.array([1.0] + [small_a] * (n - 1))
+    b = np.array([1.0] + [small_b] * (n - 1))
+    assert (lowprec.round(a, fa) == a).all() and (lowprec.round(b, fb) == b).all()
+    got = float(tensorcore.dot(a, b, model))
+    exact = sum(Fraction(x) * Fraction(y) for x, y in zip(a, b))
+    error = abs(Fraction(got) - exact) / exact
+    ratio = float(error / Fraction(bounds.deterministic_bound(model, n)))
+    print(f"\n{name}, one adversarial block: error / bound = {ratio:.3f}")
+    assert ratio <= 1
+    assert ratio > 0.25
+
+
+def test_bounds_grow_as_the_analysis_says():
+    """gamma_K grows linearly, the pairwise bound like log2 K, the probabilistic like sqrt(K);
+    promotion to FP32 caps the FP8 bound (DeepSeek-V3 sec. 3.3.2)."""
+    seq = [bounds.deterministic_bound("fp32", k) for k in (1024, 4096)]
+    assert seq[1] / seq[0] == pytest.approx(4, rel=1e-3)
+    pw = FormatAccumulation("fp32", "pairwise")
+    assert bounds.deterministic_bound(pw, 4096) / bounds.deterministic_bound(pw, 1024) == \
+        pytest.approx(12 / 10, rel=1e-6)
+    prob = [bounds.probabilistic_bound("fp32", k, lam=5.0).bound for k in (1024, 4096)]
+    assert prob[1] / prob[0] == pytest.approx(2, rel=1e-3)
+    promoted = [bounds.deterministic_bound(tensorcore.H100_FP8_PROMOTED, k)
+                for k in (128, 4096, 65536)]
+    assert promoted[2] < 1.01 * promoted[0]
+    assert bounds.deterministic_bound(tensorcore.H100_FP8, 65536) == math.inf or \
+        bounds.deterministic_bound(tensorcore.H100_FP8, 65536) > 100 * promoted[2]
+
+
+# --- the figure -----------------------------------------------------------------------------
+def test_figure_data_stay_within_their_bounds():
+    """Fig. 09's data (lowprec.demo.accumulation_bounds), small: every observed error is under
+    its model's deterministic bound, and the FP32 accumulator's also under the probabilistic
+    one; presets missing from TENSOR_CORES are left out, present ones drawn."""
+    from lowprec import demo
+
+    ks, panels = demo.accumulation_bounds(ks=(16, 256), trials=4)
+    assert ks == [16, 256]
+    labels = {label for lines in panels.values() for label in lines}
+    for names in demo.BOUND_PANELS.values():
+        for name in names:
+            assert (name in labels) == (name in tensorcore.TENSOR_CORES)
+    for lines in panels.values():
+        for label, line in lines.items():
+            assert all(0 < o <= b for o, b in zip(line["observed"], line["bound"])), label
+            if line["probabilistic"]:
+                assert all(o <= p for o, p in zip(line["observed"], line["probabilistic"]))
+
+
+def test_figure_is_labelled():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lowprec import plots
+
+    ks = [16, 64]
+    panels = {"FP16 inputs": {"A": {"observed": [1e-7, 2e-7], "bound": [1e-6, math.inf],
+                                    "probabilistic": [5e-7, 6e-7]}},
+              "FP8 inputs": {"B": {"observed": [1e-3, 2e-3], "bound": [1e-2, 2e-2],
+                                   "probabilistic": None}}}
+    fig = plots.plot_accumulation_bounds(ks, panels, "test")
+    left, right = fig.axes
+    for ax in (left, right):
+        assert ax.get_xscale() == ax.get_yscale() == "log"
+        assert ax.get_xlabel() and ax.get_ylabel()
+    assert [t.get_text() for t in left.get_legend().get_texts()][0] == "A"
+    assert any("probabilistic" in t.get_text() for t in left.get_legend().get_texts())
+    assert not any("probabilistic" in t.get_text() for t in right.get_legend().get_texts())
+    # the infinite bound is left out: one finite point of the dashed line
+    dashed = [line for line in left.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [16]
+    plt.close(fig)
+
+
+def test_committed_figure_is_what_the_code_draws(tmp_path):
+    """figures/09_accumulation_bounds.png is today's drawing, compared coarsely (25-pixel
+    squares, as tests/test_demo.py compares Fig. 01: text rendering differs between matplotlib
+    versions): a changed layout or a missing panel fails it, one line more or less does not
+    (measured: 0.11 at most in a square, 0.003 on average). After adding a preset to
+    TENSOR_CORES, run `make figures`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    from lowprec import demo
+
+    committed = Path(__file__).resolve().parent.parent / "figures" / "09_accumulation_bounds.png"
+    fig = demo.accumulation_bounds_figure()
+    fig.savefig(tmp_path / "today.png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    published, today = mpimg.imread(committed), mpimg.imread(tmp_path / "today.png")
+    assert published.shape == today.shape, "figure size changed: run `make figures`"
+
+    def coarse(image, block=25):
+        grey = image[..., :3].mean(axis=-1)
+        h, w = (grey.shape[0] // block) * block, (grey.shape[1] // block) * block
+        return grey[:h, :w].reshape(h // block, block, w // block, block).mean(axis=(1, 3))
+    difference = np.abs(coarse(published) - coarse(today))
+    assert difference.max() < 0.15 and difference.mean() < 0.012, (
+        "figures/09_accumulation_bounds.png is stale: run `make figures`")
+
+
+@pytest.mark.exhaustive  # every K up to 128, every rounding mode: about 25 s of CPU
+@pytest.mark.parametrize("mode", ["nearest", "toward_zero", "up", "down", "stochastic"])
+def test_deterministic_bound_holds_for_every_k_and_mode(mode):
+    rng = np.random.default_rng(4)
+    accumulators = [FormatAccumulation("fp16"), FormatAccumulation("fp16", "pairwise"),
+                    FormatAccumulation("fp16", block=8),
+                    FormatAccumulation("bf16", "pairwise", block=5), FormatAccumulation("bf16")]
+    for acc in accumulators:
+        for k in range(1, 129):
+            for signed in (False, True):
+                a, b = _operands(rng, (8, k), acc.format, signed)
+                got = acc.dot(a, b, held=acc.format, mode=mode, rng=rng)
+                bound = bounds.deterministic_bound(acc, k, mode=lowprec.RoundingMode(mode))
+                assert (_errors(a, b, got) <= bound).all(), (acc.name, k, signed)
+
+
+@pytest.mark.exhaustive  # every K up to 299: about 10 s of CPU
+@pytest.mark.parametrize("name", list(tensorcore.TENSOR_CORES))
+def test_block_fma_bound_holds_for_every_k(name):
+    model = tensorcore.TENSOR_CORES[name]
+    rng = np.random.default_rng(5)
+    for k in range(1, 300):
+        for signed in (False, True):
+            a, b = _preset_operands(model, rng, (8, k), signed)
+            errors = _errors(a, b, tensorcore.dot(a, b, model))
+            assert (errors <= bounds.deterministic_bound(model, k)).all(), (k, signed)
