@@ -39,6 +39,7 @@ from .arith import add as _add
 from .formats import FP32, FloatFormat, FormatLike, as_format
 from .rounding import ModeLike, RoundingMode, as_mode, as_real_array, round as _round
 from .scaling.tensor import ScaledTensor
+from .cdna import MFMAModel
 from .tensorcore import TensorCoreModel
 
 __all__ = ["BLAS", "Blas", "FormatAccumulation", "ORDERS", "as_accumulator", "dot", "matmul",
@@ -196,7 +197,7 @@ class FormatAccumulation(_Protocol):
 # What the accumulation functions take (annotations only).
 Operand = ArrayLike | ScaledTensor  # an array, or a scaled (FP8 / block-scaled) value
 FormatPair = FormatLike | tuple[FormatLike, FormatLike]  # one format for a and b, or one each
-Accumulator = Blas | FormatAccumulation | TensorCoreModel
+Accumulator = Blas | FormatAccumulation | TensorCoreModel | MFMAModel
 AccumulatorLike = Accumulator | FormatLike  # FormatLike includes "blas" and preset names
 
 
@@ -204,8 +205,8 @@ def as_accumulator(spec: AccumulatorLike, *, order: str = "sequential",
                    block: int | None = None) -> Accumulator:
     """The accumulator ``spec`` names: an accumulator (passed through), ``"blas"``, a format or
     its name (with ``order`` and ``block``: a :class:`FormatAccumulation`) or the name of a
-    tensor-core preset (:data:`lowprec.tensorcore.TENSOR_CORES`)."""
-    if isinstance(spec, TensorCoreModel):
+    tensor-core preset (:data:`lowprec.tensorcore.TENSOR_CORES`, AMD's included)."""
+    if isinstance(spec, (TensorCoreModel, MFMAModel)):
         if order != "sequential" or block is not None:
             raise ValueError("a tensor-core model fixes its own order and blocks; leave order and "
                              "block at their defaults")

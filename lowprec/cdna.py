@@ -71,7 +71,7 @@ from numpy.typing import ArrayLike
 from .formats import BF16, E4M3FNUZ, E5M2FNUZ, FP16, FP32, TF32, FloatFormat, as_format
 from .rounding import ModeLike, as_real_array
 from .rounding import round as _round
-from .tensorcore import matmul_operands
+from ._shapes import matmul_operands
 
 if TYPE_CHECKING:  # accumulate imports tensorcore, which this module imports
     from .accumulate import FormatPair, Operand
@@ -145,6 +145,7 @@ class MFMAModel:
     # --- the accumulator protocol (lowprec.accumulate), as lowprec.tensorcore.TensorCoreModel ---
     sum_format = None  # no format is imposed on a NaN check of the operands
     block_scales_supported = False  # CDNA4's scaled MFMA is not modelled
+    block_scaled_mma = False  # (lowprec.tensorcore: an instruction that takes block scales)
 
     def matmul(self, a: Operand, b: Operand, *, inputs: FormatPair | None = None,
                held: FormatPair | None = None, output: FormatLike | None = None,

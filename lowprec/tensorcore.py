@@ -73,6 +73,8 @@ from numpy.typing import ArrayLike
 from ._deprecation import no_attribute, renamed
 from .formats import (BF16, E2M1, E2M3, E3M2, E4M3, E5M2, E8M0, FP16, FP32, TF32, FloatFormat,
                       FormatLike, as_format)
+from ._shapes import matmul_operands
+from .cdna import CDNA_PRESETS
 from .reference import ZERO_EXPONENT as _ZERO_EXPONENT
 from .reference import block_fma_scalar
 from .rounding import ModeLike, as_mode, as_real_array, round as _round
@@ -340,11 +342,13 @@ V100_FP16_OUT16, A100_FP16_OUT16, H100_FP16_OUT16, H100_FP8_OUT16, ADA_FP8_OUT16
         V100_FP16, A100_FP16, H100_FP16, H100_FP8, ADA_FP8, B200_FP16, B200_FP8))
 
 # Every preset model by name (read-only).
+# (AMD's matrix cores, lowprec.cdna.CDNA_PRESETS, are listed here too: the same accumulator
+# protocol, another arithmetic.)
 TENSOR_CORES = MappingProxyType({m.name: m for m in (
     V100_FP16, A100_FP16, A100_BF16, A100_TF32, H100_FP16, H100_BF16, H100_TF32, H100_FP8,
     H100_FP8_PROMOTED, ADA_FP8, B200_FP16, B200_BF16, B200_TF32, B200_FP8, B200_MXF8F6F4,
     B200_MXF4NVF4, B200_MXF4NVF4_E8M0, V100_FP16_OUT16, A100_FP16_OUT16, H100_FP16_OUT16,
-    H100_FP8_OUT16, ADA_FP8_OUT16, B200_FP16_OUT16, B200_FP8_OUT16)})
+    H100_FP8_OUT16, ADA_FP8_OUT16, B200_FP16_OUT16, B200_FP8_OUT16, *CDNA_PRESETS)})
 
 
 def __getattr__(name: str):
@@ -645,21 +649,6 @@ def dot(a: ArrayLike, b: ArrayLike, model: TensorCoreModel, c: ArrayLike | None 
     if model.sub_block:
         return _chain_sub_blocks(products, K, c, model).reshape(lead)[()]
     return _accumulate(products, exponents, K, c, model, finite).reshape(lead)[()]
-
-
-def matmul_operands(a: np.ndarray, b: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray, list[int], tuple[int, ...]]:
-    """numpy.matmul's shape rules for two arrays: ``(a, b, squeeze, shape)``, with 1-D operands
-    made matrices, the result axes to squeeze away afterwards, and the result's shape."""
-    if a.ndim == 0 or b.ndim == 0:
-        raise ValueError("matmul needs arrays of at least one dimension")
-    squeeze = [axis for axis, arr in ((-2, a), (-1, b)) if arr.ndim == 1]
-    a = a[None, :] if a.ndim == 1 else a
-    b = b[:, None] if b.ndim == 1 else b
-    if a.shape[-1] != b.shape[-2]:
-        raise ValueError(f"matmul: a has {a.shape[-1]} columns but b has {b.shape[-2]} rows")
-    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
-    return a, b, squeeze, shape
 
 
 def matmul(a: ArrayLike, b: ArrayLike, model: TensorCoreModel, c: ArrayLike | None = None, *,

@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 
 import lowprec
-from lowprec import RoundingMode, arith, bits, reference, tensorcore
+from lowprec import RoundingMode, arith, bits, bounds, cdna, reference, tensorcore
 from lowprec.nn import Cast
 from lowprec.rounding import as_mode
 
 MODULES = ["lowprec", "lowprec.formats", "lowprec.rounding", "lowprec.bits", "lowprec.arith",
            "lowprec.tensorcore", "lowprec.reference", "lowprec.scaling", "lowprec.nn",
-           "lowprec.observe", "lowprec.data", "lowprec.plots"]
+           "lowprec.observe", "lowprec.data", "lowprec.plots", "lowprec.cdna",
+           "lowprec.reference_cdna", "lowprec.bounds", "lowprec.cvt_rs"]
 FORMAT_PARAMETERS = ("fmt", "format")
-OPERANDS = {"x", "a", "b", "c", "value", "codes", "x32", "amax", "block_amax", "elements"}
+OPERANDS = {"x", "a", "b", "c", "value", "codes", "x32", "amax", "block_amax", "elements",
+            "name"}  # (a record such as CvtRs is named before its format)
 KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
 
 
@@ -118,6 +120,17 @@ MODE_CALLS = {
                                                                       output="fp16", mode=m),
     "lowprec.TensorCoreModel.matmul": lambda m: tensorcore.H100_FP16.matmul(
         [[1.0, 2.0**-11]], [[1.0], [1.0]], output="fp16", mode=m)[0, 0],
+    "lowprec.cdna.MFMAModel.sum": lambda m: cdna.CDNA3_FP16.sum([1.0, 2.0**-11], output="fp16",
+                                                                mode=m),
+    "lowprec.cdna.MFMAModel.dot": lambda m: cdna.CDNA3_FP16.dot([1.0, 2.0**-11], [1.0, 1.0],
+                                                                output="fp16", mode=m),
+    "lowprec.cdna.MFMAModel.matmul": lambda m: cdna.CDNA3_FP16.matmul(
+        [[1.0, 2.0**-11]], [[1.0], [1.0]], output="fp16", mode=m)[0, 0],
+    # the bounds take a mode for the size of one rounding: directed modes cost a whole ulp
+    "lowprec.bounds.unit_roundoff": lambda m: bounds.unit_roundoff("fp16", m) == 2.0**-10
+    and FP16_UP,
+    "lowprec.bounds.deterministic_bound": lambda m: bounds.deterministic_bound(
+        FP16_ACC, 1, mode=m) == bounds.gamma(1, 2.0**-10) and FP16_UP,
     "lowprec.reference.round_exact": lambda m: reference.round_exact(X, "fp16", m),
     "lowprec.rounding.as_mode": lambda m: as_mode(m) is RoundingMode.UP and FP16_UP,
     "lowprec.nn.Cast": lambda m: Cast("fp16", m).mode == "up" and FP16_UP,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import lowprec
-from lowprec import arith, tensorcore
+from lowprec import arith, cdna, tensorcore
 from lowprec.formats import FORMATS, FloatFormat
 
 from lowprec.reference import round_exact
@@ -448,7 +448,7 @@ def test_dot_and_matmul_in_every_order_match_exact_reference(acc):
                          ids=lambda acc: acc.name)
 def test_empty_reductions_are_positive_zero(acc):
     # an empty sum is +0, as in NumPy, whatever the accumulator and the rounding mode
-    kinds = [{}] if isinstance(acc, tensorcore.TensorCoreModel) else [
+    kinds = [{}] if isinstance(acc, (tensorcore.TensorCoreModel, cdna.MFMAModel)) else [
         {"order": order, "block": block, "mode": mode}
         for (order, block), mode in itertools.product(REDUCTIONS, ("nearest", "down"))]
     for options in kinds:

@@ -13,7 +13,9 @@ import lowprec
 from lowprec import tensorcore as tc
 
 # presets without block scales (those are tested in test_tensorcore_blackwell.py)
-ALL = [m for m in tc.TENSOR_CORES.values() if not m.block_scaled_mma]
+# NVIDIA's presets without block scales (AMD's, also in the registry: tests/test_cdna.py)
+ALL = [m for m in tc.TENSOR_CORES.values()
+       if isinstance(m, tc.TensorCoreModel) and not m.block_scaled_mma]
 FP16_OUT = tc.V100_FP16_OUT16
 
 

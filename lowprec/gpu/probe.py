@@ -259,8 +259,10 @@ def presets_for(instr: MmaInstruction) -> dict:
     """
     found = {}
     for name, model in tensorcore.TENSOR_CORES.items():
-        # no block scales in these probes; FP16-output presets (_OUT16) are derived below
-        if model.block_scaled_mma or model.output == FP16:
+        # NVIDIA's only (the probes run mma.sync); no block scales in these probes; FP16-output
+        # presets (_OUT16) are derived below
+        if (not isinstance(model, tensorcore.TensorCoreModel) or model.block_scaled_mma
+                or model.output == FP16):
             continue
         fmt = model.inputs.name
         if instr.input_format == "e5m2" and fmt == "e4m3":
