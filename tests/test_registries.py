@@ -11,7 +11,8 @@ from lowprec.cdna import MFMAModel
 from lowprec.nn import PrecisionPolicy
 
 
-@pytest.mark.parametrize("registry, kind", [(FORMATS, FloatFormat), (TENSOR_CORES, (TensorCoreModel, MFMAModel)),
+@pytest.mark.parametrize("registry, kind", [(FORMATS, FloatFormat),
+                                            (TENSOR_CORES, (TensorCoreModel, MFMAModel)),
                                             (POLICIES, PrecisionPolicy)])
 def test_each_registry_maps_a_name_to_what_it_says_and_is_read_only(registry, kind):
     assert registry and all(isinstance(v, kind) and v.name == k for k, v in registry.items())
