@@ -20,7 +20,8 @@ __all__ = [
     "FloatFormat", "as_format", "FORMATS", "TENSOR_CORES", "POLICIES", "FP32", "TF32", "FP16",
     "BF16", "E4M3", "E5M2", "E4M3FNUZ", "E5M2FNUZ", "E3M2", "E2M3", "E2M1", "E8M0", "RoundingMode",
     "round", "round_with_bits", "encode", "decode", "to_ml_dtypes", "from_ml_dtypes",
-    "all_values", "ulp", "next_up", "next_down", "classify", "arith", "accumulate", "matmul", "dot", "sum", "as_accumulator",
+    "all_values", "ulp", "next_up", "next_down", "classify", "arith", "accumulate", "matmul",
+    "dot", "sum", "as_accumulator",
     "BLAS", "FormatAccumulation", "tensorcore", "TensorCoreModel", "reference", "nn", "observe",
     "scaling", "data", "bounds", "cdna",
 ]
