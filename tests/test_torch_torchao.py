@@ -180,7 +180,7 @@ def test_to_mx_rceil_code_zero_flushes_and_inf_saturates():
     np.testing.assert_array_equal(theirs[0][:, 0], [0, 254, 255])
     assert theirs[1][0, 0] == 0 and theirs[1][1, 0] == 0x7E and theirs[1][1, 1] == 0
     assert_codes_equal(theirs, lowprec_mx(x, "e4m3", "rceil_torchao"))
-    te = lowprec_mx(x, "e4m3", "rceil")  # TE: NaN-ignoring amax, the inf becomes NaN
+    te = lowprec_mx(x, "e4m3", "rceil_te")  # TE: NaN-ignoring amax, the inf becomes NaN
     np.testing.assert_array_equal(te[0][:, 0], [0, 254, 120])  # 3 / 448 -> 2**-7
     assert te[2][1, 0] and te[1][1, 1] == 0
 

@@ -23,13 +23,20 @@ rule                scale       decode scale X of a block with amax ``a``
                                 with the floor read exactly from the exponent bits. The top
                                 element may clip. Clamped below at 2**-127 (all-zero blocks).
                                 inf or NaN in the block: NaN scale, the block reads NaN.
-``rceil``           e8m0        ``2**ceil(log2(a / max))``: Transformer Engine
-                                (common/util/ptx.cuh ``float_to_e8m0`` on ``a * (1/max)``,
-                                ``exp2f_rcp``), = cuBLAS / PTX ``cvt.rp.satfinite.ue8m0x2.f32``
-                                for every normal ``a`` (checked exhaustively over a binade for
-                                each MX element format). Nothing clips. TE's corners: code 0
-                                multiplies by 1 (flushes the block), inf gives code 254 whose
-                                reciprocal is 0 (finite elements 0, the inf NaN).
+``rceil``           e8m0        ``2**ceil(log2(a / max))`` exactly, clamped to [2**-127,
+                                2**127]: the round-up rule of cuBLAS (docs: "Computing scaling
+                                and conversion factors for FP8 with UE8M0 scales") and
+                                Transformer Engine; nothing clips. inf or NaN in the block:
+                                NaN scale, the block reads NaN.
+``rceil_te``        e8m0        Transformer Engine's kernel bit for bit (common/util/ptx.cuh
+                                ``float_to_e8m0`` on the float32 ``a * (1/max)``,
+                                ``exp2f_rcp``; mx_cast's "te"). Equal to ``rceil`` whenever
+                                ``a / max`` is a normal float32 (checked exhaustively over a
+                                binade for each MX element format); below that the product is
+                                rounded to float32's subnormal grid first. TE's corners: amax
+                                ignores NaN; code 0 multiplies by 1 (flushes the block); inf
+                                gives code 254 whose reciprocal is 0 (finite elements 0, the
+                                inf NaN).
 ``ceil``            e8m0        ``2**(ceil(log2 a) - emax)``: torchao ``ScaleCalculationMode.CEIL``
                                 (torchao/prototype/mx_formats/mx_tensor.py ``to_mx``), exact.
 ``even``            e8m0        ``2**(floor(log2 a') - emax)`` where ``a'`` is ``a`` rounded to the
@@ -41,9 +48,10 @@ rule                scale       decode scale X of a block with amax ``a``
                                 Elements are ``satfinite(x * S)``.
 ``fp32``            fp32        ``X = float32(a / max)``, unrounded: DeepSeek-V3 (arXiv
                                 2412.19437 sec. 3.3; inference/kernel.py ``act_quant_kernel``:
-                                ``s = amax / 448; y = x / s`` in float32). An all-zero block
-                                gets X = 1 (the kernel would give 0/0 = NaN; TE's rule gives 1);
-                                inf or NaN in the block: NaN scale.
+                                ``s = amax / 448; y = x / s`` in float32). A scale of 0 (an
+                                all-zero block, or ``a / max`` below float32's range) becomes 1
+                                (the kernel would divide by 0; TE's rule also gives 1); inf or
+                                NaN in the block: NaN scale.
 ``nvfp4``           e4m3        two levels (TE common/cast/nvfp4/core_nvfp4.cuh and
                                 quantize_transpose_nvfp4.cuh): ``S_enc = 448*6 / global_amax``
                                 (float32; 1 when amax is 0 or S_enc is 0, FLT_MAX when
@@ -99,7 +107,7 @@ from .tensor import SCALE_FORMATS, ScaledTensor
 
 __all__ = ["BLOCK_RULES", "BlockRecord", "block_cast", "block_quantize"]
 
-_E8M0_RULES = ("floor", "rceil", "ceil", "even", "floor_torchao", "ceil_torchao",
+_E8M0_RULES = ("floor", "rceil", "ceil", "even", "rceil_te", "floor_torchao", "ceil_torchao",
                "even_torchao", "rceil_torchao")
 _NVFP4_RULES = ("nvfp4", "nvfp4_torchao")
 BLOCK_RULES = _E8M0_RULES + ("pow2_floor", "pow2_floor_torchao", "fp32") + _NVFP4_RULES
@@ -238,6 +246,17 @@ def _e8m0_exact(amax: np.ndarray, fmt: FloatFormat, rule: str) -> np.ndarray:
     return np.where(np.isfinite(amax), e, np.nan)
 
 
+def _rceil_exact(amax: np.ndarray, fmt: FloatFormat) -> np.ndarray:
+    """Unbiased exponents ceil(log2(amax / max)), clamped to [-127, 127]; NaN for inf/NaN.
+    The float64 quotient is enough: a float32 amax above max * 2**k exceeds it by at least
+    2**-26 relative, far above float64's rounding, so the quotient never rounds onto 2**k."""
+    q = np.where((amax > 0) & np.isfinite(amax), amax, 1).astype(np.float64) / fmt.max
+    frac, exp = np.frexp(q)
+    e = np.where(frac == 0.5, exp - 1, exp)
+    e = np.where(amax > 0, np.clip(e, -127, 127), -127).astype(np.float64)
+    return np.where(np.isfinite(amax), e, np.nan)
+
+
 def _e8m0_torchao(amax: np.ndarray, fmt: FloatFormat, rule: str) -> np.ndarray:
     """torchao to_mx's biased codes (0..255) for FLOOR/CEIL/EVEN, from the float32 bits."""
     a = amax.astype(np.float32)
@@ -306,6 +325,13 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
             scaled = blocks / divisor[..., None]
             return scaled, _pow2(codes), codes.astype(np.uint8), None
         if rule == "rceil":
+            amax = _amax(blocks, propagate_nan=True)  # inf and NaN give a NaN scale
+            e = _rceil_exact(amax, fmt)
+            recip = np.exp2(-np.nan_to_num(e)).astype(np.float32)[..., None]  # exact
+            scaled = np.where(np.isnan(e)[..., None], _F32(np.nan), blocks * recip)
+            codes = np.where(np.isnan(e), 255, np.nan_to_num(e) + 127).astype(np.uint8)
+            return scaled, np.exp2(e), codes, None
+        if rule == "rceil_te":
             amax = _amax(blocks, propagate_nan=False)  # TE's fmaxf ignores NaN
             codes = _te_codes(amax, fmt)
             scaled = blocks * _te_reciprocal(codes)[..., None]
@@ -341,7 +367,8 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
             return scaled, decode, decode.astype(np.float32), None
         if rule == "fp32":
             amax = _amax(blocks, propagate_nan=True)
-            s = np.where(amax == 0, _F32(1.0), amax / fmax).astype(np.float32)
+            s = (amax / fmax).astype(np.float32)
+            s = np.where(s == 0, _F32(1.0), s).astype(np.float32)  # 0 / 0 -> 1 (see above)
             s = np.where(np.isfinite(amax), s, _F32(np.nan)).astype(np.float32)
             scaled = blocks / s[..., None]
             return scaled, s.astype(np.float64), s, None
