@@ -127,11 +127,22 @@ class BlockRecord(CastRecord):
     decode scales for ``scale_format="fp32"``; ``element_codes`` are ``fmt``'s codes, shape of
     ``x`` (an element that reads NaN in a format without NaN gets code 0)."""
 
-    element_codes: np.ndarray | None = field(default=None, compare=False, repr=False)
     scale_codes: np.ndarray | None = field(default=None, compare=False, repr=False)
     tensor_scale: float | None = None  # NVFP4's per-tensor decode scale
     scale_format: str | None = None
     rule: str | None = None
+    tensor: ScaledTensor | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def element_codes(self) -> np.ndarray:
+        """The element format's codes, shape of x; encoded on first use (a training step
+        that never reads them does not pay for them)."""
+        codes = self.__dict__.get("_element_codes")
+        if codes is None:
+            elements, fmt = self.tensor.elements, self.tensor.fmt
+            codes = encode(np.nan_to_num(elements, nan=0.0) if not fmt.has_nan else elements, fmt)
+            self.__dict__["_element_codes"] = codes  # a cache on a frozen value, not a field
+        return codes
 
 
 # --- blocking -----------------------------------------------------------------------------------
@@ -378,9 +389,10 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
                 s_enc = np.minimum(_F32(448.0 * 6.0) / g, _F32_MAX)
                 if g == 0 or s_enc == 0:
                     s_enc = _F32(1.0)
-            else:
-                s_enc = _F32(1.0 / np.float64(tensor_scale))
-            s_dec = _F32(1.0 / np.float64(s_enc))  # `1.0 / S_enc`: a double division
+                s_dec = _F32(1.0 / np.float64(s_enc))  # `1.0 / S_enc`: a double division
+            else:  # the decode scale given; the encode scale is its float32 reciprocal
+                s_dec = _F32(tensor_scale)
+                s_enc = _F32(1.0 / np.float64(s_dec))
             amax = _amax(blocks, propagate_nan=False)
             s_dec_b = np.minimum((amax / _F32(6.0)) * s_enc, _F32_MAX)
             x_b = round_to(s_dec_b.astype(np.float32), E4M3, overflow="saturate")  # __nv_fp8_e4m3
@@ -465,10 +477,8 @@ def block_cast(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *,
                       axis=layout.axis, tensor_scale=t_scale, scale_format=scale_format)
     values = st.dequantize()
     clipped, flushed = cast_statistics(x32, layout.from_blocks(scaled), values, fmt)
-    element_codes = encode(np.nan_to_num(st.elements, nan=0.0), fmt) if not fmt.has_nan \
-        else encode(st.elements, fmt)
     record = BlockRecord(fmt.name, float(amax_of(x32)), None, None, clipped, flushed,
-                         block_scales=block_scales, element_codes=element_codes,
+                         block_scales=block_scales, tensor=st,
                          scale_codes=layout.grid(codes if scale_format != "fp32"
                                                  else decode.astype(np.float32)),
                          tensor_scale=None if t_scale is None else float(t_scale),
