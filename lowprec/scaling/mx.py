@@ -19,6 +19,9 @@ element format and read back as ``P * X``. Two rules choose ``e`` from the block
   when the code is 0 (amax at most about fmt.max * 2**-127) the reciprocal is 1, which
   flushes the block to zero; an infinite amax gives code 254 whose reciprocal is 0, so finite
   elements read back 0 and the inf reads back NaN.
+
+Both run through :func:`lowprec.scaling.block_cast` (rules "floor" and "rceil_te"), which has
+the other rules in use (torchao's, NVFP4, 1x128 / 128x128 blocks).
 """
 from __future__ import annotations
 
