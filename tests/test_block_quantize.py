@@ -331,6 +331,15 @@ def test_values_are_elements_times_scales_exactly():
     assert rec.flushed == flushed and rec.scale_format == "e4m3" and rec.rule == "nvfp4"
 
 
+@pytest.mark.parametrize("shape, block", [((0, 32), 32), ((4, 0), 32), ((0,), "row"),
+                                          ((3, 0), (2, 2)), ((0, 5), "column")])
+def test_empty_arrays_give_empty_tensors(shape, block):
+    t, rec = block_cast(np.zeros(shape, np.float32), "e4m3", block=block, scale_format="e8m0",
+                        rule="floor")
+    assert t.dequantize().shape == shape and rec.element_codes.shape == shape
+    assert rec.clipped == rec.flushed == rec.amax == 0
+
+
 def test_element_codes_are_the_formats_codes():
     x = np.float32([[0.5, -1.5, 3.0, -6.0, 0.0, 2.0, 1.0, 4.0]])
     _, rec = block_cast(x, "e2m1", block=8, scale_format="e8m0", rule="floor")
@@ -426,6 +435,7 @@ def test_mx_cast_is_block_cast_with_the_matching_rule():
     (dict(rng=np.random.default_rng(0)), ValueError, "rng is only used by mode='stochastic'"),
     (dict(mode="stochastic"), TypeError, "needs rng"),
     (dict(mode="sideways"), ValueError, "sideways"),
+    (dict(rule="nvfp4", scale_format="e4m3", tensor_scale="1"), ValueError, "NVFP4 rules take"),
 ])
 def test_bad_arguments_are_refused_clearly(kwargs, error, match):
     args = dict(block=4, scale_format="e8m0", rule="floor")
@@ -439,9 +449,10 @@ def test_bad_inputs_are_refused_clearly():
         block_cast(np.ones(16), "e4m3", block=16, scale_format="e4m3", rule="nvfp4")
     with pytest.raises(ValueError, match="fp16 is not a block-scaled element format"):
         block_cast(np.ones(16), "fp16", block=16, scale_format="e8m0", rule="floor")
-    with pytest.raises(ValueError, match="tensor_scale must be a positive finite number"):
-        block_cast(np.ones(16), "e2m1", block=16, scale_format="e4m3", rule="nvfp4",
-                   tensor_scale=0.0)
+    for bad in (0.0, -1.0, np.inf, "1", True, [1.0]):
+        with pytest.raises(ValueError, match="tensor_scale must be a positive finite number"):
+            block_cast(np.ones(16), "e2m1", block=16, scale_format="e4m3", rule="nvfp4",
+                       tensor_scale=bad)
     with pytest.raises(ValueError, match="at least one dimension"):
         block_cast(np.float32(1), "e4m3", block=16, scale_format="e8m0", rule="floor")
     with pytest.raises(ValueError, match="block='tensor' takes a 1-D or 2-D array"):

@@ -161,7 +161,7 @@ class _Layout:
             pad = (-moved.shape[-1]) % self.size
             if pad:
                 moved = np.concatenate([moved, np.zeros(moved.shape[:-1] + (pad,), x.dtype)], -1)
-            return moved.reshape(moved.shape[:-1] + (-1, self.size))
+            return moved.reshape(moved.shape[:-1] + (moved.shape[-1] // self.size, self.size))
         bm, bn = self.tile
         m, n = x.shape[-2:]
         padded = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, (-m) % bm), (0, (-n) % bn)])
@@ -172,7 +172,8 @@ class _Layout:
 
     def from_blocks(self, blocks: np.ndarray) -> np.ndarray:
         if self.tile is None:
-            flat = blocks.reshape(blocks.shape[:-2] + (-1,))[..., :self.shape[self.axis]]
+            flat = blocks.reshape(blocks.shape[:-2] + (blocks.shape[-2] * self.size,))
+            flat = flat[..., :self.shape[self.axis]]
             return np.moveaxis(flat, -1, self.axis)
         bm, bn = self.tile
         tiles = blocks.reshape(blocks.shape[:-1] + (bm, bn))
@@ -321,9 +322,9 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
     codes per block, tensor decode scale or None)."""
     fmax = _F32(fmt.max)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        if rule in ("floor", "ceil", "even"):
+        if rule in ("floor", "ceil", "even", "rceil"):
             amax = _amax(blocks, propagate_nan=True)  # NaN and inf give a NaN scale
-            e = _e8m0_exact(amax, fmt, rule)
+            e = _rceil_exact(amax, fmt) if rule == "rceil" else _e8m0_exact(amax, fmt, rule)
             recip = np.exp2(-np.nan_to_num(e)).astype(np.float32)[..., None]  # exact
             scaled = np.where(np.isnan(e)[..., None], _F32(np.nan), blocks * recip)
             codes = np.where(np.isnan(e), 255, np.nan_to_num(e) + 127).astype(np.uint8)
@@ -335,13 +336,6 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
             divisor = np.maximum(divisor, _F32(2.0 ** -126))  # 255 -> +inf stays
             scaled = blocks / divisor[..., None]
             return scaled, _pow2(codes), codes.astype(np.uint8), None
-        if rule == "rceil":
-            amax = _amax(blocks, propagate_nan=True)  # inf and NaN give a NaN scale
-            e = _rceil_exact(amax, fmt)
-            recip = np.exp2(-np.nan_to_num(e)).astype(np.float32)[..., None]  # exact
-            scaled = np.where(np.isnan(e)[..., None], _F32(np.nan), blocks * recip)
-            codes = np.where(np.isnan(e), 255, np.nan_to_num(e) + 127).astype(np.uint8)
-            return scaled, np.exp2(e), codes, None
         if rule == "rceil_te":
             amax = _amax(blocks, propagate_nan=False)  # TE's fmaxf ignores NaN
             codes = _te_codes(amax, fmt)
@@ -434,8 +428,9 @@ def _check(fmt: FloatFormat, scale_format: str, rule: str, tensor_scale, mode, r
     if tensor_scale is not None:
         if rule not in _NVFP4_RULES:
             raise ValueError(f"tensor_scale is NVFP4's second level; rule {rule!r} has none")
-        t = np.float64(tensor_scale) if np.ndim(tensor_scale) == 0 else None
-        if t is None or not (np.isfinite(t) and t > 0):
+        number = isinstance(tensor_scale, (int, float, np.integer, np.floating)) \
+            and not isinstance(tensor_scale, (bool, np.bool_))
+        if not number or not (np.isfinite(tensor_scale) and tensor_scale > 0):
             raise ValueError(f"tensor_scale must be a positive finite number, got "
                              f"{tensor_scale!r}")
     if mode.value != "stochastic" and rng is not None:
