@@ -463,3 +463,25 @@ def test_bad_inputs_are_refused_clearly():
         block_cast(np.ones(4), "e4m3", block=(2, 2), scale_format="e8m0", rule="floor")
     with pytest.raises(TypeError):
         block_cast(np.ones(4, complex), "e4m3", block=4, scale_format="e8m0", rule="floor")
+
+
+# --- exhaustive ---------------------------------------------------------------------------------
+@pytest.mark.exhaustive
+@pytest.mark.parametrize("fmt_name", ["e4m3", "e5m2", "e3m2", "e2m3", "e2m1"])
+def test_te_rceil_is_the_exact_ceiling_for_every_amax_of_a_binade(fmt_name):
+    """TE computes amax * float32(1 / max) in float32 and rounds its exponent up; for every
+    float32 amax in [1, 2) that equals the exact ceil(log2(amax / max)). A float32 product
+    scales exactly by powers of two while it stays normal, so this covers every amax whose
+    quotient is a normal float32. Reference: integers only. amax = m / 2**23, max = M / 2**t;
+    2**c >= amax / max  <=>  M * 2**(23 + c) >= m * 2**t, and c is the least such integer."""
+    fmt = as_format(fmt_name)
+    amax = np.arange(0x3F800000, 0x40000000, dtype=np.uint32).view(np.float32)
+    m = amax.view(np.uint32).astype(np.int64) & 0x7FFFFF | 0x800000
+    big_m, t = Q(fmt.max).numerator, Q(fmt.max).denominator.bit_length() - 1
+    want = np.full(m.shape, 1, np.int64)
+    for c in range(0, -24, -1):  # descending: the last c that still holds is the least
+        holds = (big_m << 23) >= (m << t) * (1 << -c)
+        want = np.where(holds, c, want)
+    _, record = block_cast(amax.reshape(-1, 1), fmt_name, block=1, scale_format="e8m0",
+                           rule="rceil_te")
+    np.testing.assert_array_equal(record.scale_codes[:, 0].astype(np.int64), want + 127)

@@ -58,6 +58,10 @@ rule                scale       decode scale X of a block with amax ``a``
                                 infinite), ``S_dec = float32(1 / S_enc)``; per block
                                 ``X_b = e4m3(a / 6 * S_enc)`` (float32, in that order); elements
                                 ``x * min(1 / (X_b * S_dec), FLT_MAX)``; value ``P * X_b * S_dec``.
+                                A product with a float32 reciprocal, as TE's kernel and its
+                                test reference compute it: for ``X_b = 1.875`` the element
+                                ``-4.6875`` gives ``-3`` where the exact quotient ``-2.5``
+                                would round to ``-2`` (tests/test_torch_torchao.py).
 ==================  ==========  ===============================================================
 
 Where torchao 0.18's CPU path claims one of these rules and gives other bits, lowprec models
