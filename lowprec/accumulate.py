@@ -441,17 +441,6 @@ def _scaled_matmul(acc, a, b, inputs, held, output, mode, rng, random_bits):
     return out
 
 
-def _k_scales(m: ScaledTensor, k_axis: int) -> tuple[np.ndarray, int]:
-    """(scales, kb): one float64 decode scale per K-block of length kb, k_axis replaced by the
-    block count (``ScaledTensor.k_scales``; a ScaledTensor without it has 1-D blocks)."""
-    if hasattr(m, "k_scales"):
-        return m.k_scales(k_axis)
-    if m.axis != k_axis % m.elements.ndim:
-        raise ValueError(f"the operand's blocks run along axis {m.axis}, not along the GEMM's "
-                         f"reduction axis {k_axis % m.elements.ndim}")
-    return m.block_scales.astype(np.float64), int(m.block_size)
-
-
 def _block_operand(m, k_axis: int, held):
     """(elements, float64 scales per K-block, kb or None, element format) of one operand; a
     plain array has scale 1 on the other operand's K-blocks (kb None: not set by it)."""
@@ -459,7 +448,7 @@ def _block_operand(m, k_axis: int, held):
         if m.elements.ndim != 2:
             raise ValueError(f"a block-scaled GEMM on a tensor-core model takes 2-D operands, got "
                              f"shape {m.shape}")
-        scales, kb = _k_scales(m, k_axis)
+        scales, kb = m.k_scales(k_axis)
         return m.elements, scales, int(kb), m.fmt
     arr = as_real_array(m, "a" if k_axis == -1 else "b")
     if arr.ndim != 2:

@@ -131,7 +131,8 @@ def _blocks_with_any(mask: np.ndarray, block_size, axis) -> np.ndarray:
         return tiles.any(axis=(-3, -1))
     moved = np.moveaxis(mask, axis, -1)
     padded = np.pad(moved, [(0, 0)] * (moved.ndim - 1) + [(0, (-moved.shape[-1]) % block_size)])
-    return padded.reshape(padded.shape[:-1] + (-1, block_size)).any(axis=-1)
+    blocks = padded.reshape(padded.shape[:-1] + (-1, block_size)).any(axis=-1)
+    return np.moveaxis(blocks, -1, axis)  # the grid of block_scales
 
 
 def block_statistics(before: np.ndarray, tensor) -> dict:

@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ..formats import BF16, FloatFormat
+from .block import block_cast
 from .fp8 import ROLES, RecipeState, format_for
 from .tensor import ScaledTensor
 
@@ -153,7 +154,6 @@ class BlockScalingState(RecipeState):
         whose reduction axis is ``axis`` (default -1). Gradients under stochastic rounding draw
         from ``rng`` (required then); operands of the recipe's ``rht_gemms`` are transformed
         first, along ``axis``."""
-        from .block import block_cast  # the block quantizer
         r = self.recipe
         axis = -1 if axis is None else axis
         if gemm is not None and gemm not in GEMMS:
@@ -172,7 +172,8 @@ class BlockScalingState(RecipeState):
         if block == "row":  # one block over the whole reduction axis
             block = int(np.shape(x)[axis])
         return block_cast(x, self.fmt, block=block, scale_format=r.scale_format, rule=r.rule,
-                          axis=axis, mode="stochastic" if self.stochastic else "nearest",
+                          axis=-1 if isinstance(block, tuple) else axis,  # tiles: last two axes
+                          mode="stochastic" if self.stochastic else "nearest",
                           rng=rng if self.stochastic else None)
 
     def state_dict(self) -> dict:
