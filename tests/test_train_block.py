@@ -3,8 +3,8 @@ Caster hands each GEMM operand the right blocks, transform and rounding, observa
 clipped / flushed blocks and histograms the block scales, and a run resumes bit for bit.
 
 References: counts and exponents worked out by hand from the OCP MX v1.0 floor rule (E2M1,
-max 6) and per-block loops written here; ml_dtypes' BF16 cast; the orthogonality of the Hadamard transform
-(x.T @ g is unchanged); the sample mean of stochastic rounding (unbiased).
+max 6) and per-block loops written here; ml_dtypes' BF16 cast; the orthogonality of the
+Hadamard transform (x.T @ g is unchanged); the sample mean of stochastic rounding (unbiased).
 """
 import ml_dtypes
 import numpy as np
