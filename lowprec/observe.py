@@ -45,6 +45,7 @@ from .scaling.loss import NON_FINITE_KINDS, NonFiniteSource
 
 if TYPE_CHECKING:  # the name only, for the hints: observe must not import nn
     from .nn.policy import Cast
+    from .scaling.tensor import ScaledTensor
 
 HIST_MIN_EXP = -96  # exp_hist[..., k] counts values with floor(log2|x|) == HIST_MIN_EXP + k ...
 HIST_BINS = 128  # ... for k in 0..127; the first and last bins also hold everything beyond
@@ -135,7 +136,7 @@ def _blocks_with_any(mask: np.ndarray, block_size, axis) -> np.ndarray:
     return np.moveaxis(blocks, -1, axis)  # the grid of block_scales
 
 
-def block_statistics(before: np.ndarray, tensor) -> dict:
+def block_statistics(before: np.ndarray, tensor: ScaledTensor) -> dict:
     """Per-block statistics of a block-scaled cast of ``before`` that gave ``tensor`` (a
     :class:`lowprec.scaling.ScaledTensor`): ``blocks``, ``blocks_clipped``, ``blocks_flushed``
     (counts; see the module docstring) and ``scale_fields``, the exponent-field counts (256,)
