@@ -50,6 +50,8 @@ def test_policies_name_their_recipes_and_gemm_accumulation():
             fp8_format="e4m3", activation_block=16, weight_block=16, rule="rceil",
             scale_format="e8m0", stochastic_gradients=False, rht_gemms=(),
             high_precision_layers=()), accumulate="H100_FP8")
+    with pytest.raises(ValueError, match="keeps layers .0, -1. in BF16"):
+        nvfp4.replace(accumulate="H100_FP8")
     with pytest.raises(ValueError, match="rht_gemms"):
         BlockScaling(rht_gemms=("backward",))
     with pytest.raises(ValueError, match="weight_block"):
