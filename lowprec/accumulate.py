@@ -466,13 +466,15 @@ def _tensor_scale(m) -> float:
 
 
 def _per_block(scales, kb_from: int, kb: int, K: int, k_axis: int, like_shape) -> np.ndarray:
-    """Scales on blocks of kb_from along K, repeated onto blocks of kb (kb divides kb_from)."""
+    """Scales on blocks of kb_from along K, repeated onto blocks of kb (kb divides kb_from, or
+    kb_from covers all of K)."""
     blocks = -(-K // kb)
     if scales is None:
         shape = list(like_shape)
         shape[k_axis] = blocks
         return np.ones(shape)
-    return np.take(np.repeat(scales, kb_from // kb, axis=k_axis), np.arange(blocks), axis=k_axis)
+    repeats = -(-kb_from // kb)  # kb divides kb_from, or kb_from spans all of K (one block)
+    return np.take(np.repeat(scales, repeats, axis=k_axis), np.arange(blocks), axis=k_axis)
 
 
 def _block_scaled_on_tensor_cores(model, a, b, held) -> np.ndarray:
@@ -491,7 +493,7 @@ def _block_scaled_on_tensor_cores(model, a, b, held) -> np.ndarray:
     sb = _per_block(sb, kbb or kb, kb, K, 0, (1, eb.shape[1]))
     if getattr(model, "block_scaled_mma", False):
         step = int(model.scale_block)
-        if kb % step:
+        if kb % step and sa.shape[-1] > 1:  # a single K-block is padded with zeros
             raise ValueError(f"{model.name} applies one scale per {step} elements of K; these "
                              f"operands have K-blocks of {kb}")
         # NVFP4's per-tensor level is not a block scale: the MMA takes the E4M3 block scales and
