@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lowprec
-from lowprec import RoundingMode, arith, bits, reference, tensorcore
+from lowprec import RoundingMode, arith, bits, reference, scaling, tensorcore
 from lowprec.nn import Cast
 from lowprec.rounding import as_mode
 
@@ -121,6 +121,13 @@ MODE_CALLS = {
     "lowprec.reference.round_exact": lambda m: reference.round_exact(X, "fp16", m),
     "lowprec.rounding.as_mode": lambda m: as_mode(m) is RoundingMode.UP and FP16_UP,
     "lowprec.nn.Cast": lambda m: Cast("fp16", m).mode == "up" and FP16_UP,
+    # 1 + 2**-4 in a block of one: X = 2**-8 (floor rule), 272 lies between E4M3's 256 and 288
+    "lowprec.scaling.block_quantize": lambda m: scaling.block_quantize(
+        [1 + 2**-4], "e4m3", m, block=1, scale_format="e8m0", rule="floor")[0][0] == 1.125
+        and FP16_UP,
+    "lowprec.scaling.block_cast": lambda m: scaling.block_cast(
+        [1 + 2**-4], "e4m3", m, block=1, scale_format="e8m0", rule="floor")[0].elements[0] == 288
+        and FP16_UP,
     "lowprec.TensorCoreModel": lambda m: tensorcore.TensorCoreModel(
         "t", lowprec.FP16, 4, 23, output_rounding=m).output_rounding == "up" and FP16_UP,
 }

@@ -6,6 +6,8 @@
   ``make_loss_scaler``.
 * :mod:`.fp8`: per-tensor FP8 recipes (TE delayed scaling with an amax history, current scaling).
 * :mod:`.mx`: MX block scaling (E8M0 scale per 32 values), OCP MX v1.0 rule and TE's rule.
+* :mod:`.block`: the block quantizer (``block_cast``, ``block_quantize``): MX, NVFP4, 1x128 /
+  128x128 and rowwise blocks under every scale rule in use (OCP, TE, torchao, DeepSeek-V3).
 * :mod:`.tensor`: :class:`ScaledTensor`, what a scaled cast returns: elements and decode scales.
 """
 from .loss import (NON_FINITE_KINDS, LossScaler, NonFiniteSource, StaticLossScaler, StepRecord,
@@ -15,6 +17,7 @@ from .dynamic import (APEX, PYTORCH, DeepSpeedConfig, DynamicLossScaler, Dynamic
 from .fp8 import (FP8_FORMATS, ROLES, CastRecord, CurrentScaling, CurrentScalingState,
                   DelayedScaling, DelayedScalingState, format_for, quantize, satfinite_cast,
                   scaled_cast)
+from .block import BLOCK_RULES, BlockRecord, block_cast, block_quantize
 from .mx import (MX_ELEMENTS, MX_RULES, MXBlockScaling, MXState, mx_cast, mx_quantize,
                  mx_scale_exponents)
 from .tensor import ScaledTensor, held_values
@@ -26,5 +29,6 @@ __all__ = [
     "FP8_FORMATS", "ROLES", "CastRecord", "CurrentScaling", "CurrentScalingState",
     "DelayedScaling", "DelayedScalingState", "format_for", "quantize", "satfinite_cast",
     "scaled_cast", "ScaledTensor", "held_values", "mx_cast",
+    "BLOCK_RULES", "BlockRecord", "block_cast", "block_quantize",
     "MX_ELEMENTS", "MX_RULES", "MXBlockScaling", "MXState", "mx_quantize", "mx_scale_exponents",
 ]

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..formats import E2M1, E2M3, E3M2, E4M3, E5M2, FloatFormat, FormatLike, as_format
-from .fp8 import (ROLES, CastRecord, RecipeState, amax_of, as_float32_array, cast_statistics,
-                  format_for, satfinite_cast)
+from ..formats import E2M1, E2M3, E3M2, E4M3, E5M2, FormatLike, as_format
+from .block import _e8m0_exact, _te_codes, block_cast
+from .fp8 import ROLES, CastRecord, RecipeState, as_float32_array, format_for
 from .tensor import ScaledTensor
 
 __all__ = ["MX_RULES", "MX_ELEMENTS", "MXBlockScaling", "MXState", "mx_cast", "mx_quantize",
@@ -38,60 +38,19 @@ __all__ = ["MX_RULES", "MX_ELEMENTS", "MXBlockScaling", "MXState", "mx_cast", "m
 MX_RULES = ("te", "ocp")
 MX_ELEMENTS = (E4M3, E5M2, E3M2, E2M3, E2M1)  # MXFP8, MXFP6, MXFP4 element formats (OCP MX v1.0)
 _E8M0_BIAS = 127
-
-
-def _te_codes(amax32: np.ndarray, fmt: FloatFormat) -> np.ndarray:
-    """TE's biased E8M0 codes (0..255) for block amaxes given as float32."""
-    max_norm_rcp = np.float32(1.0 / fmt.max)  # Quantized_Limits::max_norm_rcp, a float constant
-    with np.errstate(over="ignore"):
-        val = amax32 * max_norm_rcp  # float32 product
-    bits = val.view(np.uint32)
-    exponent = (bits >> 23).astype(np.int32) & 0xFF
-    mantissa = bits & 0x7FFFFF
-    # Round the exponent up unless val is a power of two, saturate at 0xFE, and let subnormal
-    # values up to 2**-127 keep code 0 (which stands for 2**-127).
-    round_up = (mantissa > 0) & (exponent != 0xFE) & ~((exponent == 0) & (mantissa <= 0x400000))
-    codes = exponent + round_up
-    codes = np.where(val == 0, 0, codes)
-    codes = np.where(np.isinf(val), 0xFE, codes)
-    return np.where(np.isnan(val), 0xFF, codes)
-
-
-def _te_reciprocal(codes: np.ndarray) -> np.ndarray:
-    """exp2f_rcp: float bits (254 - code) << 23, except code 0 -> 1.0 (so 254 -> 0.0)."""
-    bits = ((254 - codes.astype(np.int64)) << 23) & 0xFFFFFFFF
-    recip = bits.astype(np.uint32).view(np.float32)
-    return np.where(codes == 0, np.float32(1.0), recip)
+_BLOCK_RULE = {"te": "rceil", "ocp": "floor"}  # the names of these rules in block_cast
 
 
 def mx_scale_exponents(block_amax: ArrayLike, fmt: FormatLike, rule: str) -> np.ndarray:
     """Unbiased exponents ``e`` (float64; NaN for a NaN scale) of the blocks' scales ``2**e``."""
     fmt = as_format(fmt)
+    if rule not in MX_RULES:
+        raise ValueError(f"unknown MX rule {rule!r}; valid: {', '.join(MX_RULES)}")
     amax = np.asarray(block_amax, np.float32)
     if rule == "te":
         codes = _te_codes(amax, fmt)
         return np.where(codes == 0xFF, np.nan, codes - float(_E8M0_BIAS))
-    if rule == "ocp":
-        _, exp2 = np.frexp(np.where(amax > 0, amax, 1.0).astype(np.float64))  # amax = m * 2**exp2
-        shared = (exp2 - 1) - float(fmt.emax)  # floor(log2(amax)) exactly, minus emax_elem
-        shared = np.where(amax > 0, np.maximum(shared, -127.0), -127.0)
-        return np.where(np.isfinite(amax) & (shared <= 127), shared, np.nan)
-    raise ValueError(f"unknown MX rule {rule!r}; valid: {', '.join(MX_RULES)}")
-
-
-def _to_blocks(x32: np.ndarray, axis: int, block_size: int):
-    """(..., n_blocks, block_size) view of ``x`` along ``axis``, zero-padded at the end."""
-    moved = np.moveaxis(x32, axis, -1)
-    length = moved.shape[-1]
-    pad = (-length) % block_size
-    if pad:
-        moved = np.concatenate([moved, np.zeros(moved.shape[:-1] + (pad,), np.float32)], axis=-1)
-    return moved.reshape(moved.shape[:-1] + (-1, block_size)), length
-
-
-def _from_blocks(blocks: np.ndarray, axis: int, length: int) -> np.ndarray:
-    flat = blocks.reshape(blocks.shape[:-2] + (-1,))[..., :length]
-    return np.moveaxis(flat, -1, axis)
+    return _e8m0_exact(amax, fmt, "floor")
 
 
 def mx_quantize(x: ArrayLike, fmt: FormatLike = "e4m3", *, rule: str = "te",
@@ -100,7 +59,7 @@ def mx_quantize(x: ArrayLike, fmt: FormatLike = "e4m3", *, rule: str = "te",
 
     ``values`` (float32, the shape of ``x``) are the elements read back, ``P * X``;
     ``record.block_scales`` holds each block's decode scale ``X`` with ``axis`` running over
-    blocks. A last block shorter than ``block_size`` is padded with zeros.
+    blocks. A last block shorter than ``block_size`` holds what is left.
     """
     tensor, record = mx_cast(x, fmt, rule=rule, block_size=block_size, axis=axis)
     return tensor.dequantize(), record
@@ -109,7 +68,9 @@ def mx_quantize(x: ArrayLike, fmt: FormatLike = "e4m3", *, rule: str = "te",
 def mx_cast(x: ArrayLike, fmt: FormatLike = "e4m3", *, rule: str = "te", block_size: int = 32,
             axis: int = -1) -> tuple[ScaledTensor, CastRecord]:
     """:func:`mx_quantize` as a value: ``(ScaledTensor, CastRecord)``, the tensor holding the
-    elements ``P`` (NaN where the read-back is NaN) and the block scales ``X``."""
+    elements ``P`` (NaN where the read-back is NaN) and the block scales ``X``. The record is a
+    :class:`~lowprec.scaling.block.BlockRecord` (a CastRecord with the codes): this is
+    :func:`~lowprec.scaling.block.block_cast` with rule "rceil" ("te") or "floor" ("ocp")."""
     fmt = as_format(fmt)
     if fmt not in MX_ELEMENTS:
         raise ValueError(f"{fmt.name} is not an MX element format; valid: "
@@ -126,34 +87,8 @@ def mx_cast(x: ArrayLike, fmt: FormatLike = "e4m3", *, rule: str = "te", block_s
         raise ValueError("MX block scaling needs an array with at least one dimension")
     if not -x32.ndim <= axis < x32.ndim:
         raise ValueError(f"axis {axis} is out of range for an array with {x32.ndim} dimensions")
-
-    blocks, length = _to_blocks(x32, axis, block_size)  # (..., n_blocks, block_size)
-    if rule == "te":
-        finite_or_inf = np.where(np.isnan(blocks), np.float32(0), blocks)  # fmaxf drops NaN
-        block_amax = np.abs(finite_or_inf).max(axis=-1)
-        codes = _te_codes(block_amax.astype(np.float32), fmt)
-        exponents = np.where(codes == 0xFF, np.nan, codes - float(_E8M0_BIAS))
-        recip = _te_reciprocal(codes)[..., None]
-    else:
-        block_amax = np.abs(blocks).max(axis=-1)  # NaN and inf propagate to a NaN scale
-        exponents = mx_scale_exponents(block_amax, fmt, "ocp")
-        recip = np.exp2(-np.nan_to_num(exponents)).astype(np.float32)[..., None]
-    with np.errstate(over="ignore", invalid="ignore"):
-        scaled = np.where(np.isnan(exponents)[..., None], np.float32(np.nan), blocks * recip)
-        nan = np.isnan(scaled)  # a NaN element, or every element of a NaN-scale block
-        # Formats without NaN (E2M1, ...) cannot take NaN: round zeros there, put NaN back.
-        rounded = satfinite_cast(np.where(nan, np.float32(0), scaled), fmt)
-        decode = np.exp2(exponents)  # float64, exact powers of two; NaN for a NaN scale
-        elements = np.where(nan, np.float32(np.nan), rounded)
-
-    block_scales = np.moveaxis(decode.astype(np.float32), -1, axis)  # exact: 2**-127..2**127
-    tensor = ScaledTensor(_from_blocks(elements, axis, length), fmt, block_scales=block_scales,
-                          block_size=block_size, axis=axis)
-    values = tensor.dequantize()  # element * X, exact in float64, then float32
-    clipped, flushed = cast_statistics(x32, _from_blocks(scaled, axis, length), values, fmt)
-    record = CastRecord(fmt.name, float(amax_of(x32)), None, None, clipped, flushed,
-                        block_scales=block_scales)
-    return tensor, record
+    return block_cast(x32, fmt, block=int(block_size), scale_format="e8m0",
+                      rule=_BLOCK_RULE[rule], axis=axis)
 
 
 @dataclass(frozen=True)
