@@ -77,7 +77,7 @@ test-oldest: $(OLDEST_VENV)/.installed
 
 # Optional cross-checks against PyTorch's CPU build.
 test-torch: $(VENV)/.installed
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet torch==2.13.0 torchao==0.18.0
 	$(PY) -m pytest -q -m torch
 
 figures: $(VENV)/.installed

@@ -23,13 +23,20 @@ rule                scale       decode scale X of a block with amax ``a``
                                 with the floor read exactly from the exponent bits. The top
                                 element may clip. Clamped below at 2**-127 (all-zero blocks).
                                 inf or NaN in the block: NaN scale, the block reads NaN.
-``rceil``           e8m0        ``2**ceil(log2(a / max))``: Transformer Engine
-                                (common/util/ptx.cuh ``float_to_e8m0`` on ``a * (1/max)``,
-                                ``exp2f_rcp``), = cuBLAS / PTX ``cvt.rp.satfinite.ue8m0x2.f32``
-                                for every normal ``a`` (checked exhaustively over a binade for
-                                each MX element format). Nothing clips. TE's corners: code 0
-                                multiplies by 1 (flushes the block), inf gives code 254 whose
-                                reciprocal is 0 (finite elements 0, the inf NaN).
+``rceil``           e8m0        ``2**ceil(log2(a / max))`` exactly, clamped to [2**-127,
+                                2**127]: the round-up rule of cuBLAS (docs: "Computing scaling
+                                and conversion factors for FP8 with UE8M0 scales") and
+                                Transformer Engine; nothing clips. inf or NaN in the block:
+                                NaN scale, the block reads NaN.
+``rceil_te``        e8m0        Transformer Engine's kernel bit for bit (common/util/ptx.cuh
+                                ``float_to_e8m0`` on the float32 ``a * (1/max)``,
+                                ``exp2f_rcp``; mx_cast's "te"). Equal to ``rceil`` whenever
+                                ``a / max`` is a normal float32 (checked exhaustively over a
+                                binade for each MX element format); below that the product is
+                                rounded to float32's subnormal grid first. TE's corners: amax
+                                ignores NaN; code 0 multiplies by 1 (flushes the block); inf
+                                gives code 254 whose reciprocal is 0 (finite elements 0, the
+                                inf NaN).
 ``ceil``            e8m0        ``2**(ceil(log2 a) - emax)``: torchao ``ScaleCalculationMode.CEIL``
                                 (torchao/prototype/mx_formats/mx_tensor.py ``to_mx``), exact.
 ``even``            e8m0        ``2**(floor(log2 a') - emax)`` where ``a'`` is ``a`` rounded to the
@@ -41,15 +48,20 @@ rule                scale       decode scale X of a block with amax ``a``
                                 Elements are ``satfinite(x * S)``.
 ``fp32``            fp32        ``X = float32(a / max)``, unrounded: DeepSeek-V3 (arXiv
                                 2412.19437 sec. 3.3; inference/kernel.py ``act_quant_kernel``:
-                                ``s = amax / 448; y = x / s`` in float32). An all-zero block
-                                gets X = 1 (the kernel would give 0/0 = NaN; TE's rule gives 1);
-                                inf or NaN in the block: NaN scale.
+                                ``s = amax / 448; y = x / s`` in float32). A scale of 0 (an
+                                all-zero block, or ``a / max`` below float32's range) becomes 1
+                                (the kernel would divide by 0; TE's rule also gives 1); inf or
+                                NaN in the block: NaN scale.
 ``nvfp4``           e4m3        two levels (TE common/cast/nvfp4/core_nvfp4.cuh and
                                 quantize_transpose_nvfp4.cuh): ``S_enc = 448*6 / global_amax``
                                 (float32; 1 when amax is 0 or S_enc is 0, FLT_MAX when
                                 infinite), ``S_dec = float32(1 / S_enc)``; per block
                                 ``X_b = e4m3(a / 6 * S_enc)`` (float32, in that order); elements
                                 ``x * min(1 / (X_b * S_dec), FLT_MAX)``; value ``P * X_b * S_dec``.
+                                A product with a float32 reciprocal, as TE's kernel and its
+                                test reference compute it: for ``X_b = 1.875`` the element
+                                ``-4.6875`` gives ``-3`` where the exact quotient ``-2.5``
+                                would round to ``-2`` (tests/test_torch_torchao.py).
 ==================  ==========  ===============================================================
 
 Where torchao 0.18's CPU path claims one of these rules and gives other bits, lowprec models
@@ -99,7 +111,7 @@ from .tensor import SCALE_FORMATS, ScaledTensor
 
 __all__ = ["BLOCK_RULES", "BlockRecord", "block_cast", "block_quantize"]
 
-_E8M0_RULES = ("floor", "rceil", "ceil", "even", "floor_torchao", "ceil_torchao",
+_E8M0_RULES = ("floor", "rceil", "ceil", "even", "rceil_te", "floor_torchao", "ceil_torchao",
                "even_torchao", "rceil_torchao")
 _NVFP4_RULES = ("nvfp4", "nvfp4_torchao")
 BLOCK_RULES = _E8M0_RULES + ("pow2_floor", "pow2_floor_torchao", "fp32") + _NVFP4_RULES
@@ -119,11 +131,22 @@ class BlockRecord(CastRecord):
     decode scales for ``scale_format="fp32"``; ``element_codes`` are ``fmt``'s codes, shape of
     ``x`` (an element that reads NaN in a format without NaN gets code 0)."""
 
-    element_codes: np.ndarray | None = field(default=None, compare=False, repr=False)
     scale_codes: np.ndarray | None = field(default=None, compare=False, repr=False)
     tensor_scale: float | None = None  # NVFP4's per-tensor decode scale
     scale_format: str | None = None
     rule: str | None = None
+    tensor: ScaledTensor | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def element_codes(self) -> np.ndarray:
+        """The element format's codes, shape of x; encoded on first use (a training step
+        that never reads them does not pay for them)."""
+        codes = self.__dict__.get("_element_codes")
+        if codes is None:
+            elements, fmt = self.tensor.elements, self.tensor.fmt
+            codes = _element_codes(elements, fmt)
+            self.__dict__["_element_codes"] = codes  # a cache on a frozen value, not a field
+        return codes
 
 
 # --- blocking -----------------------------------------------------------------------------------
@@ -142,7 +165,7 @@ class _Layout:
             pad = (-moved.shape[-1]) % self.size
             if pad:
                 moved = np.concatenate([moved, np.zeros(moved.shape[:-1] + (pad,), x.dtype)], -1)
-            return moved.reshape(moved.shape[:-1] + (-1, self.size))
+            return moved.reshape(moved.shape[:-1] + (moved.shape[-1] // self.size, self.size))
         bm, bn = self.tile
         m, n = x.shape[-2:]
         padded = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, (-m) % bm), (0, (-n) % bn)])
@@ -153,7 +176,8 @@ class _Layout:
 
     def from_blocks(self, blocks: np.ndarray) -> np.ndarray:
         if self.tile is None:
-            flat = blocks.reshape(blocks.shape[:-2] + (-1,))[..., :self.shape[self.axis]]
+            flat = blocks.reshape(blocks.shape[:-2] + (blocks.shape[-2] * self.size,))
+            flat = flat[..., :self.shape[self.axis]]
             return np.moveaxis(flat, -1, self.axis)
         bm, bn = self.tile
         tiles = blocks.reshape(blocks.shape[:-1] + (bm, bn))
@@ -238,6 +262,17 @@ def _e8m0_exact(amax: np.ndarray, fmt: FloatFormat, rule: str) -> np.ndarray:
     return np.where(np.isfinite(amax), e, np.nan)
 
 
+def _rceil_exact(amax: np.ndarray, fmt: FloatFormat) -> np.ndarray:
+    """Unbiased exponents ceil(log2(amax / max)), clamped to [-127, 127]; NaN for inf/NaN.
+    The float64 quotient is enough: a float32 amax above max * 2**k exceeds it by at least
+    2**-26 relative, far above float64's rounding, so the quotient never rounds onto 2**k."""
+    q = np.where((amax > 0) & np.isfinite(amax), amax, 1).astype(np.float64) / fmt.max
+    frac, exp = np.frexp(q)
+    e = np.where(frac == 0.5, exp - 1, exp)
+    e = np.where(amax > 0, np.clip(e, -127, 127), -127).astype(np.float64)
+    return np.where(np.isfinite(amax), e, np.nan)
+
+
 def _e8m0_torchao(amax: np.ndarray, fmt: FloatFormat, rule: str) -> np.ndarray:
     """torchao to_mx's biased codes (0..255) for FLOOR/CEIL/EVEN, from the float32 bits."""
     a = amax.astype(np.float32)
@@ -291,9 +326,9 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
     codes per block, tensor decode scale or None)."""
     fmax = _F32(fmt.max)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        if rule in ("floor", "ceil", "even"):
+        if rule in ("floor", "ceil", "even", "rceil"):
             amax = _amax(blocks, propagate_nan=True)  # NaN and inf give a NaN scale
-            e = _e8m0_exact(amax, fmt, rule)
+            e = _rceil_exact(amax, fmt) if rule == "rceil" else _e8m0_exact(amax, fmt, rule)
             recip = np.exp2(-np.nan_to_num(e)).astype(np.float32)  # exact
             recip[np.isnan(e)] = np.nan  # a NaN scale makes its whole block NaN
             scaled = blocks * recip[..., None]
@@ -306,7 +341,7 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
             divisor = np.maximum(divisor, _F32(2.0 ** -126))  # 255 -> +inf stays
             scaled = blocks / divisor[..., None]
             return scaled, _pow2(codes), codes.astype(np.uint8), None
-        if rule == "rceil":
+        if rule == "rceil_te":
             amax = _amax(blocks, propagate_nan=False)  # TE's fmaxf ignores NaN
             codes = _te_codes(amax, fmt)
             scaled = blocks * _te_reciprocal(codes)[..., None]
@@ -342,7 +377,8 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
             return scaled, decode, decode.astype(np.float32), None
         if rule == "fp32":
             amax = _amax(blocks, propagate_nan=True)
-            s = np.where(amax == 0, _F32(1.0), amax / fmax).astype(np.float32)
+            s = (amax / fmax).astype(np.float32)
+            s = np.where(s == 0, _F32(1.0), s).astype(np.float32)  # 0 / 0 -> 1 (see above)
             s = np.where(np.isfinite(amax), s, _F32(np.nan)).astype(np.float32)
             scaled = blocks / s[..., None]
             return scaled, s.astype(np.float64), s, None
@@ -352,9 +388,10 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
                 s_enc = np.minimum(_F32(448.0 * 6.0) / g, _F32_MAX)
                 if g == 0 or s_enc == 0:
                     s_enc = _F32(1.0)
-            else:
-                s_enc = _F32(1.0 / np.float64(tensor_scale))
-            s_dec = _F32(1.0 / np.float64(s_enc))  # `1.0 / S_enc`: a double division
+                s_dec = _F32(1.0 / np.float64(s_enc))  # `1.0 / S_enc`: a double division
+            else:  # the decode scale given; the encode scale is its float32 reciprocal
+                s_dec = _F32(tensor_scale)
+                s_enc = _F32(1.0 / np.float64(s_dec))
             amax = _amax(blocks, propagate_nan=False)
             s_dec_b = np.minimum((amax / _F32(6.0)) * s_enc, _F32_MAX)
             x_b = round_to(s_dec_b.astype(np.float32), E4M3, overflow="saturate")  # __nv_fp8_e4m3
@@ -396,8 +433,9 @@ def _check(fmt: FloatFormat, scale_format: str, rule: str, tensor_scale, mode, r
     if tensor_scale is not None:
         if rule not in _NVFP4_RULES:
             raise ValueError(f"tensor_scale is NVFP4's second level; rule {rule!r} has none")
-        t = np.float64(tensor_scale) if np.ndim(tensor_scale) == 0 else None
-        if t is None or not (np.isfinite(t) and t > 0):
+        number = isinstance(tensor_scale, (int, float, np.integer, np.floating)) \
+            and not isinstance(tensor_scale, (bool, np.bool_))
+        if not number or not (np.isfinite(tensor_scale) and tensor_scale > 0):
             raise ValueError(f"tensor_scale must be a positive finite number, got "
                              f"{tensor_scale!r}")
     if mode.value != "stochastic" and rng is not None:
@@ -462,9 +500,8 @@ def block_cast(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *,
                       axis=layout.axis, tensor_scale=t_scale, scale_format=scale_format)
     values = st.dequantize()
     clipped, flushed = cast_statistics(x32, layout.from_blocks(scaled), values, fmt)
-    element_codes = _element_codes(st.elements, fmt)
     record = BlockRecord(fmt.name, float(amax_of(x32)), None, None, clipped, flushed,
-                         block_scales=block_scales, element_codes=element_codes,
+                         block_scales=block_scales, tensor=st,
                          scale_codes=layout.grid(codes if scale_format != "fp32"
                                                  else decode.astype(np.float32)),
                          tensor_scale=None if t_scale is None else float(t_scale),

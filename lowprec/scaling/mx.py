@@ -19,6 +19,9 @@ element format and read back as ``P * X``. Two rules choose ``e`` from the block
   when the code is 0 (amax at most about fmt.max * 2**-127) the reciprocal is 1, which
   flushes the block to zero; an infinite amax gives code 254 whose reciprocal is 0, so finite
   elements read back 0 and the inf reads back NaN.
+
+Both run through :func:`lowprec.scaling.block_cast` (rules "floor" and "rceil_te"), which has
+the other rules in use (torchao's, NVFP4, 1x128 / 128x128 blocks).
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ __all__ = ["MX_RULES", "MX_ELEMENTS", "MXBlockScaling", "MXState", "mx_cast", "m
 MX_RULES = ("te", "ocp")
 MX_ELEMENTS = (E4M3, E5M2, E3M2, E2M3, E2M1)  # MXFP8, MXFP6, MXFP4 element formats (OCP MX v1.0)
 _E8M0_BIAS = 127
-_BLOCK_RULE = {"te": "rceil", "ocp": "floor"}  # the names of these rules in block_cast
+_BLOCK_RULE = {"te": "rceil_te", "ocp": "floor"}  # the names of these rules in block_cast
 
 
 def mx_scale_exponents(block_amax: ArrayLike, fmt: FormatLike, rule: str) -> np.ndarray:
@@ -70,7 +73,7 @@ def mx_cast(x: ArrayLike, fmt: FormatLike = "e4m3", *, rule: str = "te", block_s
     """:func:`mx_quantize` as a value: ``(ScaledTensor, CastRecord)``, the tensor holding the
     elements ``P`` (NaN where the read-back is NaN) and the block scales ``X``. The record is a
     :class:`~lowprec.scaling.block.BlockRecord` (a CastRecord with the codes): this is
-    :func:`~lowprec.scaling.block.block_cast` with rule "rceil" ("te") or "floor" ("ocp")."""
+    :func:`~lowprec.scaling.block.block_cast` with rule "rceil_te" ("te") or "floor" ("ocp")."""
     fmt = as_format(fmt)
     if fmt not in MX_ELEMENTS:
         raise ValueError(f"{fmt.name} is not an MX element format; valid: "
