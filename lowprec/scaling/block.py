@@ -397,7 +397,7 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
             x_b = round_to(s_dec_b.astype(np.float32), E4M3, overflow="saturate")  # __nv_fp8_e4m3
             inverse = np.minimum(_F32(1.0) / (x_b * s_dec), _F32_MAX)
             scaled = blocks * inverse[..., None]
-            return scaled, x_b.astype(np.float64), encode(x_b, E4M3), s_dec
+            return scaled, x_b.astype(np.float64), _element_codes(x_b, E4M3), s_dec
         if rule == "nvfp4_torchao":
             if tensor_scale is None:  # per_tensor_amax_to_scale(torch.max(torch.abs(x)))
                 g = np.abs(x32).max() if x32.size else _F32(0)
@@ -410,7 +410,7 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
             x_b = round_to(clamped.astype(np.float32), E4M3)
             recip = (_F32(1.0) / s) / x_b
             scaled = blocks * recip.astype(np.float32)[..., None]
-            return scaled, x_b.astype(np.float64), encode(x_b, E4M3), s
+            return scaled, x_b.astype(np.float64), _element_codes(x_b, E4M3), s
     raise AssertionError(rule)  # pragma: no cover - rules are checked by the caller
 
 
