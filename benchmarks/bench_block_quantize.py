@@ -10,8 +10,11 @@ Two comparisons per recipe, each with the same rule on both sides:
 * round trip: ``block_quantize`` (the values read back) against torchao's cast followed by its
   dequantization (``to_dtype`` / ``NVFP4Tensor.dequantize``).
 
-torch runs on ``--threads`` threads (default 1, as NumPy does). The ratio is torchao's time over
-lowprec's: above 1, lowprec is faster. Skips cleanly when torch or torchao is missing.
+torch runs on ``--threads`` threads (default 1, as NumPy does). Times are the process's CPU
+time (``time.process_time``, best of ``--repeat``), so other load on a shared machine does not
+enter the ratio; with more than one torch thread it sums the threads' time. The ratio is
+torchao's time over lowprec's: above 1, lowprec is faster. Skips cleanly when torch or torchao
+is missing.
 """
 from __future__ import annotations
 
@@ -36,9 +39,9 @@ def best_time(fn, repeat: int) -> float:
     fn()  # warm up
     best = float("inf")
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return best
 
 
@@ -105,7 +108,7 @@ def main(argv=None):
     print(f"{args.n:,} float32 values, standard normal, blocks along the last of (n/1024, 1024); "
           f"{platform.processor() or platform.machine()}, NumPy {np.__version__}, "
           f"torch {torch.__version__} ({args.threads} thread(s)), torchao {torchao.__version__}; "
-          f"best of {args.repeat}")
+          f"CPU time, best of {args.repeat}")
     print(f"{'recipe':28s} {'step':10s} {'lowprec M/s':>11s} {'torchao M/s':>11s} {'ratio':>7s}")
     for label, cast, ref_cast, round_trip, ref_round_trip in cases:
         for step, ours, ref in (("cast", cast, ref_cast), ("round trip", round_trip,

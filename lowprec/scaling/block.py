@@ -233,10 +233,10 @@ def _layout(shape: tuple, block: int | tuple[int, int] | str, axis: int) -> _Lay
 # --- scale rules --------------------------------------------------------------------------------
 def _amax(blocks: np.ndarray, propagate_nan: bool) -> np.ndarray:
     """Per-block max |x| (float32): NaN-propagating (torch.amax) or NaN-ignoring (fmaxf)."""
-    mags = np.abs(blocks)
-    if not propagate_nan:
-        mags = np.where(np.isnan(mags), _F32(0), mags)
-    return mags.max(axis=-1)
+    if propagate_nan:
+        return np.abs(blocks).max(axis=-1)
+    amax = np.fmax.reduce(np.abs(blocks), axis=-1)  # skips NaN; NaN only for an all-NaN block
+    return np.where(np.isnan(amax), _F32(0), amax)
 
 
 def _bits(a32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
