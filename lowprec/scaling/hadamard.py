@@ -2,7 +2,7 @@
 
 A block-scaled format gives each block of 16 or 32 values one scale, so a single outlier sets
 the scale of its whole block and the small values beside it round to zero. NVIDIA's NVFP4
-recipe (arXiv 2509.25149, section 4.2 "Random Hadamard transforms") therefore rotates the two
+recipe (arXiv 2509.25149, its random Hadamard transform section) therefore rotates the two
 inputs of the weight-gradient GEMM before quantizing them: tile by tile along the reduction
 dimension, each tile ``x`` of ``d = 16`` values becomes ::
 
