@@ -1,6 +1,7 @@
 """Throughput of lowprec's block quantizer against torchao's CPU MX and NVFP4 paths, same run.
 
     python benchmarks/bench_block_quantize.py [--n 4194304] [--repeat 5] [--threads 1]
+                                              [--no-pin-malloc]
 
 The array: float32 standard normal values, shape (n / 1024, 1024), blocks along the last axis.
 Two comparisons per recipe, each with the same rule on both sides:
@@ -15,6 +16,11 @@ time (``time.process_time``, best of ``--repeat``), so other load on a shared ma
 enter the ratio; with more than one torch thread it sums the threads' time. The ratio is
 torchao's time over lowprec's: above 1, lowprec is faster. Skips cleanly when torch or torchao
 is missing.
+
+On Linux (glibc) the allocator's mmap threshold is pinned before Python starts, as in
+benchmarks/bench_training.py (the script re-executes itself once): with glibc's moving threshold
+each fresh 16 MB output may come from new pages whose faults count as CPU time, and torchao's
+cast measured anywhere between 165 and 830 M/s from one run to the next.
 """
 from __future__ import annotations
 
@@ -22,13 +28,23 @@ import argparse
 import functools
 import importlib.util
 import logging
+import os
 import platform
+import sys
 import time
 import warnings
 
-import numpy as np
+PIN_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(128 << 20)}
 
-from lowprec.scaling import block_cast, block_quantize
+if __name__ == "__main__":
+    if (sys.platform.startswith("linux") and "--no-pin-malloc" not in sys.argv
+            and any(os.environ.get(k) != v for k, v in PIN_MALLOC.items())):
+        os.environ.update(PIN_MALLOC)  # glibc reads these only at process start: start again
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+
+import numpy as np  # noqa: E402
+
+from lowprec.scaling import block_cast, block_quantize  # noqa: E402
 
 
 def make_input(n: int, seed: int = 0) -> np.ndarray:
@@ -94,6 +110,8 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=4 * 1024 * 1024)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-pin-malloc", action="store_true",
+                        help="keep glibc's moving mmap threshold (timings vary widely)")
     args = parser.parse_args(argv)
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("torchao") is None:
         print("torch or torchao is not installed: nothing to compare against, skipped")
@@ -108,7 +126,8 @@ def main(argv=None):
     print(f"{args.n:,} float32 values, standard normal, blocks along the last of (n/1024, 1024); "
           f"{platform.processor() or platform.machine()}, NumPy {np.__version__}, "
           f"torch {torch.__version__} ({args.threads} thread(s)), torchao {torchao.__version__}; "
-          f"CPU time, best of {args.repeat}")
+          f"CPU time, best of {args.repeat}; malloc mmap threshold "
+          f"{os.environ.get('MALLOC_MMAP_THRESHOLD_', 'glibc default (moving)')}")
     print(f"{'recipe':28s} {'step':10s} {'lowprec M/s':>11s} {'torchao M/s':>11s} {'ratio':>7s}")
     for label, cast, ref_cast, round_trip, ref_round_trip in cases:
         for step, ours, ref in (("cast", cast, ref_cast), ("round trip", round_trip,
