@@ -20,14 +20,39 @@ hardware computes for them. Per-tensor scales (FP8 delayed/current scaling): the
 through the accumulator and the decode scales multiply the sum in FP32, as cuBLASLt's FP8
 matmul does, ``D = scale_a * scale_b * (A @ B)`` with Transformer Engine passing each operand's
 scale_inv as its scale (transformer_engine/common/gemm/cublaslt_gemm.cu; the order of the two
-FP32 products is not documented: the scalar ``scale_a * scale_b`` is formed first). Block scales
-(MX): each product is ``(e_a X_a)(e_b X_b)``, exact in float64 (elements of at most 4
-significant bits times powers of two), and the products are summed in the accumulator's order.
-With :data:`BLAS` the dequantized values are multiplied, as a model holding them would.
+FP32 products is not documented: the scalar ``scale_a * scale_b`` is formed first).
+
+Block scales (MX, NVFP4, 1x128 / 128x128 blocks, rowwise): ``a``'s scales run along its last
+axis and ``b``'s along its first, so every block of K has one scale pair (``ScaledTensor.k_scales``)
+and the hardware applies them inside the sum. How depends on the accumulator:
+
+* :data:`BLAS` multiplies the dequantized values, as a model holding them would.
+* :class:`FormatAccumulation` sums the exact products ``(e_a X_a)(e_b X_b)`` (exact in float64
+  for elements of at most 4 significant bits and power-of-two scales; otherwise fused through
+  :func:`lowprec.arith.fma`) in its order: an FFMA GEMM of the dequantized tensors.
+* A tensor-core model with ``block_scaled_mma = True`` (Blackwell's ``mma...block_scale``) gets
+  the elements and the decoded block scales, ``tensorcore.matmul(ea, eb, model, scale_a=,
+  scale_b=)``; NVFP4's per-tensor scales then multiply the result in FP32,
+  ``fp32(fp32(ta * tb) * D)``, as the GEMM's alpha.
+* A tensor-core model without it (Hopper, ``H100_FP8``) runs DeepSeek-V3's fine-grained scheme
+  (arXiv 2412.19437, sec. 3.3.2, "fine-grained quantization" and "increasing accumulation
+  precision"; deepseek-ai/DeepGEMM, deep_gemm/include/deep_gemm/fp8_gemm.cuh): the tensor core
+  computes each K-block's element dot product ``p_j`` on its own (the model's block-FMA chain
+  over that K-block, starting from 0), then on CUDA cores, in FP32, per output element and in
+  order of j: ``s_j = fp32(scale_a[i, j] * scale_b[j, n])``, then
+  ``acc = fp32(acc + s_j * p_j)`` rounded once (DeepGEMM's ``final_accum += scale * accum`` is
+  contracted to an FFMA by nvcc), from ``acc = 0``. Each operand's decode scale is taken as an
+  FP32 number (exact for E8M0 and FP32 scales). The K-block must be a multiple of the model's
+  block of products (else ValueError), unless K holds a single block, which the kernel pads with
+  zeros (rowwise scales).
+
+A block-scaled operand times a per-tensor scaled one is refused (ValueError); a plain array next
+to a block-scaled operand counts as elements with scale 1.
 """
 from __future__ import annotations
 
 import builtins
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -387,13 +412,20 @@ def _scaled_matmul(acc, a, b, inputs, held, output, mode, rng, random_bits):
         if not all(m.block_scaled for m in scaled):
             raise ValueError("a GEMM of a block-scaled and a per-tensor scaled operand is not "
                              "modelled")
-        if not acc.block_scales_supported:
-            raise ValueError(f"a block-scaled GEMM takes each block's scales into its products, "
-                             f"and the accumulator {acc.name!r} has no block-scaled MMA; use "
-                             f"{BLAS.name!r} or a format such as 'fp32'")
-        a, b = (m.exact_values() if isinstance(m, ScaledTensor) else m for m in (a, b))
-        out = acc.matmul(a, b, output=output, mode=mode, rng=rng, random_bits=random_bits)
         stored = FP32 if output is None else as_format(output)
+        if isinstance(acc, TensorCoreModel) or getattr(acc, "block_scaled_mma", False):
+            out = _block_scaled_on_tensor_cores(acc, a, b, held)
+            if output is not None:
+                out = _round(np.asarray(out, np.float64), stored, mode, rng=rng,
+                             random_bits=random_bits)
+        else:
+            if not getattr(acc, "block_scales_supported", False):
+                raise ValueError(f"a block-scaled GEMM takes each block's scales into its "
+                                 f"products, and the accumulator {acc.name!r} does not say how; "
+                                 f"use {BLAS.name!r}, a format such as 'fp32' or a tensor-core "
+                                 "model")
+            a, b = (m.exact_values() if isinstance(m, ScaledTensor) else m for m in (a, b))
+            out = acc.matmul(a, b, output=output, mode=mode, rng=rng, random_bits=random_bits)
         fits = stored.fits_float32 and acc.result_format.fits_float32
         return np.asarray(out, np.float32) if fits else out
     ha, hb = _pair(held)
@@ -410,6 +442,94 @@ def _scaled_matmul(acc, a, b, inputs, held, output, mode, rng, random_bits):
     if output is not None:
         out = _round(out, output, mode, rng=rng, random_bits=random_bits)
     return out
+
+
+def _block_operand(m, k_axis: int, held):
+    """(elements, float64 scales per K-block, kb or None, element format) of one operand; a
+    plain array has scale 1 on the other operand's K-blocks (kb None: not set by it)."""
+    if isinstance(m, ScaledTensor):
+        if m.elements.ndim != 2:
+            raise ValueError(f"a block-scaled GEMM on a tensor-core model takes 2-D operands, got "
+                             f"shape {m.shape}")
+        scales, kb = m.k_scales(k_axis)
+        return m.elements, scales, int(kb), m.fmt
+    arr = as_real_array(m, "a" if k_axis == -1 else "b")
+    if arr.ndim != 2:
+        raise ValueError(f"a block-scaled GEMM on a tensor-core model takes 2-D operands, got "
+                         f"shape {arr.shape}")
+    return arr, None, None, (held or _dtype_format(arr))
+
+
+def _tensor_scale(m) -> float:
+    """A ScaledTensor's per-tensor second level (NVFP4), or 1."""
+    scale = getattr(m, "tensor_scale", None) if isinstance(m, ScaledTensor) else None
+    return 1.0 if scale is None else float(scale)
+
+
+def _per_block(scales, kb_from: int, kb: int, K: int, k_axis: int, like_shape) -> np.ndarray:
+    """Scales on blocks of kb_from along K, repeated onto blocks of kb (kb divides kb_from, or
+    kb_from covers all of K)."""
+    blocks = -(-K // kb)
+    if scales is None:
+        shape = list(like_shape)
+        shape[k_axis] = blocks
+        return np.ones(shape)
+    repeats = -(-kb_from // kb)  # kb divides kb_from, or kb_from spans all of K (one block)
+    return np.take(np.repeat(scales, repeats, axis=k_axis), np.arange(blocks), axis=k_axis)
+
+
+def _block_scaled_on_tensor_cores(model, a, b, held) -> np.ndarray:
+    """Block-scaled ``a @ b`` on a tensor-core model (module docstring): natively with
+    ``block_scaled_mma``, else DeepSeek-V3's per-K-block partials scaled and added in FP32."""
+    ha, hb = _pair(held)
+    ea, sa, kba, fa = _block_operand(a, -1, ha)
+    eb, sb, kbb, fb = _block_operand(b, 0, hb)
+    K = ea.shape[-1]
+    if eb.shape[0] != K:
+        raise ValueError(f"matmul: a has {K} columns but b has {eb.shape[0]} rows")
+    kbs = [kb for kb in (kba, kbb) if kb is not None]
+    kb = math.gcd(*kbs) if len(kbs) == 2 else kbs[0]  # blocks of both operands start at k = 0
+    kb = min(kb, K) if K else 1
+    sa = _per_block(sa, kba or kb, kb, K, -1, (ea.shape[0], 1))
+    sb = _per_block(sb, kbb or kb, kb, K, 0, (1, eb.shape[1]))
+    if getattr(model, "block_scaled_mma", False):
+        step = int(model.scale_block)
+        if kb % step and sa.shape[-1] > 1:  # a single K-block is padded with zeros
+            raise ValueError(f"{model.name} applies one scale per {step} elements of K; these "
+                             f"operands have K-blocks of {kb}")
+        # NVFP4's per-tensor level is not a block scale: the MMA takes the E4M3 block scales and
+        # the two tensor scales multiply the result as the GEMM's FP32 alpha (cuBLASLt's
+        # D = alpha * (A @ B); Transformer Engine passes them so, common/gemm/cublaslt_gemm.cu)
+        ta, tb = (_tensor_scale(m) for m in (a, b))
+        sa = _per_block(sa / ta, kb, step, K, -1, None)  # exact: the tensor scale divides out
+        sb = _per_block(sb / tb, kb, step, K, 0, None)
+        out = np.asarray(tensorcore.matmul(ea, eb, model, scale_a=sa, scale_b=sb))
+        if ta == 1 and tb == 1:
+            return out
+        with np.errstate(over="ignore", invalid="ignore"):
+            alpha = np.float32(ta) * np.float32(tb)  # FP32 product
+            return np.asarray(out, np.float32) * alpha  # FP32 product
+    blocks = sa.shape[-1]
+    if blocks > 1 and kb % model.block:
+        raise ValueError(f"{model.name} has no block-scaled MMA: each K-block's partial sum comes "
+                         f"from its tensor core, {model.block} products per block FMA, and the "
+                         f"scales are applied on CUDA cores; a K-block of {kb} is not a multiple "
+                         f"of {model.block}")
+    if model.split_k != 1:
+        raise ValueError(f"{model.name} splits K; a block-scaled GEMM already adds its K-blocks "
+                         "in FP32 (use a model with split_k=1)")
+    core = model.reading(fa, fb)
+    sa32, sb32 = sa.astype(np.float32), sb.astype(np.float32)  # each decode scale as FP32
+    acc = np.zeros((ea.shape[0], eb.shape[1]))
+    nearest = RoundingMode.NEAREST
+    with np.errstate(over="ignore", invalid="ignore"):
+        for j in builtins.range(blocks):
+            ks = builtins.slice(j * kb, min((j + 1) * kb, K))
+            partial = np.asarray(tensorcore.matmul(ea[:, ks], eb[ks, :], core), np.float64)
+            s = (sa32[:, j, None] * sb32[None, j, :]).astype(np.float64)  # FP32 product
+            product = s * partial  # exact in float64: at most 24 x 24 significant bits
+            acc = _round(_sum_to_odd(acc, product, nearest), FP32, nearest)  # FFMA, one rounding
+    return acc
 
 
 # --- the format accumulator's loop ----------------------------------------------------------

@@ -485,6 +485,37 @@ def _09_4(k, found_inf):
         return "replay the rule step by step: the hysteresis counter absorbs an overflow first"
 
 
+# --- lab 10: block scaling, MXFP4 against NVFP4 ---------------------------------------------------
+AMAX_10_1 = 3.5   # the largest value of the block of Exercise 10.1
+
+
+def _10_1(mxfp4, nvfp4):
+    e2m1, e4m3 = ml_dtypes.float4_e2m1fn, ml_dtypes.float8_e4m3fn  # ml_dtypes rounds
+    mx_scale = 2.0 ** (math.floor(math.log2(AMAX_10_1)) - 2)  # OCP MX: floor(log2 amax) - emax
+    mx_value = float(e2m1(min(AMAX_10_1 / mx_scale, 6.0))) * mx_scale
+    nv_scale = float(e4m3(AMAX_10_1 / 6.0))  # NVFP4, one level: amax / 6 rounded to E4M3
+    nv_value = float(e2m1(min(AMAX_10_1 / nv_scale, 6.0))) * nv_scale
+    hints = []
+    if _number(mxfp4) != mx_value:
+        hints.append("MXFP4: scale 2^(floor(log2 amax) - 2), divide, saturate at 6, round to "
+                     "E2M1, multiply back")
+    if _number(nvfp4) != nv_value:
+        hints.append("NVFP4: scale = amax / 6 rounded to E4M3, divide, saturate at 6, round to "
+                     "E2M1, multiply back")
+    return "; ".join(hints) or None
+
+
+def _10_2(amax, nonzero):
+    i = np.arange(16)  # H_16[k, j] = (-1)**popcount(k & j); a spike at k picks row k of M (k = 5)
+    row = np.array([(-1.0) ** bin(int(k) & 5).count("1") for k in i]) * 8.0 / math.sqrt(16)
+    hints = []
+    if _number(amax) != float(np.abs(row).max()):
+        hints.append("amax: every entry of M is +-1/sqrt(d)")
+    if _integer(nonzero) != int(np.count_nonzero(row)):
+        hints.append("count: a row of a Hadamard matrix has no zero")
+    return "; ".join(hints) or None
+
+
 _CHECKS = {name[1:].replace("_", "."): f for name, f in list(globals().items())
            if name[:1] == "_" and name[1:3].isdigit() and callable(f)}
 EXERCISES = tuple(sorted(_CHECKS))

@@ -13,6 +13,16 @@ At each cast point the :class:`Observer` compares the tensor before rounding wit
                 from a systematic sample of at most HIST_SAMPLE values per tensor; values
                 below 2**-126 (float32's subnormals) are left out
 
+and at a block-scaled cast (MX, NVFP4, 1x128 / 128x128 blocks, rowwise: one decode scale per
+block; see :func:`block_statistics`):
+
+``blocks``          blocks cast
+``blocks_clipped``  blocks with at least one value whose scaled magnitude exceeded the format's
+                    max (saturated)
+``blocks_flushed``  blocks with at least one non-zero finite value that became zero
+``scale_hist``      histogram of floor(log2) of the blocks' decode scales (block scale times the
+                    tensor scale), in the bins of ``exp_hist``
+
 and at each weight update (``w_new = round(w - u)``): ``update_nonzero`` (u != 0),
 ``update_lost`` (u != 0 but w_new == w: the update vanished in rounding), ``update_sq`` and
 ``weight_sq`` (sums of squares, for the update-to-weight ratio ||u|| / ||w||).
@@ -35,11 +45,13 @@ from .scaling.loss import NON_FINITE_KINDS, NonFiniteSource
 
 if TYPE_CHECKING:  # the name only, for the hints: observe must not import nn
     from .nn.policy import Cast
+    from .scaling.tensor import ScaledTensor
 
 HIST_MIN_EXP = -96  # exp_hist[..., k] counts values with floor(log2|x|) == HIST_MIN_EXP + k ...
 HIST_BINS = 128  # ... for k in 0..127; the first and last bins also hold everything beyond
 HIST_SAMPLE = 4096  # exp_hist looks at most at this many values per tensor (see exponent_fields)
 CAST_STATS = ("count", "zeros", "underflow", "subnormal", "overflow")
+BLOCK_STATS = ("blocks", "blocks_clipped", "blocks_flushed")  # block-scaled casts only
 UPDATE_STATS = ("update_nonzero", "update_lost", "update_sq", "weight_sq")
 STEP_FIELDS = ("step", "loss", "scale", "new_scale", "found_inf", "skipped", "growth_tracker",
                "hysteresis", "culprit_layer", "culprit_point", "culprit_kind")
@@ -47,7 +59,8 @@ CULPRIT_KINDS = NON_FINITE_KINDS  # culprit_kind indexes this; -1: no culprit
 FP8_STATS = ("amax", "scale", "clipped", "flushed")
 FP8_FIELDS = ("fp8_step",) + tuple(f"fp8_{name}" for name in FP8_STATS)
 EVAL_FIELDS = ("eval_step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
-OBSERVED_FIELDS = ("observed_step",) + CAST_STATS + ("amax", "exp_hist") + UPDATE_STATS
+OBSERVED_FIELDS = (("observed_step",) + CAST_STATS + ("amax", "exp_hist") + UPDATE_STATS
+                   + BLOCK_STATS + ("scale_hist",))
 
 
 class NotRecordedError(LookupError):
@@ -56,6 +69,9 @@ class NotRecordedError(LookupError):
 
 
 _CULPRIT_COLUMNS = ("culprit_layer", "culprit_point", "culprit_kind")  # a NonFiniteSource, stored
+
+# Fields added with block scaling; a History saved without them loads with zero counts.
+_ADDED_BLOCK_FIELDS = BLOCK_STATS + ("scale_hist",)
 
 # What __getattr__ refuses when never recorded (the index columns are not statistics)
 _STATISTICS = frozenset(OBSERVED_FIELDS[1:] + FP8_FIELDS[1:])
@@ -102,6 +118,48 @@ def fold_exponent_fields(counts: np.ndarray) -> np.ndarray:
     return out
 
 
+def _blocks_with_any(mask: np.ndarray, block_size, axis) -> np.ndarray:
+    """Per block, whether ``mask`` (the elements' shape) holds a True in it: 1-D blocks of
+    ``block_size`` along ``axis``, or 2-D ``(bm, bn)`` tiles over the last two axes (a last
+    block shorter than the others is padded with False)."""
+    if isinstance(block_size, tuple):
+        bm, bn = block_size
+        m, n = mask.shape[-2:]
+        pad = [(0, 0)] * (mask.ndim - 2) + [(0, (-m) % bm), (0, (-n) % bn)]
+        padded = np.pad(mask, pad)
+        tiles = padded.reshape(padded.shape[:-2] + (padded.shape[-2] // bm, bm,
+                                                    padded.shape[-1] // bn, bn))
+        return tiles.any(axis=(-3, -1))
+    moved = np.moveaxis(mask, axis, -1)
+    padded = np.pad(moved, [(0, 0)] * (moved.ndim - 1) + [(0, (-moved.shape[-1]) % block_size)])
+    blocks = padded.reshape(padded.shape[:-1] + (-1, block_size)).any(axis=-1)
+    return np.moveaxis(blocks, -1, axis)  # the grid of block_scales
+
+
+def block_statistics(before: np.ndarray, tensor: ScaledTensor) -> dict:
+    """Per-block statistics of a block-scaled cast of ``before`` that gave ``tensor`` (a
+    :class:`lowprec.scaling.ScaledTensor`): ``blocks``, ``blocks_clipped``, ``blocks_flushed``
+    (counts; see the module docstring) and ``scale_fields``, the exponent-field counts (256,)
+    of the blocks' decode scales (see :func:`exponent_fields`; zero and non-finite scales are
+    not counted). Host NumPy arrays."""
+    x = np.asarray(before.get() if hasattr(before, "get") else before, np.float64)
+    decode = tensor.decode_scales()  # each element's decode scale, float64
+    values = tensor.dequantize()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        clipped = np.abs(x / decode) > tensor.fmt.max  # inf included, NaN not
+    flushed = (values == 0) & (x != 0) & np.isfinite(x)
+    tensor_scale = getattr(tensor, "tensor_scale", None)
+    scales = tensor.block_scales.astype(np.float64) * (1.0 if tensor_scale is None
+                                                       else float(tensor_scale))
+    scales = scales[np.isfinite(scales) & (scales > 0)]
+    _, exponent = np.frexp(scales)  # scale = m * 2**exponent, 0.5 <= m < 1
+    fields = np.clip(exponent - 1 + 127, 1, 254)
+    return {"blocks": int(tensor.block_scales.size),
+            "blocks_clipped": int(_blocks_with_any(clipped, tensor.block_size, tensor.axis).sum()),
+            "blocks_flushed": int(_blocks_with_any(flushed, tensor.block_size, tensor.axis).sum()),
+            "scale_fields": np.bincount(fields.astype(np.intp), minlength=256)}
+
+
 def exponent_histogram(x: np.ndarray, xp: ModuleType = np) -> np.ndarray:
     """Histogram (HIST_BINS,) of floor(log2|x|) over the finite non-zero values of ``x``
     (above 2**-126; sampled for big tensors, see :func:`exponent_fields`)."""
@@ -126,11 +184,18 @@ class Observer:
         self.cast_stats = {name: np.zeros(shape, np.int64) for name in CAST_STATS}
         self.amax = np.zeros(shape)  # largest |value| after the cast (what FP8 recipes scale by)
         self.field_counts = np.zeros(shape + (256,), np.int64)
+        self.block_stats = {name: np.zeros(shape, np.int64) for name in BLOCK_STATS}
+        self.scale_fields = np.zeros(shape + (256,), np.int64)  # block decode scales' exponents
         self.update_stats = {name: np.zeros(self.layers, np.float64) for name in UPDATE_STATS}
 
     @property
     def exp_hist(self) -> np.ndarray:
         return fold_exponent_fields(self.field_counts)
+
+    @property
+    def scale_hist(self) -> np.ndarray:
+        """Histogram (layers, points, HIST_BINS) of floor(log2) of the block decode scales."""
+        return fold_exponent_fields(self.scale_fields)
 
     def _limits_of(self, spec, dtype):
         key = spec if spec is not None else np.dtype(dtype)
@@ -146,13 +211,14 @@ class Observer:
 
     def record(self, layer: int, point: int, before: np.ndarray, after: np.ndarray,
                spec: Cast | None, *, decode_scale: np.float32 | np.ndarray | None = None,
-               clipped: int | None = None) -> None:
+               clipped: int | None = None, blocks: dict | None = None) -> None:
         """Statistics of one cast: ``before`` rounded by ``spec`` gave ``after``.
 
         A scaled FP8 cast (lowprec.scaling recipes) rounds ``before * scale`` and returns the
         result times ``decode_scale`` (= scale_inv; an array of per-value block scales for MX):
         then the format's smallest normal sits at ``tiny * decode_scale``, and ``clipped`` (the
         recipe's count of saturated values) replaces the comparison with the format's max.
+        ``blocks``: a block-scaled cast's :func:`block_statistics`.
         """
         xp = self.xp
         tiny, max_value, saturates = self._limits_of(spec, after.dtype)
@@ -179,6 +245,10 @@ class Observer:
         s["overflow"][layer, point] += overflow
         self.amax[layer, point] = max(self.amax[layer, point], amax) if amax == amax else np.nan
         self.field_counts[layer, point] += exponent_fields(before, xp)
+        if blocks is not None:
+            for name in BLOCK_STATS:
+                self.block_stats[name][layer, point] += blocks[name]
+            self.scale_fields[layer, point] += blocks["scale_fields"]
 
     def record_update(self, layer: int, old: np.ndarray, new: np.ndarray,
                       update: np.ndarray) -> None:
@@ -207,7 +277,9 @@ class History:
     * every evaluation: ``eval_step, train_loss, train_accuracy, test_loss, test_accuracy``;
     * every observed step: ``observed_step``, the cast statistics (``count``, ``zeros``,
       ``underflow``, ``subnormal``, ``overflow``, ``amax``, each (steps, layers, points)),
-      ``exp_hist`` (steps, layers, points, HIST_BINS) and the update statistics (steps, layers);
+      ``exp_hist`` (steps, layers, points, HIST_BINS), the update statistics (steps, layers),
+      and at block-scaled casts ``blocks``, ``blocks_clipped``, ``blocks_flushed`` (steps,
+      layers, points; zero elsewhere) and ``scale_hist`` (steps, layers, points, HIST_BINS);
     * every step of a run with an FP8 scaling recipe: ``fp8_step`` and, per (layer, point) at
       the FP8 cast points (NaN elsewhere), ``fp8_amax`` (max |x| cast), ``fp8_scale`` (the
       per-tensor scale used; NaN for block scaling), ``fp8_clipped`` and ``fp8_flushed`` (the
@@ -241,8 +313,9 @@ class History:
 
     def record_observation(self, step: int, observer: Observer) -> None:
         values = {"observed_step": step, "exp_hist": observer.exp_hist.astype(np.int32),
-                  "amax": observer.amax.copy()}
+                  "amax": observer.amax.copy(), "scale_hist": observer.scale_hist.astype(np.int32)}
         values.update({k: v.copy() for k, v in observer.cast_stats.items()})
+        values.update({k: v.copy() for k, v in observer.block_stats.items()})
         values.update({k: v.copy() for k, v in observer.update_stats.items()})
         self._append(OBSERVED_FIELDS, values)
 
@@ -287,9 +360,9 @@ class History:
         rows = self._rows[name]
         if rows:
             return np.stack([np.asarray(r) for r in rows])
-        if name == "exp_hist":
+        if name in ("exp_hist", "scale_hist"):
             return np.zeros((0, self.layers, len(self.points), HIST_BINS), np.int32)
-        if name in CAST_STATS or name == "amax" or name in FP8_FIELDS[1:]:
+        if name in CAST_STATS + BLOCK_STATS or name == "amax" or name in FP8_FIELDS[1:]:
             return np.zeros((0, self.layers, len(self.points)),
                             np.float64 if name == "amax" else np.int64)
         if name in UPDATE_STATS:
@@ -447,9 +520,16 @@ class History:
             info = json.loads(str(arrays["meta"]))
             history = cls(int(info["layers"]), tuple(info["points"]), info["meta"])
             for name in history._rows:
+                if name in _ADDED_BLOCK_FIELDS and name not in arrays:
+                    continue  # a History saved before block statistics existed: filled below
                 history._rows[name] = list(np.asarray(arrays[name]))
         except KeyError as missing:
             raise ValueError(f"not a lowprec History: field {missing} is missing") from None
+        observed = len(history._rows["observed_step"])
+        for name in _ADDED_BLOCK_FIELDS:
+            if name not in arrays:  # no block-scaled casts were recorded then: zero counts
+                history._rows[name] = list(np.zeros_like(history._stack(name)[:0], shape=(
+                    observed,) + history._stack(name).shape[1:]))
         lengths = [{len(history._rows[f]) for f in table}
                    for table in (STEP_FIELDS, EVAL_FIELDS, OBSERVED_FIELDS, FP8_FIELDS)]
         if any(len(s) > 1 for s in lengths):

@@ -20,7 +20,7 @@ CHECK_CALL = re.compile(r'^check\("(\d\d\.\d)"', re.MULTILINE)
 
 
 def test_there_are_notebooks_and_student_versions():
-    assert len(SOLUTIONS) >= 9
+    assert len(SOLUTIONS) >= 10
     assert [p.name for p in STUDENTS] == [p.name for p in SOLUTIONS]
 
 

@@ -365,7 +365,8 @@ def _sequential_fp32_exact(a, b):
 def test_mx_gemm_with_fp32_accumulation_sums_the_block_scaled_values():
     """Under MX each block has its own power-of-two scale, so the values are not E4M3 numbers:
     a format accumulator sums their exact products (an FFMA GEMM of the dequantized tensors),
-    and a tensor-core model, which has no block-scaled MMA, is refused when the policy is made."""
+    and a tensor-core model without block-scaled MMA takes K-blocks of whole block FMAs only
+    (else it is refused when the policy is made)."""
     rng = np.random.default_rng(5)
     policy = POLICIES["fp8_hybrid"].replace(fp8_recipe="mx", accumulate="fp32")
     x = (rng.standard_normal((3, 64)) * np.exp(rng.uniform(-8, 8, (1, 64)))).astype(np.float32)
@@ -376,5 +377,6 @@ def test_mx_gemm_with_fp32_accumulation_sums_the_block_scaled_values():
     assert x8.block_scaled and W8.block_scaled
     assert np.array_equal(cast.matmul(x8, W8, "fprop"),
                           _sequential_fp32_exact(x8.dequantize(), W8.dequantize()))
-    with pytest.raises(ValueError, match="block-scaled"):
-        policy.replace(accumulate="H100_FP8")
+    with pytest.raises(ValueError, match="block-scaled"):  # 16-blocks: half an H100 FP8 block FMA
+        policy.replace(accumulate="H100_FP8",
+                       fp8_recipe=MXBlockScaling(fp8_format="hybrid", block_size=16))

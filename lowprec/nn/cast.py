@@ -19,6 +19,13 @@ dequantized values, as Transformer Engine's dequantize gives them. :meth:`Caster
 call to the policy's accumulator; it passes the formats the policy holds at the GEMM's operand
 points, so a format accumulator can use exact float32 products.
 
+Block-scaled recipes (:mod:`lowprec.scaling.recipes`) quantize each operand along the reduction
+axis of the GEMM it feeds, once per GEMM (:meth:`Caster.second_use`; 2-D weight tiles serve
+both GEMMs); their states get the GEMM's name (for the Hadamard transform of the wgrad
+operands) and the Caster's generator (for stochastic rounding of gradients). Layers the recipe
+keeps in high precision (``high_precision_layers``, e.g. NVFP4's first and last) are rounded to
+BF16 at those points instead, unscaled.
+
 Every method takes the tensor first, then the cast point, then the layer.
 """
 from __future__ import annotations
@@ -31,6 +38,7 @@ import numpy as np
 
 from ..rounding import round as round_to_format
 from ..scaling import NonFiniteSource, ScaledTensor
+from ..observe import block_statistics
 from .policy import CAST_POINTS, Cast, PrecisionPolicy
 from .recipe_states import RecipeStates
 
@@ -47,6 +55,9 @@ GEMM_AXES = {"input": (1, 0), "weight": (0, 1), "grad_output": (1, 0)}
 # The cast points each GEMM's operands (a, b of a @ b) come from, in Transformer Engine's names.
 GEMM_OPERANDS = {"fprop": ("input", "weight"), "dgrad": ("grad_output", "weight"),
                  "wgrad": ("input", "grad_output")}
+# The GEMM of each operand's first and second use (the order of GEMM_AXES).
+GEMM_USES = {"input": ("fprop", "wgrad"), "weight": ("fprop", "dgrad"),
+             "grad_output": ("dgrad", "wgrad")}
 
 
 class Caster:
@@ -55,12 +66,17 @@ class Caster:
     ``fp8_states`` maps (layer, point) to the recipe state of that tensor (see
     :class:`~lowprec.nn.recipe_states.RecipeStates`); ``frozen=True`` casts with the states'
     current scales but never updates them (evaluation must not change the training run).
+
+    ``layers``: the model's number of layers, which a block recipe's ``high_precision_layers``
+    (negative indices count from the last layer) needs; the Trainer sets it.
     """
 
     def __init__(self, policy: PrecisionPolicy, *, rng: np.random.Generator | None = None,
                  observer: Observer | None = None, xp: ModuleType = np,
-                 fp8_states: dict | None = None, frozen: bool = False) -> None:
+                 fp8_states: dict | None = None, frozen: bool = False,
+                 layers: int | None = None) -> None:
         self.policy = policy
+        self.layers = layers
         self.rng = rng  # used only by stochastic rounding
         self.observer = observer  # lowprec.observe.Observer or None (observation off: no cost)
         self.xp = xp
@@ -68,7 +84,11 @@ class Caster:
         self._index = {p: i for i, p in enumerate(CAST_POINTS)}
         self.recipes = RecipeStates(policy, fp8_states, frozen)
         self._block_scaled = bool(self.recipes.points) and policy.fp8_recipe.block_scaled
-        self._sources: dict = {}  # (layer, point) -> unrounded tensor, for an MX second use
+        self._sources: dict = {}  # (layer, point) -> unrounded tensor, for a block second use
+        recipe = policy.fp8_recipe
+        self._kept_layers = tuple(getattr(recipe, "high_precision_layers", ()) or ())
+        self._kept_cast = (Cast(recipe.high_precision) if self._kept_layers and self.recipes.points
+                           else None)
         # each GEMM's operand formats, looked up once (the policy is fixed): see matmul
         self._held = {gemm: tuple(self._held_format(p) for p in points)
                       for gemm, points in GEMM_OPERANDS.items()}
@@ -98,11 +118,15 @@ class Caster:
         """
         spec = self.policy.bias_cast if bias else self.policy.cast(point)
         scaling = {}
-        if not bias and point in self.recipes.points:  # scaled casts are never the identity
+        if not bias and point in self.recipes.points and self.kept_out(layer):
+            spec = self._kept_cast  # a layer the block recipe keeps in high precision
+            y = values = self.round(x, spec, point, layer)
+        elif not bias and point in self.recipes.points:  # scaled casts are never the identity
             if self._block_scaled and point in GEMM_AXES:
                 self._sources[layer, point] = x  # the second GEMM quantizes it along its own axis
             axis = GEMM_AXES.get(point, (-1,))[0]
-            y, values, scaling = self._scaled(x, point, layer, axis)
+            gemm = GEMM_USES[point][0] if point in GEMM_USES else None
+            y, values, scaling = self._scaled(x, point, layer, axis, gemm)
         elif self.is_identity(spec, x, already):
             y = values = x
         else:
@@ -112,14 +136,30 @@ class Caster:
         self.trace.append((layer, point, values))
         return y
 
-    def _scaled(self, x, point: str, layer: int, axis: int):
+    def kept_out(self, layer: int) -> bool:
+        """True when the block recipe keeps ``layer`` in high precision (BF16, unscaled)."""
+        if not self._kept_layers:
+            return False
+        if self.layers is None:
+            if any(l < 0 for l in self._kept_layers):
+                raise ValueError("the policy's recipe keeps layers counted from the last "
+                                 f"({self._kept_layers}) in high precision: set the Caster's "
+                                 "layers (the model's number of layers)")
+            return layer in self._kept_layers
+        return layer in {l % self.layers for l in self._kept_layers}
+
+    def _scaled(self, x, point: str, layer: int, axis: int, gemm: str | None):
         """(what the model holds, its values, what the observer needs) for a scaled cast."""
-        tensor, record = self.recipes.cast(x, point, layer, axis)
+        tensor, record = self.recipes.cast(x, point, layer, axis, gemm=gemm, rng=self.rng)
         values = self.xp.asarray(tensor.dequantize(), dtype=x.dtype)
-        # the observer judges value / decode scale against the format's limits
-        decode = (tensor.decode_scales().astype(np.float32) if tensor.block_scaled
-                  else tensor.scale_inv)
-        scaling = {"decode_scale": decode, "clipped": int(round(record.clipped * x.size))}
+        scaling = {}
+        if self.observer is not None:
+            # the observer judges value / decode scale against the format's limits
+            decode = (tensor.decode_scales().astype(np.float32) if tensor.block_scaled
+                      else tensor.scale_inv)
+            scaling = {"decode_scale": decode, "clipped": int(round(record.clipped * x.size))}
+            if tensor.block_scaled:
+                scaling["blocks"] = block_statistics(x, tensor)
         return (tensor if point in GEMM_AXES else values), values, scaling
 
     def second_use(self, y: np.ndarray | ScaledTensor, point: str,
@@ -127,12 +167,19 @@ class Caster:
         """``y`` (this step's result at ``point``) as the operand of its second GEMM.
 
         The same value, except under block scaling (MX), where the unrounded tensor is
-        quantized again in blocks along the second GEMM's reduction axis (see GEMM_AXES).
+        quantized again in blocks along the second GEMM's reduction axis (see GEMM_AXES). 2-D
+        tiles (NVFP4's 16x16 weights) serve both GEMMs: the same tensor, unless the second GEMM
+        transforms its operands (the recipe's ``rht_gemms``).
         """
         source = self._sources.pop((layer, point), None)
         if source is None:
             return y
-        tensor, _ = self.recipes.cast(source, point, layer, GEMM_AXES[point][1])
+        gemm = GEMM_USES[point][1]
+        if (isinstance(y, ScaledTensor) and isinstance(y.block_size, tuple)
+                and gemm not in getattr(self.policy.fp8_recipe, "rht_gemms", ())):
+            return y
+        tensor, _ = self.recipes.cast(source, point, layer, GEMM_AXES[point][1], gemm=gemm,
+                                      rng=self.rng)
         self.trace.append((layer, point, self.xp.asarray(tensor.dequantize(), dtype=source.dtype)))
         return tensor
 
@@ -166,7 +213,8 @@ class Caster:
     def frozen_copy(self, rng: np.random.Generator | None = None) -> Caster:
         """A Caster for evaluation: copies of the FP8 states, used but never updated."""
         return Caster(self.policy, rng=rng, xp=self.xp,
-                      fp8_states=copy.deepcopy(self.recipes.states), frozen=True)
+                      fp8_states=copy.deepcopy(self.recipes.states), frozen=True,
+                      layers=self.layers)
 
     # --- matmul and step bookkeeping --------------------------------------------------------
     def matmul(self, a: np.ndarray | ScaledTensor, b: np.ndarray | ScaledTensor,
@@ -188,6 +236,8 @@ class Caster:
         """The format every value cast at ``point`` lies in: the point's own (a value it already
         held is in a format the point's contains), or None where the point does not round."""
         spec = self.policy.cast(point)
+        if point in self.recipes.points:  # scaled tensors carry their formats; a plain array
+            return None  # there comes from a layer kept in high precision
         return None if spec is None else spec.format
 
     def begin_step(self, observer: Observer | None = None) -> None:

@@ -34,7 +34,9 @@ Two run-wide settings sit beside the cast points:
   ``"deepspeed"`` (hysteresis) or ``"apex"``, or a scaler config;
 * ``fp8_recipe`` -- how the FP8 cast points are scaled: ``None`` (cast unscaled),
   ``"delayed"`` (Transformer Engine's DelayedScaling), ``"current"`` (Float8CurrentScaling),
-  ``"mx"`` (MX blocks of 32 with E8M0 scales) or a recipe object from :mod:`lowprec.scaling`.
+  ``"mx"`` (MX blocks of 32 with E8M0 scales), a block-scaled recipe's name (``"nvfp4"``,
+  ``"mxfp8"``, ``"mxfp4"``, ``"fp8_blockwise"``, ``"fp8_rowwise"``: see
+  :mod:`lowprec.scaling.recipes`) or a recipe object from :mod:`lowprec.scaling`.
   The recipe applies at every forward/backward cast point whose format is 8 bits or narrower
   ("FP8 points"); each (layer, point) keeps its own scaling state, as TE keeps one per tensor.
 """
@@ -51,8 +53,11 @@ from ..accumulate import BLAS, as_accumulator
 from ..formats import BF16, E4M3, E5M2, FP16, FP32, FloatFormat, as_format
 from ..rounding import OVERFLOW_POLICIES, as_mode
 from ..scaling import CurrentScaling, DelayedScaling, MXBlockScaling, format_for
+from ..scaling.recipes import BLOCK_RECIPES, BlockScaling
+from .. import tensorcore
+from ..tensorcore import TensorCoreModel
 
-Recipe = DelayedScaling | CurrentScaling | MXBlockScaling  # an FP8 scaling recipe
+Recipe = DelayedScaling | CurrentScaling | MXBlockScaling | BlockScaling  # a scaling recipe
 
 FORWARD_POINTS = ("weight", "input", "output", "activation")
 BACKWARD_POINTS = ("activation_grad", "grad_output", "weight_grad", "bias_grad")
@@ -225,12 +230,8 @@ class PrecisionPolicy:
     def _check_recipe_points(self) -> None:
         recipe = self.fp8_recipe
         acc = self.accumulate
-        if isinstance(recipe, MXBlockScaling) and not acc.block_scales_supported:
-            raise ValueError(f"fp8_recipe {recipe!r} with accumulate={acc.name!r}: a "
-                             "block-scaled GEMM takes each block's scales into its products, and "
-                             "the tensor-core models "
-                             f"have no block-scaled MMA; use accumulate={BLAS.name!r} or a format "
-                             "such as 'fp32'")
+        if recipe.block_scaled:
+            _check_block_gemm(recipe, acc)
         points = self.fp8_points
         if not points:
             raise ValueError(f"fp8_recipe {recipe!r} needs at least one FP8 cast point (a "
@@ -290,18 +291,44 @@ class PrecisionPolicy:
         return out
 
 
+def _check_block_gemm(recipe, acc) -> None:
+    """Refuse a block-scaled recipe whose K-blocks the accumulator cannot take: a tensor-core
+    model without block-scaled MMA computes each K-block's partial in whole block FMAs (see
+    lowprec.accumulate), one with it applies one scale per ``scale_block`` of K."""
+    k_blocks = recipe.k_blocks() if hasattr(recipe, "k_blocks") else (recipe.block_size,)
+    kept = getattr(recipe, "high_precision_layers", ())
+    if kept and isinstance(acc, TensorCoreModel):
+        raise ValueError(f"fp8_recipe {recipe!r} keeps layers {kept} in BF16, whose GEMMs the "
+                         f"tensor-core model {acc.name} cannot take (it reads its own formats "
+                         f"only); use accumulate={BLAS.name!r} or a format such as 'fp32', or "
+                         "high_precision_layers=()")
+    if getattr(acc, "block_scaled_mma", False):
+        step, what = int(acc.scale_block), "block-scaled MMA applies one scale per"
+    elif isinstance(acc, TensorCoreModel):
+        step, what = acc.block, "has no block-scaled MMA; its block-scaled GEMM runs block FMAs of"
+    else:
+        return
+    bad = [kb for kb in k_blocks if kb % step]
+    if bad:
+        raise ValueError(f"fp8_recipe {recipe!r} with accumulate={acc.name!r}: {acc.name} {what} "
+                         f"{step} products, and the recipe's K-blocks of {bad[0]} are not a "
+                         f"multiple; use accumulate={BLAS.name!r} or a format such as 'fp32'")
+
+
 def _recipes() -> dict:
     """The recipe names ``fp8_recipe`` accepts. "mx" uses the HYBRID formats (E5M2 gradients) so
-    it fits the FP8 hybrid policy; TE's MXFP8BlockScaling default is E4M3 everywhere."""
+    it fits the FP8 hybrid policy; TE's MXFP8BlockScaling default is E4M3 everywhere. The
+    block-scaled recipes of lowprec.scaling.recipes go by their names."""
     return {"delayed": DelayedScaling(), "current": CurrentScaling(),
-            "mx": MXBlockScaling(fp8_format="hybrid")}
+            "mx": MXBlockScaling(fp8_format="hybrid"), **BLOCK_RECIPES}
 
 
 def as_recipe(spec: Recipe | str | None) -> Recipe | None:
-    """None, a recipe object (DelayedScaling, CurrentScaling, MXBlockScaling) or its name."""
+    """None, a recipe object (DelayedScaling, CurrentScaling, MXBlockScaling, BlockScaling) or
+    its name."""
     if spec is None:
         return None
-    if isinstance(spec, (DelayedScaling, CurrentScaling, MXBlockScaling)):
+    if isinstance(spec, (DelayedScaling, CurrentScaling, MXBlockScaling, BlockScaling)):
         return spec
     if isinstance(spec, str):
         recipes = _recipes()
@@ -309,7 +336,8 @@ def as_recipe(spec: Recipe | str | None) -> Recipe | None:
             return recipes[spec]
         raise ValueError(f"unknown fp8_recipe {spec!r}; valid: None, "
                          f"{', '.join(map(repr, recipes))} "
-                         "or a DelayedScaling / CurrentScaling / MXBlockScaling object")
+                         "or a DelayedScaling / CurrentScaling / MXBlockScaling / BlockScaling "
+                         "object")
     raise TypeError("fp8_recipe takes None, a recipe name or a recipe object from "
                     f"lowprec.scaling, got {spec!r}")
 
@@ -337,6 +365,21 @@ def _fp8_hybrid(name, recipe) -> PrecisionPolicy:
         optimizer_state=FP32, master_weights=FP32, fp8_recipe=recipe)
 
 
+def _block_policy(name, recipe_name, accumulate=BLAS) -> PrecisionPolicy:
+    """A block-scaled recipe at the three GEMM operand points (input, weight, grad_output);
+    GEMM outputs and activations in BF16, weight gradients, optimizer state and master weights
+    in FP32, as Transformer Engine runs its block recipes under the HYBRID layout above."""
+    recipe = BLOCK_RECIPES[recipe_name]
+
+    def operand(role):
+        return Cast(format_for(recipe.fp8_format, role), overflow="saturate")
+    return PrecisionPolicy(
+        name=name, weight=operand("forward"), input=operand("forward"), output=BF16,
+        activation=BF16, activation_grad=BF16, grad_output=operand("backward"),
+        weight_grad=FP32, bias_grad=FP32, optimizer_state=FP32, master_weights=FP32,
+        accumulate=accumulate, fp8_recipe=recipe)
+
+
 # The presets people run. Weight and bias gradients hold values of the compute format even where
 # the framework stores them in FP32 tensors: under autocast the wgrad GEMM writes FP16/BF16 and
 # the cast's backward only widens the dtype (checked against torch in tests/test_torch_mlp.py).
@@ -358,6 +401,16 @@ POLICIES = MappingProxyType({
     "fp8_hybrid": _fp8_hybrid("fp8_hybrid", "delayed"),
     # The same casts with no scale at all (scale 1; a teaching counterpart, not something TE does).
     "fp8_hybrid_unscaled": _fp8_hybrid("fp8_hybrid_unscaled", None),
+    # Block-scaled recipes (lowprec.scaling.recipes, each cited there): NVIDIA's NVFP4 (arXiv
+    # 2509.25149), TE's MXFP8BlockScaling, MXFP4 after Tseng et al. (arXiv 2502.20586), and
+    # torchao's float8 rowwise, with FP32 (BLAS) GEMMs of the dequantized operands.
+    "nvfp4": _block_policy("nvfp4", "nvfp4"),
+    "mxfp8": _block_policy("mxfp8", "mxfp8"),
+    "mxfp4": _block_policy("mxfp4", "mxfp4"),
+    # DeepSeek-V3 (arXiv 2412.19437, sec. 3.3): 1x128 / 128x128 E4M3 blocks on the H100 FP8
+    # tensor-core model, each 128-long K-block's partial scaled and added in FP32 on CUDA cores.
+    "fp8_blockwise": _block_policy("fp8_blockwise", "fp8_blockwise", tensorcore.H100_FP8),
+    "fp8_rowwise": _block_policy("fp8_rowwise", "fp8_rowwise"),
 })
 
 

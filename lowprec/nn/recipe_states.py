@@ -31,7 +31,7 @@ class CastStats:
     def add(self, record: CastRecord, size: int) -> None:
         """Add a cast of ``size`` values, described by its CastRecord."""
         self.amax = max(self.amax, record.amax)
-        if record.scale is not None:
+        if getattr(record, "scale", None) is not None:  # block records have none
             self.scale = record.scale
         # the record's fractions are count / size exactly
         self.clipped += int(round(record.clipped * size))
@@ -59,16 +59,24 @@ class RecipeStates:
         key = (layer, point)
         if key not in self.states:
             role = "forward" if point in FORWARD_POINTS else "backward"
-            self.states[key] = self.recipe.new_state(role)
+            if getattr(self.recipe, "per_operand", False):  # weights and activations differ
+                self.states[key] = self.recipe.new_state(role, point=point)
+            else:
+                self.states[key] = self.recipe.new_state(role)
         return self.states[key]
 
-    def cast(self, x: np.ndarray, point: str, layer: int,
-             axis: int = -1) -> tuple[ScaledTensor, CastRecord]:
+    def cast(self, x: np.ndarray, point: str, layer: int, axis: int = -1, *,
+             gemm: str | None = None,
+             rng: np.random.Generator | None = None) -> tuple[ScaledTensor, CastRecord]:
         """(ScaledTensor, CastRecord): ``x`` cast by the recipe with the state of (point, layer);
-        MX blocks run along ``axis``. The cast is added to this step's stats."""
+        blocks run along ``axis``. A per-operand (block-scaled) recipe also gets the GEMM the
+        tensor feeds and the generator of its stochastic rounding. The cast is added to this
+        step's stats."""
         state = self.state(point, layer)
         if self.frozen and isinstance(state, DelayedScalingState):
             tensor, record = state.cast(x, update=False)  # writes only the state's history[0]
+        elif getattr(self.recipe, "per_operand", False):
+            tensor, record = state.cast(x, axis=axis, gemm=gemm, rng=rng)
         else:
             tensor, record = state.cast(x, axis=axis)
         self.step_stats.setdefault((layer, point), CastStats()).add(record, x.size)

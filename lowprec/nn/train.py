@@ -123,6 +123,7 @@ class Trainer:
         self.observer = Observer(self.model.layers, CAST_POINTS, xp)
         # the caster holds the FP8 states
         self.caster = _make_caster(caster, self.policy, self.rounding_rng, xp)
+        self.caster.layers = self.model.layers  # a block recipe's high-precision layers need it
         self.steps_done = 0  # steps taken, skipped ones included
         self.updates_done = 0  # optimizer steps applied (Adam's bias correction counts these)
         params = self.model.init_params(np.random.default_rng([seed, 0]))
@@ -321,6 +322,7 @@ class Trainer:
         xp = self.xp
         rng = np.random.default_rng([self.steps_done, 3])  # only stochastic forward casts use it
         cast = self.caster.frozen_copy(rng)  # FP8 recipes: today's scales, left unchanged
+        cast.layers = self.caster.layers
         weights = self.compute_weights(cast)
         total_loss, correct, n = 0.0, 0, len(x)
         for start in range(0, n, batch_size):

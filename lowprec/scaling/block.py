@@ -144,7 +144,7 @@ class BlockRecord(CastRecord):
         codes = self.__dict__.get("_element_codes")
         if codes is None:
             elements, fmt = self.tensor.elements, self.tensor.fmt
-            codes = encode(np.nan_to_num(elements, nan=0.0) if not fmt.has_nan else elements, fmt)
+            codes = _element_codes(elements, fmt)
             self.__dict__["_element_codes"] = codes  # a cache on a frozen value, not a field
         return codes
 
@@ -233,10 +233,10 @@ def _layout(shape: tuple, block: int | tuple[int, int] | str, axis: int) -> _Lay
 # --- scale rules --------------------------------------------------------------------------------
 def _amax(blocks: np.ndarray, propagate_nan: bool) -> np.ndarray:
     """Per-block max |x| (float32): NaN-propagating (torch.amax) or NaN-ignoring (fmaxf)."""
-    mags = np.abs(blocks)
-    if not propagate_nan:
-        mags = np.where(np.isnan(mags), _F32(0), mags)
-    return mags.max(axis=-1)
+    if propagate_nan:
+        return np.abs(blocks).max(axis=-1)
+    amax = np.fmax.reduce(np.abs(blocks), axis=-1)  # skips NaN; NaN only for an all-NaN block
+    return np.where(np.isnan(amax), _F32(0), amax)
 
 
 def _bits(a32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -329,8 +329,9 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
         if rule in ("floor", "ceil", "even", "rceil"):
             amax = _amax(blocks, propagate_nan=True)  # NaN and inf give a NaN scale
             e = _rceil_exact(amax, fmt) if rule == "rceil" else _e8m0_exact(amax, fmt, rule)
-            recip = np.exp2(-np.nan_to_num(e)).astype(np.float32)[..., None]  # exact
-            scaled = np.where(np.isnan(e)[..., None], _F32(np.nan), blocks * recip)
+            recip = np.exp2(-np.nan_to_num(e)).astype(np.float32)  # exact
+            recip[np.isnan(e)] = np.nan  # a NaN scale makes its whole block NaN
+            scaled = blocks * recip[..., None]
             codes = np.where(np.isnan(e), 255, np.nan_to_num(e) + 127).astype(np.uint8)
             return scaled, np.exp2(e), codes, None
         if rule in ("floor_torchao", "ceil_torchao", "even_torchao"):
@@ -396,7 +397,7 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
             x_b = round_to(s_dec_b.astype(np.float32), E4M3, overflow="saturate")  # __nv_fp8_e4m3
             inverse = np.minimum(_F32(1.0) / (x_b * s_dec), _F32_MAX)
             scaled = blocks * inverse[..., None]
-            return scaled, x_b.astype(np.float64), encode(x_b, E4M3), s_dec
+            return scaled, x_b.astype(np.float64), _element_codes(x_b, E4M3), s_dec
         if rule == "nvfp4_torchao":
             if tensor_scale is None:  # per_tensor_amax_to_scale(torch.max(torch.abs(x)))
                 g = np.abs(x32).max() if x32.size else _F32(0)
@@ -409,7 +410,7 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
             x_b = round_to(clamped.astype(np.float32), E4M3)
             recip = (_F32(1.0) / s) / x_b
             scaled = blocks * recip.astype(np.float32)[..., None]
-            return scaled, x_b.astype(np.float64), encode(x_b, E4M3), s
+            return scaled, x_b.astype(np.float64), _element_codes(x_b, E4M3), s
     raise AssertionError(rule)  # pragma: no cover - rules are checked by the caller
 
 
@@ -446,11 +447,34 @@ def _check(fmt: FloatFormat, scale_format: str, rule: str, tensor_scale, mode, r
 def _round_elements(scaled: np.ndarray, fmt: FloatFormat, mode, rng) -> np.ndarray:
     """Round float32 values to fmt, saturating (SATFINITE); NaN stays NaN (as a float)."""
     nan = np.isnan(scaled)
-    clean = np.where(nan, _F32(0), scaled) if nan.any() else scaled
+    any_nan = nan.any()
+    clean = np.where(nan, _F32(0), scaled) if any_nan else scaled
     fmax = _F32(fmt.max)
     clipped = np.clip(clean, -fmax, fmax)
     out = round_to(clipped, fmt, mode, overflow="saturate", rng=rng)
-    return np.where(nan, _F32(np.nan), out).astype(np.float32)
+    return np.where(nan, _F32(np.nan), out).astype(np.float32) if any_nan else out
+
+
+def _element_codes(elements: np.ndarray, fmt: FloatFormat) -> np.ndarray:
+    """``fmt``'s codes (uint8) of float32 values that are already values of ``fmt``: what
+    :func:`lowprec.encode` gives, read from the float32 bits instead of rounding again (about 8x
+    faster on 4M values). A normal value's code is its float32 exponent and top m mantissa bits
+    with the exponent re-biased; a zero or subnormal's is ``|v| / smallest_subnormal`` (exact).
+    NaN gets encode's NaN code where the format has one, else 0."""
+    m = fmt.mantissa_bits
+    bits = np.ascontiguousarray(elements, np.float32).view(np.uint32).reshape(-1)
+    magnitude = bits & np.uint32(0x7FFFFFFF)
+    codes = magnitude >> np.uint32(23 - m)
+    codes -= np.uint32((127 - fmt.bias) << m)  # wraps for zeros and subnormals: replaced next
+    small = np.flatnonzero(magnitude < np.float32(fmt.tiny).view(np.uint32))
+    codes[small] = (magnitude[small].view(np.float32) * np.float32(2.0 ** (m - fmt.emin))
+                    ).astype(np.uint32)
+    codes = codes.astype(np.uint8)
+    codes |= (bits >> np.uint32(31)).astype(np.uint8) << np.uint8(fmt.bits - 1)
+    nan = np.flatnonzero(magnitude > np.uint32(0x7F800000))
+    if nan.size:
+        codes[nan] = encode(bits[nan].view(np.float32), fmt) if fmt.has_nan else 0
+    return codes.reshape(np.shape(elements))
 
 
 def block_cast(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *,
