@@ -31,7 +31,9 @@ and the hardware applies them inside the sum. How depends on the accumulator:
   for elements of at most 4 significant bits and power-of-two scales; otherwise fused through
   :func:`lowprec.arith.fma`) in its order: an FFMA GEMM of the dequantized tensors.
 * A tensor-core model with ``block_scaled_mma = True`` (Blackwell's ``mma...block_scale``) gets
-  the elements and the decoded scales, ``tensorcore.matmul(ea, eb, model, scale_a=, scale_b=)``.
+  the elements and the decoded block scales, ``tensorcore.matmul(ea, eb, model, scale_a=,
+  scale_b=)``; NVFP4's per-tensor scales then multiply the result in FP32,
+  ``fp32(fp32(ta * tb) * D)``, as the GEMM's alpha.
 * A tensor-core model without it (Hopper, ``H100_FP8``) runs DeepSeek-V3's fine-grained scheme
   (arXiv 2412.19437, sec. 3.3.2, "fine-grained quantization" and "increasing accumulation
   precision"; deepseek-ai/DeepGEMM, deep_gemm/include/deep_gemm/fp8_gemm.cuh): the tensor core
@@ -457,14 +459,22 @@ def _block_operand(m, k_axis: int, held):
     return arr, None, None, (held or _dtype_format(arr))
 
 
+def _tensor_scale(m) -> float:
+    """A ScaledTensor's per-tensor second level (NVFP4), or 1."""
+    scale = getattr(m, "tensor_scale", None) if isinstance(m, ScaledTensor) else None
+    return 1.0 if scale is None else float(scale)
+
+
 def _per_block(scales, kb_from: int, kb: int, K: int, k_axis: int, like_shape) -> np.ndarray:
-    """Scales on blocks of kb_from along K, repeated onto blocks of kb (kb divides kb_from)."""
+    """Scales on blocks of kb_from along K, repeated onto blocks of kb (kb divides kb_from, or
+    kb_from covers all of K)."""
     blocks = -(-K // kb)
     if scales is None:
         shape = list(like_shape)
         shape[k_axis] = blocks
         return np.ones(shape)
-    return np.take(np.repeat(scales, kb_from // kb, axis=k_axis), np.arange(blocks), axis=k_axis)
+    repeats = -(-kb_from // kb)  # kb divides kb_from, or kb_from spans all of K (one block)
+    return np.take(np.repeat(scales, repeats, axis=k_axis), np.arange(blocks), axis=k_axis)
 
 
 def _block_scaled_on_tensor_cores(model, a, b, held) -> np.ndarray:
@@ -483,12 +493,21 @@ def _block_scaled_on_tensor_cores(model, a, b, held) -> np.ndarray:
     sb = _per_block(sb, kbb or kb, kb, K, 0, (1, eb.shape[1]))
     if getattr(model, "block_scaled_mma", False):
         step = int(model.scale_block)
-        if kb % step:
+        if kb % step and sa.shape[-1] > 1:  # a single K-block is padded with zeros
             raise ValueError(f"{model.name} applies one scale per {step} elements of K; these "
                              f"operands have K-blocks of {kb}")
-        sa = _per_block(sa, kb, step, K, -1, None)
-        sb = _per_block(sb, kb, step, K, 0, None)
-        return np.asarray(tensorcore.matmul(ea, eb, model, scale_a=sa, scale_b=sb))
+        # NVFP4's per-tensor level is not a block scale: the MMA takes the E4M3 block scales and
+        # the two tensor scales multiply the result as the GEMM's FP32 alpha (cuBLASLt's
+        # D = alpha * (A @ B); Transformer Engine passes them so, common/gemm/cublaslt_gemm.cu)
+        ta, tb = (_tensor_scale(m) for m in (a, b))
+        sa = _per_block(sa / ta, kb, step, K, -1, None)  # exact: the tensor scale divides out
+        sb = _per_block(sb / tb, kb, step, K, 0, None)
+        out = np.asarray(tensorcore.matmul(ea, eb, model, scale_a=sa, scale_b=sb))
+        if ta == 1 and tb == 1:
+            return out
+        with np.errstate(over="ignore", invalid="ignore"):
+            alpha = np.float32(ta) * np.float32(tb)  # FP32 product
+            return np.asarray(out, np.float32) * alpha  # FP32 product
     blocks = sa.shape[-1]
     if blocks > 1 and kb % model.block:
         raise ValueError(f"{model.name} has no block-scaled MMA: each K-block's partial sum comes "

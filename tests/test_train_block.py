@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lowprec import data, tensorcore
-from lowprec.nn import CAST_POINTS, POLICIES, Caster, MLPConfig, TrainConfig, Trainer, train
+from lowprec.nn import CAST_POINTS, POLICIES, Caster, MLPConfig, TrainConfig, train
 from lowprec.observe import HIST_MIN_EXP, History, Observer, _blocks_with_any
 from lowprec.scaling import ScaledTensor
 from lowprec.scaling.hadamard import TE_WGRAD_SIGNS, rht
@@ -50,6 +50,8 @@ def test_policies_name_their_recipes_and_gemm_accumulation():
             fp8_format="e4m3", activation_block=16, weight_block=16, rule="rceil",
             scale_format="e8m0", stochastic_gradients=False, rht_gemms=(),
             high_precision_layers=()), accumulate="H100_FP8")
+    with pytest.raises(ValueError, match="keeps layers .0, -1. in BF16"):
+        nvfp4.replace(accumulate="H100_FP8")
     with pytest.raises(ValueError, match="rht_gemms"):
         BlockScaling(rht_gemms=("backward",))
     with pytest.raises(ValueError, match="weight_block"):
@@ -172,20 +174,14 @@ def test_history_keeps_block_statistics_and_reads_older_files(digits, tmp_path):
 
 
 @pytest.mark.parametrize("name", ("nvfp4", "fp8_blockwise"))
-def test_a_block_scaled_run_resumes_bit_for_bit(digits, name):
+def test_a_block_scaled_run_resumes_from_its_checkpoint_bit_for_bit(digits, tmp_path, name):
     """Block recipes keep no state; stochastic rounding draws from the trainer's rounding
-    generator, which the state dict carries."""
-    def trainer():
-        return Trainer(name, MODEL, seed=3)
-    batches = [np.arange(i * 64, (i + 1) * 64) for i in range(4)]
-    a = trainer()
-    for idx in batches[:2]:
-        a.step(digits.x_train[idx], digits.y_train[idx])
-    b = trainer()
-    b.load_state_dict(a.state_dict())
-    for idx in batches[2:]:
-        a.step(digits.x_train[idx], digits.y_train[idx])
-        b.step(digits.x_train[idx], digits.y_train[idx])
-    for pa, pb in zip(a.stored, b.stored):
-        for k in pa:
-            assert np.array_equal(pa[k], pb[k])
+    generator, which the checkpoint carries, and the History keeps the block statistics."""
+    config = TrainConfig(steps=8, batch_size=64, eval_every=4, observe_every=3, checkpoint_every=2)
+    whole = train(name, digits, MODEL, config)
+    path = tmp_path / "run.npz"
+    train(name, digits, MODEL, config, checkpoint=path, stop_after=5)
+    resumed = train(name, digits, MODEL, config, resume=path)
+    for field, value in whole.to_arrays().items():
+        assert np.array_equal(value, resumed.to_arrays()[field], equal_nan=field != "meta"), field
+    assert whole.blocks.any()

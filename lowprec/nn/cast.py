@@ -19,6 +19,13 @@ dequantized values, as Transformer Engine's dequantize gives them. :meth:`Caster
 call to the policy's accumulator; it passes the formats the policy holds at the GEMM's operand
 points, so a format accumulator can use exact float32 products.
 
+Block-scaled recipes (:mod:`lowprec.scaling.recipes`) quantize each operand along the reduction
+axis of the GEMM it feeds, once per GEMM (:meth:`Caster.second_use`; 2-D weight tiles serve
+both GEMMs); their states get the GEMM's name (for the Hadamard transform of the wgrad
+operands) and the Caster's generator (for stochastic rounding of gradients). Layers the recipe
+keeps in high precision (``high_precision_layers``, e.g. NVFP4's first and last) are rounded to
+BF16 at those points instead, unscaled.
+
 Every method takes the tensor first, then the cast point, then the layer.
 """
 from __future__ import annotations

@@ -296,6 +296,12 @@ def _check_block_gemm(recipe, acc) -> None:
     model without block-scaled MMA computes each K-block's partial in whole block FMAs (see
     lowprec.accumulate), one with it applies one scale per ``scale_block`` of K."""
     k_blocks = recipe.k_blocks() if hasattr(recipe, "k_blocks") else (recipe.block_size,)
+    kept = getattr(recipe, "high_precision_layers", ())
+    if kept and isinstance(acc, TensorCoreModel):
+        raise ValueError(f"fp8_recipe {recipe!r} keeps layers {kept} in BF16, whose GEMMs the "
+                         f"tensor-core model {acc.name} cannot take (it reads its own formats "
+                         f"only); use accumulate={BLAS.name!r} or a format such as 'fp32', or "
+                         "high_precision_layers=()")
     if getattr(acc, "block_scaled_mma", False):
         step, what = int(acc.scale_block), "block-scaled MMA applies one scale per"
     elif isinstance(acc, TensorCoreModel):

@@ -194,10 +194,11 @@ class BlockScalingState(RecipeState):
 NVFP4 = BlockScaling()
 
 # Transformer Engine MXFP8BlockScaling (transformer_engine/common/recipe/__init__.py; docs
-# features/low_precision_training/mxfp8): E4M3 everywhere by default, E8M0 scales rounded up
-# (rceil: 2**ceil(log2(amax / 448)), common/util/ptx.cuh float_to_e8m0), 1x32 blocks along the
-# reduction axis, rowwise and columnwise copies both from the high-precision source.
-MXFP8 = BlockScaling(fp8_format="e4m3", activation_block=32, weight_block=32, rule="rceil",
+# features/low_precision_training/mxfp8): E4M3 everywhere by default, E8M0 scales rounded up,
+# 2**ceil(log2(amax / 448)), with TE's kernel bits (rceil_te: common/util/ptx.cuh
+# float_to_e8m0), 1x32 blocks along the reduction axis, rowwise and columnwise copies both from
+# the high-precision source.
+MXFP8 = BlockScaling(fp8_format="e4m3", activation_block=32, weight_block=32, rule="rceil_te",
                      scale_format="e8m0", stochastic_gradients=False, rht_gemms=(),
                      high_precision_layers=())
 
