@@ -1,5 +1,6 @@
-"""block_cast's element codes (read from the float32 bits) against lowprec.encode and ml_dtypes,
-for every value of every block-scaled element format, both zeros and NaN."""
+"""block_cast's fast paths: element codes read from the float32 bits against lowprec.encode and
+ml_dtypes for every value of every block-scaled element format, both zeros and NaN; the block
+amax by halving maxima against NumPy's reductions."""
 import ml_dtypes
 import numpy as np
 import pytest
@@ -45,3 +46,21 @@ def test_block_cast_codes_decode_to_the_elements(fmt, rule, scale_format, block)
     assert same.all()
     np.testing.assert_array_equal(np.signbit(decoded[~np.isnan(decoded)]),
                                   np.signbit(tensor.elements[~np.isnan(decoded)]))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 16, 17, 32, 33, 128])
+def test_block_amax_against_numpy(n):
+    # the halving maxima of _amax against NumPy's own reductions: NaN propagated (torch.amax)
+    # or skipped (fmaxf), -inf and -0.0 blocks, odd block lengths
+    from lowprec.scaling.block import _amax
+    rng = np.random.default_rng(n)
+    b = rng.standard_normal((50, 7, n)).astype(np.float32)
+    b[0, 0, 0] = np.nan
+    b[1, 1, :] = np.nan
+    b[2, 2, -1] = -np.inf
+    b[3, 3, :] = -0.0
+    mags = np.abs(b)
+    propagated = mags.max(-1)
+    np.testing.assert_array_equal(_amax(b, True), propagated)
+    np.testing.assert_array_equal(_amax(b, False), np.where(np.isnan(mags), 0, mags).max(-1))
+    assert not np.signbit(_amax(b, True)[~np.isnan(propagated)]).any()
