@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import lowprec
-from lowprec import accumulate, bounds, tensorcore
+from lowprec import accumulate, bounds, cdna, tensorcore
 from lowprec.accumulate import FormatAccumulation
 
 KS = (1, 7, 64, 300, 1024)
@@ -262,49 +262,168 @@ def test_probabilistic_bound_is_a_model_not_a_guarantee():
     assert error <= bounds.deterministic_bound("fp16", k)
 
 
+PRESET_KS = (1, 16, 100, 512, 2048)
+PRESET_SPREAD = 12  # binades of each operand: products over 24, enough for F = 25 to truncate
+
+
+def _normal_operand(rng, shape, fmt, signed: bool, spread: int = PRESET_SPREAD):
+    """Nonzero normal values of fmt (what the tensor-core bounds assume), log-uniform over
+    ``spread`` binades from the format's smallest normal or 2**-spread, whichever is larger,
+    up to the format's largest value."""
+    lo = max(2.0**-spread, fmt.tiny)
+    hi = min(lo * 2.0**spread, fmt.max)
+    x = lowprec.round(2.0 ** rng.uniform(np.log2(lo), np.log2(hi), shape), fmt)
+    assert (np.abs(x) >= fmt.tiny).all()
+    return x * rng.choice([-1.0, 1.0], shape) if signed else x
+
+
 def _preset_operands(model, rng, shape, signed):
+    """a, b (nonzero normal) and, for a block-scaled model, scale_a, scale_b (normal), one per
+    model.scale_block elements along K."""
     fa = model.inputs
     fb = getattr(model, "b_format", None) or fa
-    return _operands(rng, shape, fa, signed, fb, spread=6)
+    # an FP16 output (_OUT16) must hold every product and partial result as a normal number
+    spread = 6 if model.output == lowprec.FP16 else PRESET_SPREAD
+    a, b = (_normal_operand(rng, shape, f, signed, spread) for f in (fa, fb))
+    if not getattr(model, "block_scaled_mma", False):
+        return a, b, None, None
+    blocks = shape[:-1] + (-(-shape[-1] // model.scale_block),)
+    # E8M0 scales over 2**-20..2**20, so that F = 35 truncates run sums; UE4M3 over its range
+    scale_range = (-20, 20) if model.scale_format == lowprec.E8M0 else (-6, 8)
+    scales = [lowprec.round(2.0 ** rng.uniform(*scale_range, blocks), model.scale_format)
+              for _ in "ab"]
+    return a, b, *scales
+
+
+def _scaled(x, scale, model):
+    """x times its block scale, element by element (exact: at most 4 + 4 significant bits)."""
+    if scale is None:
+        return x
+    return x * np.repeat(scale, model.scale_block, axis=-1)[..., :x.shape[-1]]
+
+
+def _simulate(model, a, b, scale_a=None, scale_b=None):
+    """The model's dot product along the last axis: lowprec.cdna for AMD's matrix cores,
+    lowprec.tensorcore (with the block scales) for NVIDIA's."""
+    if isinstance(model, cdna.MFMAModel):
+        return cdna.dot(a, b, model)
+    if scale_a is None:
+        return tensorcore.dot(a, b, model)
+    return tensorcore.dot(a, b, model, scale_a=scale_a, scale_b=scale_b)
 
 
 @pytest.mark.parametrize("signed", [False, True], ids=["one sign", "both signs"])
 @pytest.mark.parametrize("name", list(tensorcore.TENSOR_CORES))
 def test_block_fma_bound_holds_for_every_tensor_core_preset(name, signed):
+    """Every preset, AMD's included; a block-scaled model's errors relative to the sum of
+    |products times scales|. (With operands over 6 binades only, B200_FP8's F = 25 truncates
+    nothing and its FP32 blocks are exact for these K: errors of exactly 0, hence 12.)"""
     model = tensorcore.TENSOR_CORES[name]
     rng = np.random.default_rng(3)
     ratios = []
-    for k in (1, 16, 100, 512, 2048):
-        a, b = _preset_operands(model, rng, (32, k), signed)
-        got = tensorcore.dot(a, b, model)
+    for k in PRESET_KS:
+        a, b, sa, sb = _preset_operands(model, rng, (32, k), signed)
+        got = _simulate(model, a, b, sa, sb)
         bound = bounds.deterministic_bound(model, k)
-        errors = _errors(a, b, got)
+        errors = _errors(_scaled(a, sa, model), _scaled(b, sb, model), got)
         assert (errors <= bound).all(), (k, errors.max(), bound)
         ratios.append(errors.max() / bound)
     print(f"\n{name}, {'both signs' if signed else 'one sign'}: largest error / bound per K "
-          f"{dict(zip((1, 16, 100, 512, 2048), np.round(ratios, 3)))}")
+          f"{dict(zip(PRESET_KS, np.round(ratios, 3)))}")
     assert max(ratios) > 1e-3
+
+
+def _largest_product_below(t: float, fa, fb):
+    """Normal a of fa and b of fb (b a power of two) with a * b the largest product below the
+    power of two t, or None."""
+    best = None
+    for eb in range(fb.emin, fb.emax + 1):
+        q = t / 2.0**eb
+        if not fa.tiny < q <= 2.0**fa.emax:
+            continue
+        a = float(lowprec.next_down(q, fa))
+        if a >= fa.tiny and (best is None or a * 2.0**eb > best[0] * best[1]):
+            best = (a, 2.0**eb)
+    return best
+
+
+def _power_of_two(t: float, fa, fb):
+    """Normal a of fa, b of fb, powers of two, with a * b = t, or None."""
+    e = round(math.log2(t))
+    for eb in range(fb.emin, fb.emax + 1):
+        if fa.emin <= e - eb <= fa.emax:
+            return 2.0 ** (e - eb), 2.0**eb
+    return None
+
+
+def _adversary(model):
+    """One block (group) of n products: 2**E, then x just below a rounding threshold of the
+    output at 2**E (u_out 2**E: half an ulp to nearest, an ulp toward zero), then n - 2 just
+    below 2**(E - F), which the alignment truncates away; E the smallest >= 0 where all are
+    normal products. The block's result is 2**E: the error is x + (n - 2) s."""
+    fa = model.inputs
+    fb = getattr(model, "b_format", None) or fa
+    if isinstance(model, cdna.MFMAModel):
+        n, F, u_out = model.group, cdna.PRODUCT_BITS, 2.0**-24
+    else:
+        n, F = model.block, model.fraction_bits
+        u_out = bounds.unit_roundoff(model.output, model.output_rounding)
+    for E in range(0, 16):
+        big = _power_of_two(2.0**E, fa, fb)
+        x = _largest_product_below(u_out * 2.0**E, fa, fb)
+        s = _largest_product_below(2.0 ** (E - F), fa, fb)
+        if big and x and s:
+            pairs = [big, x] + [s] * (n - 2)
+            return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    raise AssertionError(f"no adversary for {model.name}")
+
+
+def _sub_block_adversary(model):
+    """kind::mxf4nvf4, one instruction (K = 64): sub-block 0 is 16 products 6 * 6 times scales
+    2**8 * 2**8 (576 * 2**16, 1.125 * 2**25: an ulp of 4), sub-blocks 2 and 3 sum 511 each
+    (14 * 36 + 6 + 1) times 2**-4 * 2**-4: together 3.99, just below that ulp, so the result,
+    rounded toward zero, is 576 * 2**16; sub-block 1 is zero."""
+    a, b = np.zeros(64), np.zeros(64)
+    a[:16] = b[:16] = 6.0
+    for start in (32, 48):
+        a[start:start + 16], b[start:start + 16] = 6.0, 6.0
+        b[start + 14], a[start + 15], b[start + 15] = 1.0, 1.0, 1.0
+    scales = np.array([2.0**8] * (32 // model.scale_block) + [2.0**-4] * (32 // model.scale_block))
+    return a, b, scales, scales
 
 
 @pytest.mark.parametrize("name", list(tensorcore.TENSOR_CORES))
 def test_block_fma_bound_is_reached_within_a_small_factor(name):
-    """One block: a product 1 and n - 1 products just below 2**-F, which the alignment
-    truncates away (exact rationals): the error is (n - 1) 2**-F against the bound's
-    (n + 1) 2**-F + u_out."""
+    """One block (one instruction; for CDNA1/2, 16 groups), inputs chosen to lose what the
+    bound counts (exact rationals): the error is at least a quarter of the bound.
+
+    * block FMA and CDNA3: 2**E, x just below the output's rounding threshold and n - 2 products
+      just below 2**(E - F): error x + (n - 2) s against ``u_out + (n + 1) 2**-F`` (CDNA3:
+      F = 24; x is truncated too);
+    * block-scaled: the same with scales 1 (kind::mxf8f6f4), :func:`_sub_block_adversary`
+      (kind::mxf4nvf4);
+    * CDNA1/2: 1, then K - 1 products x with g x below half an ulp of 1: every group's sum is
+      rounded away, an error (K - 1) x against gamma_(d + q - 1)(2**-24)."""
     model = tensorcore.TENSOR_CORES[name]
-    n, F = model.block, model.fraction_bits
+    sa = sb = None
+    if isinstance(model, cdna.MFMAModel) and not model.fused:
+        k = 16 * model.group
+        xa, xb = _largest_product_below(2.0**-24 / model.group, model.inputs, model.b_format)
+        a, b = np.array([1.0] + [xa] * (k - 1)), np.array([1.0] + [xb] * (k - 1))
+    elif getattr(model, "sub_block", None):
+        a, b, sa, sb = _sub_block_adversary(model)
+    else:
+        a, b = _adversary(model)
+        if getattr(model, "block_scaled_mma", False):
+            sa = sb = np.ones(-(-len(a) // model.scale_block))
     fa = model.inputs
     fb = getattr(model, "b_format", None) or fa
-    small_b = 2.0 ** -(F // 2)
-    small_a = float(lowprec.next_down(2.0 ** -(F - F // 2), fa))
-    assert small_a * small_b < 2.0**-F
-    a = np.array([1.0] + [small_a] * (n - 1))
-    b = np.array([1.0] + [small_b] * (n - 1))
     assert (lowprec.round(a, fa) == a).all() and (lowprec.round(b, fb) == b).all()
-    got = float(tensorcore.dot(a, b, model))
+    got = float(_simulate(model, a, b, sa, sb))
+    a, b = _scaled(a, sa, model), _scaled(b, sb, model)
     exact = sum(Fraction(x) * Fraction(y) for x, y in zip(a, b))
-    error = abs(Fraction(got) - exact) / exact
-    ratio = float(error / Fraction(bounds.deterministic_bound(model, n)))
+    error = abs(Fraction(got) - exact) / sum(abs(Fraction(x) * Fraction(y)) for x, y in zip(a, b))
+    ratio = float(error / Fraction(bounds.deterministic_bound(model, len(a))))
     print(f"\n{name}, one adversarial block: error / bound = {ratio:.3f}")
     assert ratio <= 1
     assert ratio > 0.25
@@ -427,6 +546,7 @@ def test_block_fma_bound_holds_for_every_k(name):
     rng = np.random.default_rng(5)
     for k in range(1, 300):
         for signed in (False, True):
-            a, b = _preset_operands(model, rng, (8, k), signed)
-            errors = _errors(a, b, tensorcore.dot(a, b, model))
+            a, b, sa, sb = _preset_operands(model, rng, (8, k), signed)
+            got = _simulate(model, a, b, sa, sb)
+            errors = _errors(_scaled(a, sa, model), _scaled(b, sb, model), got)
             assert (errors <= bounds.deterministic_bound(model, k)).all(), (k, signed)
