@@ -113,6 +113,62 @@ def test_block_fma_bound_takes_any_model_with_the_fields():
         bounds.block_fma_bound(object(), 8)
 
 
+def test_block_scaled_and_sub_block_bounds_by_hand():
+    # kind::mxf8f6f4: as a block FMA of 32 with F = 25 (the scales only move exponents)
+    u = Fraction(1, 2**23)  # FP32 toward zero
+    assert Fraction(bounds.block_fma_bound(tensorcore.B200_MXF8F6F4, 32)) == \
+        u + 33 * Fraction(1, 2**25) * (1 + u)
+    # kind::mxf4nvf4: c and 64 / 16 = 4 exact run sums are aligned, F = 35
+    alpha = u + 5 * Fraction(1, 2**35) * (1 + u)
+    for name in ("B200_MXF4NVF4", "B200_MXF4NVF4_E8M0"):
+        assert Fraction(bounds.deterministic_bound(name, 64)) == alpha
+        assert bounds.deterministic_bound(name, 128) == pytest.approx(
+            float((1 + alpha) ** 2 - 1), rel=1e-12)
+    # an FP16 output rounds to nearest: u_out = 2**-11
+    u16 = Fraction(1, 2**11)
+    assert Fraction(bounds.block_fma_bound(tensorcore.H100_FP16_OUT16, 16)) == \
+        u16 + 17 * Fraction(1, 2**25) * (1 + u16)
+
+
+def test_mfma_bound_by_hand():
+    u = Fraction(1, 2**24)  # one rounding to nearest into FP32 per group
+    # CDNA3 FP16: 8 truncated products and c (9 units of 2**(M-24)), the sum floored (2**-31)
+    alpha = u + (9 * u + Fraction(1, 2**31)) * (1 + u)
+    assert Fraction(bounds.mfma_bound(lowprec.cdna.CDNA3_FP16, 8)) == alpha
+    assert bounds.deterministic_bound("CDNA3_FP16", 20) == pytest.approx(
+        float((1 + alpha) ** 3 - 1), rel=1e-12)
+    # XF32: groups of 4; FP8: 16 products, two half-sum floors and c: 19 units
+    assert Fraction(bounds.mfma_bound(lowprec.cdna.CDNA3_XF32, 4)) == \
+        u + (5 * u + Fraction(1, 2**31)) * (1 + u)
+    assert Fraction(bounds.mfma_bound(lowprec.cdna.CDNA3_FP8, 16)) == \
+        u + (19 * u + Fraction(1, 2**31)) * (1 + u)
+    # CDNA1/2: exact FP16/BF16 products, a tree of depth 2 (groups of 4), then one rounding
+    # per later group: K = 64 is 16 groups, 2 + 15 roundings
+    assert bounds.deterministic_bound("CDNA2_FP16", 64) == bounds.gamma(17, 2.0**-24)
+    assert bounds.deterministic_bound("CDNA1_BF16", 2) == bounds.gamma(1, 2.0**-24)
+    assert bounds.deterministic_bound("CDNA1_BF16", 0) == 0.0
+    with pytest.raises(TypeError, match="group"):
+        bounds.mfma_bound(tensorcore.H100_FP16, 16)
+    with pytest.raises(ValueError, match="mean zero"):
+        bounds.probabilistic_bound("CDNA3_FP16", 64)
+
+
+def test_b200_fp8_is_exact_on_narrow_inputs():
+    """Why B200_FP8 showed no error at all on operands in [2**-6, 1) of both signs: every
+    product is a multiple of 2**-18 (two 4-bit significands, exponents >= -6), F = 25 bits below
+    any exponent >= -12 keeps all of them, and while every partial sum stays below 2**6 in
+    magnitude each block's result has at most 24 significant bits: FP32 holds it exactly. The
+    bound is not wrong there; the inputs cannot exercise it (hence PRESET_SPREAD)."""
+    rng = np.random.default_rng(3)
+    for k in (16, 100, 512):
+        a, b = _operands(rng, (32, k), lowprec.E4M3, True, spread=6)
+        partial = np.cumsum(a * b, axis=-1)  # exact: multiples of 2**-18 below 2**11
+        keep = (np.abs(partial) < 2.0**6).all(axis=-1)
+        assert keep.sum() > 16
+        errors = _errors(a[keep], b[keep], tensorcore.dot(a[keep], b[keep], tensorcore.B200_FP8))
+        assert (errors == 0).all()
+
+
 def test_probabilistic_bound_by_hand():
     u = 2.0**-24
     got = bounds.probabilistic_bound("fp32", 100, lam=3.0)
@@ -455,7 +511,8 @@ def test_figure_data_stay_within_their_bounds():
 
     ks, panels = demo.accumulation_bounds(ks=(16, 256), trials=4)
     assert ks == [16, 256]
-    labels = {label for lines in panels.values() for label in lines}
+    labels = {name for lines in panels.values() for label in lines
+              for name in label.split(" = ")}  # identical lines share one: "A = B"
     for names in demo.BOUND_PANELS.values():
         for name in names:
             assert (name in labels) == (name in tensorcore.TENSOR_CORES)
