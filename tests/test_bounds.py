@@ -5,7 +5,10 @@ which is the error correctly rounded, and fractions.Fraction where a case is tig
 
 Tightness, the largest observed error over the bound, as these tests measured it (they print
 it: run with ``-s``); 64 trials per K for format accumulators (magnitudes in [0.25, 1)), 32 for
-tensor cores (log-uniform in [2**-6, 1)):
+tensor and matrix cores (nonzero normal operands, log-uniform over 12 binades, 6 for an FP16
+output; block scales over 2**-20..2**20 for E8M0, 2**-6..2**8 for UE4M3). Tensor-core
+columns give the range over presets of the largest ratio over K = 16..2048 (at K = 1 the one
+product is exact):
 
 | accumulation | K | random, one sign | random, both signs | adversarial (tensor cores: one block) |
 |---|---|---|---|---|
@@ -13,7 +16,10 @@ tensor cores (log-uniform in [2**-6, 1)):
 | FP16 sequential, to nearest | 64-1024 | 0.02-0.08 | 0.001-0.02 | 0.92 (K = 16, 64) |
 | FP16 pairwise | 64-1024 | 0.17-0.34 | 0.02-0.06 | |
 | FP32 sequential (FP16 inputs) | 64-1024 | 0.02-0.08 | 0.001-0.01 | |
-| tensor-core presets | 16-2048 | 0.02-0.21 | 0.000-0.15 | 0.43 (A100_TF32)-0.71 (H100_FP16) |
+| NVIDIA, FP32 output | 16-2048 | 0.07 (B200_FP8)-0.77 (MXF4NVF4) | 0.04-0.25 | 0.50 (V100)-0.89 |
+| NVIDIA, FP16 output | 16-2048 | 0.12-0.85 | 0.07-0.62 | 0.80 (ADA_FP8_OUT16)-1.00 |
+| AMD CDNA3 (fused groups) | 16-2048 | 0.03-0.20 | 0.04-0.06 | 0.26 (CDNA3_BF8)-0.70 (FP16) |
+| AMD CDNA1/2 (pairwise FP32) | 16-2048 | 0.31-0.37 | 0.17-0.29 | 0.92-0.97 (K = 16 groups) |
 | Higham & Mary, FP16/BF16, P >= 0.5 | 256 | 0.20-0.23 | | exceeded (Model 2.1 fails) |
 
 """
