@@ -317,11 +317,19 @@ def mfma_bound(model: object, K: int) -> float:
         h = g + (3 if getattr(model, "even_odd", False) else 1)
         alpha = u + (h * 2.0**-24 + 2.0**-31) * (1 + u)
         return _chain(groups, alpha)
+    return gamma(_pairwise_roundings(model, K), u)
+
+
+def _pairwise_roundings(model, K: int) -> int:
+    """The most roundings to nearest on a product's way through CDNA1/2's pairwise groups
+    (:func:`mfma_bound`): the product's own (when inexact), the tree's, one per later group."""
+    groups = -(-K // model.group)
+    if groups == 0:
+        return 0
     fa = as_format(model.inputs)
     fb = as_format(getattr(model, "b_format", None) or fa)
     inexact = (fa.mantissa_bits + 1) + (fb.mantissa_bits + 1) > FP32.mantissa_bits + 1
-    n = int(inexact) + (_tree_depth(g) if g > 1 else 0) + max(groups - 1, 0)
-    return gamma(n, u) if groups else 0.0
+    return int(inexact) + (_tree_depth(model.group) if model.group > 1 else 0) + groups - 1
 
 
 def probabilistic_lambda(K: int, probability: float, u: float) -> float:
@@ -339,14 +347,17 @@ def probabilistic_bound(accumulator: AccumulatorLike, K: int, *, lam: float | No
                         probability: float | None = None) -> ProbabilisticBound:
     """Higham & Mary 2019, Theorem 3.1, for a round-to-nearest accumulator (a
     :class:`~lowprec.accumulate.FormatAccumulation` or format name, or
-    :data:`~lowprec.accumulate.BLAS` as FP32): with n = :func:`roundings` (K for BLAS),
+    :data:`~lowprec.accumulate.BLAS` as FP32, or an AMD CDNA1/2 matrix core, whose pairwise
+    FP32 trees round to nearest): with n = :func:`roundings` (K for BLAS; for CDNA1/2 the
+    count of :func:`mfma_bound`),
     ``|s_hat - s| <= gamma~_n(lam) sum |a_i b_i|`` with probability at least
     ``1 - 2 K exp(-lam**2 (1 - u)**2 / 2)``, if the rounding errors are independent and of mean
     zero (their Model 2.1; module docstring).
 
     Give ``lam`` or the ``probability`` wanted (default 0.99); a lam too small for K gives a
     probability at or below 0 (no guarantee), reported as is.
-    Raises ValueError for a tensor-core model: truncation's errors are not of mean zero.
+    Raises ValueError for a tensor-core model and for CDNA3: truncation's errors are not of mean
+    zero.
     """
     acc = _accumulator(accumulator)
     K = _count(K, "K")
@@ -354,10 +365,13 @@ def probabilistic_bound(accumulator: AccumulatorLike, K: int, *, lam: float | No
         n, u = roundings(acc, K), unit_roundoff(acc.format, "nearest")
     elif isinstance(acc, Blas):
         n, u = K, unit_roundoff(FP32, "nearest")
+    elif hasattr(acc, "group") and getattr(acc, "fused", True) is False:
+        n, u = _pairwise_roundings(acc, K), unit_roundoff(FP32, "nearest")
     else:
-        raise ValueError(f"{getattr(acc, 'name', acc)!r} rounds toward zero (truncation): its "
-                         "rounding errors are not of mean zero, so Higham & Mary's probabilistic "
-                         "model does not apply; use deterministic_bound")
+        raise ValueError(f"{getattr(acc, 'name', acc)!r} truncates (toward zero, or floors "
+                         "toward minus infinity): its rounding errors are not of mean zero, so "
+                         "Higham & Mary's probabilistic model does not apply; use "
+                         "deterministic_bound")
     if lam is not None and probability is not None:
         raise ValueError("give lam or probability, not both")
     if lam is None:

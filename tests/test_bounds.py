@@ -313,6 +313,25 @@ def test_probabilistic_bound_holds_at_its_stated_rate(acc, probability):
     assert errors.max() > 0.05 * stated.bound  # the bound is not vacuous either
 
 
+@pytest.mark.parametrize("name", ["CDNA1_BF16", "CDNA2_FP16"])
+def test_probabilistic_bound_holds_for_amd_pairwise_trees(name):
+    """CDNA1/2 add in FP32 to nearest: Higham & Mary's bound with n = ceil(log2 g) + K/g - 1
+    roundings (u = 2**-24), at P >= 0.9, on random one-sign inputs (K = 256)."""
+    model = tensorcore.TENSOR_CORES[name]
+    rng = np.random.default_rng(6)
+    k = 256
+    a, b = (_normal_operand(rng, (200, k), model.inputs, False, 2) for _ in "ab")
+    errors = _errors(a, b, _simulate(model, a, b))
+    stated = bounds.probabilistic_bound(model, k, probability=0.9)
+    n = (model.group - 1).bit_length() + k // model.group - 1
+    assert stated.bound == pytest.approx(math.expm1(stated.lam * math.sqrt(n) * 2.0**-24
+                                                    + n * 2.0**-48 / (1 - 2.0**-24)), rel=1e-14)
+    assert np.mean(errors > stated.bound) <= 1 - stated.probability
+    print(f"\n{name}, K = {k}: largest error / probabilistic bound "
+          f"{errors.max() / stated.bound:.3f}")
+    assert errors.max() > 0.05 * stated.bound
+
+
 def test_probabilistic_bound_is_a_model_not_a_guarantee():
     """Inputs whose rounding errors all have one sign break Model 2.1: the error grows like
     K u, above lam sqrt(K) u, while the deterministic bound still holds."""
