@@ -57,8 +57,9 @@ subnormals to zero); the functions' docstrings say what to add where it fails.
   ``Q = 1 - K (1 - P(lam))`` (one failure chance per term). To first order it is
   ``lam sqrt(n) u``: sqrt(K) growth instead of K.
 
-Tensor cores truncate (round toward zero), so their errors have a sign: Model 2.1 does not hold
-and :func:`probabilistic_bound` refuses them. The tests (tests/test_bounds.py) check every bound
+Tensor cores truncate (round toward zero), and CDNA3 truncates and floors, so their errors have
+a sign: Model 2.1 does not hold and :func:`probabilistic_bound` refuses them; CDNA1/2's pairwise
+FP32 trees round to nearest and are accepted. The tests (tests/test_bounds.py) check every bound
 against the errors of simulated dot products, exact references computed with math.fsum and
 fractions.Fraction, and report how close the errors come.
 """
@@ -191,9 +192,11 @@ def block_fma_bound(model: object, K: int) -> float:
     of block FMAs (sec. 3), with this alpha for one block. The t 2**-F term is nearly reached
     when n - 1 terms just below ``2**(emax - F)`` are truncated away beside one large term, and
     u_out when the surviving sum lies just below a rounding threshold (tests/test_bounds.py).
-    Nothing here depends on F against the input precision: F = 25 with FP8 inputs (B200_FP8)
-    simply truncates nothing while the products span fewer than 25 - 7 binades (E4M3 products
-    have 8 significant bits), so only the FP32 rounding of each block's result is left.
+    Nothing here depends on F against the input precision: with F = 25 and FP8 inputs
+    (B200_FP8) the alignment cuts nothing off a product whose exponent is within 19 of emax
+    (E4M3 products have 6 fraction bits), so on operands of a narrow range only the FP32
+    rounding of each block's result can err, and not at all while the partial sums need at
+    most 24 bits (tests/test_bounds.py, test_b200_fp8_is_exact_on_narrow_inputs).
 
     Block-scaled MMA (``block_scaled_mma``: B200_MXF8F6F4, B200_MXF4NVF4; PTX ISA tcgen05.mma
     ``kind::mxf8f6f4`` / ``kind::mxf4nvf4``, the model of lowprec.tensorcore after MMA-Sim): the
