@@ -266,11 +266,12 @@ def mfma_bound(model: object, K: int) -> float:
 
     Assumed (beyond the module's assumptions): every operand is a nonzero normal number, and
     every product, partial sum and group result is 0 or at least 2**-126 in magnitude (FP32's
-    normal range). The models read a zero operand's exponent as -126 and clamp a subnormal's to
-    emin (a product then counts larger than it is), and CDNA2 flushes subnormal operands,
-    products and partial sums to zero, an error relative to nothing in sum |a_i b_i|: where the
-    assumption fails, add an absolute term of 2**-126 per flush (at most 2 g flushes per group:
-    g products or operands pairs, g - 1 tree sums, the accumulator) on top of this bound.
+    normal range). CDNA3 reads a zero operand's exponent as -126 and clamps a subnormal's to
+    emin (a product then counts larger than it is), and CDNA2 flushes subnormals to zero,
+    errors that sum |a_i b_i| does not scale. Where CDNA2's assumption fails, add on top of
+    this bound: |a_i b_i| for every product with a flushed (subnormal) operand, and 2**-126
+    for every other flush (at most 2 g per group: g products, g - 1 tree sums, the
+    accumulator), each such absolute term times (1 + this bound) for the later roundings.
 
     CDNA3, fused (``fused=True``), one group ``d = c + p_1 + ... + p_g`` with c in FP32:
 
