@@ -299,19 +299,30 @@ BOUND_PANELS = {
 }
 
 
+BOUND_BINADES = 12  # Fig. 09's operands: log-uniform over this many binades
+
+
 def accumulation_bounds(ks: tuple[int, ...] = (16, 64, 256, 1024, 4096), trials: int = 16,
                         seed: int = 0) -> tuple[list[int], dict]:
     """For Fig. 09: ``(ks, {panel: {label: {"observed": [...], "bound": [...],
     "probabilistic": [...] or None}}})``. "observed" is the largest ``|s_hat - s| / sum |a_i
-    b_i|`` over ``trials`` dot products of length K with inputs uniform in [0, 1) rounded to
-    the model's input format, against the exact sum (math.fsum of the exact float64 products
-    and the negated result); "bound" is :func:`lowprec.bounds.deterministic_bound`, and, for
-    the FP32 accumulator, "probabilistic" Higham & Mary's bound at probability 0.99. Presets
-    of BOUND_PANELS missing from lowprec.TENSOR_CORES are left out."""
+    b_i|`` over ``trials`` dot products of length K with positive inputs log-uniform over
+    ``BOUND_BINADES`` binades from the input format's smallest normal number (or 2**-12, if
+    larger), rounded to the format: nonzero normal operands, as the tensor-core bounds assume,
+    whose products span enough binades for every model's alignment to truncate. The error is
+    measured against the exact sum (math.fsum of the exact float64 products and the negated
+    result); "bound" is :func:`lowprec.bounds.deterministic_bound`, and, for the FP32
+    accumulator, "probabilistic" Higham & Mary's bound at probability 0.99. Presets of
+    BOUND_PANELS missing from lowprec.TENSOR_CORES are left out; presets whose lines are
+    identical (the same arithmetic) share one, labelled ``"A = B"``."""
     from . import bounds
 
     rng = np.random.default_rng(seed)
-    data = {k: rng.random((2, trials, k)) for k in ks}
+    data = {k: rng.random((2, trials, k)) for k in ks}  # the same draws for every format
+
+    def operand(u, fmt):  # u uniform in [0, 1) -> log-uniform over BOUND_BINADES binades
+        low = max(2.0**-12, fmt.tiny)
+        return lp_round(low * 2.0 ** (BOUND_BINADES * u), fmt)
     panels = {}
     for panel, names in BOUND_PANELS.items():
         models = {name: tensorcore.TENSOR_CORES[name] for name in names
@@ -325,7 +336,7 @@ def accumulation_bounds(ks: tuple[int, ...] = (16, 64, 256, 1024, 4096), trials:
             fb = getattr(model, "b_format", None) or fa
             observed, bound, probabilistic = [], [], []
             for k in ks:
-                a, b = lp_round(data[k][0], fa), lp_round(data[k][1], fb)
+                a, b = operand(data[k][0], fa), operand(data[k][1], fb)
                 got = np.asarray(accumulate.dot(a, b, held=(fa, fb), accumulate=model), float)
                 products = a * b  # exact in float64: at most 11-bit significands
                 worst = max(abs(math.fsum([*row, -s])) / math.fsum(np.abs(row))
@@ -334,8 +345,12 @@ def accumulation_bounds(ks: tuple[int, ...] = (16, 64, 256, 1024, 4096), trials:
                 bound.append(bounds.deterministic_bound(model, k))
                 if isinstance(model, accumulate.FormatAccumulation):
                     probabilistic.append(bounds.probabilistic_bound(model, k).bound)
-            lines[label] = {"observed": observed, "bound": bound,
-                            "probabilistic": probabilistic or None}
+            line = {"observed": observed, "bound": bound, "probabilistic": probabilistic or None}
+            same = [other for other, seen in lines.items() if seen == line]
+            if same:  # the same model under two names (H100 and B200 FP16): one line, both names
+                lines[f"{same[0]} = {label}"] = lines.pop(same[0])
+            else:
+                lines[label] = line
         panels[panel] = lines
     return list(ks), panels
 
@@ -348,7 +363,8 @@ def accumulation_bounds_figure(seed: int = 0) -> Figure:
     trials = 16
     return plots.plot_accumulation_bounds(
         *accumulation_bounds(trials=trials, seed=seed),
-        f"inputs uniform in [0, 1), the largest of {trials} trials per K")
+        f"positive inputs log-uniform over {BOUND_BINADES} binades, the largest of {trials} "
+        "trials per K")
 
 
 def figure_runs(seed: int = 0, demo_runs: dict | None = None,

@@ -278,14 +278,15 @@ def plot_accumulation_bounds(ks: list[int], panels: dict, description: str) -> F
 
     panels: ``{title: {label: {"observed": [...], "bound": [...], "probabilistic": [...] or
     None}}}`` (:func:`lowprec.demo.accumulation_bounds`): the observed errors as solid lines
-    with markers, each deterministic bound dashed in the same colour (an infinite bound, which
+    with a marker each, each deterministic bound dashed in the same colour (an infinite bound, which
     says nothing, is left out), a probabilistic bound dotted."""
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 6), squeeze=False)
     from matplotlib.lines import Line2D
     for ax, (title, lines) in zip(axes[0], panels.items()):
         for i, (label, line) in enumerate(lines.items()):
             color = f"C{i}"
-            ax.loglog(ks, line["observed"], "o-", color=color, label=label)
+            marker = "osD^vP*X"[i % 8]  # lines that nearly coincide stay apart
+            ax.loglog(ks, line["observed"], "-", marker=marker, color=color, label=label)
             finite = [(k, v) for k, v in zip(ks, line["bound"]) if math.isfinite(v)]
             if finite:
                 ax.loglog(*zip(*finite), "--", color=color, lw=1.2)
