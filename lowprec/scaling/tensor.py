@@ -201,6 +201,29 @@ class ScaledTensor:
         with np.errstate(over="ignore", invalid="ignore"):
             return self.elements.astype(np.float64) * scales
 
+    def _block_product_f32(self) -> np.ndarray:
+        """``element * block_scale`` as one float32 multiplication per element: the same bits as
+        :meth:`exact_values` rounded to float32 (no tensor scale). Why: an element has at most
+        24 significant bits (a format no wider than float32) and a float32 scale 24, so their
+        product has at most 48 bits and an exponent between -298 and 256: float64 holds it
+        exactly, and its cast to float32 rounds it once, to nearest-even, subnormal and overflow
+        results included. IEEE 754-2019 sec. 4.3 and 5.4.1 define the float32 product as that
+        same exact product rounded once in the same way, so the two agree bit for bit, NaN and
+        infinities included (tests/test_block_quantize.py checks adversarial values)."""
+        elements, scales = self.elements, self.block_scales  # both float32
+        if self.tiled:
+            bm, bn = self.block_size
+            scales = _expand(_expand(scales, bm, -2, self.shape[-2]), bn, -1, self.shape[-1])
+            return elements * scales
+        axis, size = self.axis, self.block_size
+        length = self.shape[axis]
+        if length % size:  # a partial last block: repeat each scale along the axis
+            return elements * _expand(scales, size, axis, length)
+        # Whole blocks: split the axis into (blocks, block) and broadcast one scale per block.
+        split = self.shape[:axis] + (length // size, size) + self.shape[axis + 1:]
+        product = elements.reshape(split) * np.expand_dims(scales, axis + 1)
+        return product.reshape(self.shape)
+
     def dequantize(self) -> np.ndarray:
         """The float32 values a model holds: per tensor ``float32(elements * scale_inv)``, a
         float32 product as TE's dequantize computes it; per block the exact
@@ -210,6 +233,10 @@ class ScaledTensor:
             with np.errstate(over="ignore", invalid="ignore"):
                 if not self.block_scaled:
                     values = self.elements * self.scale_inv
+                elif (self.tensor_scale is None
+                      and getattr(self.elements, "dtype", None) == np.float32
+                      and getattr(self.block_scales, "dtype", None) == np.float32):
+                    values = self._block_product_f32()
                 else:
                     values = self.exact_values().astype(np.float32)
             self.__dict__["_values"] = values  # a cache on a frozen value, not a field
