@@ -149,3 +149,34 @@ def test_cast_statistics_match_definition(zeros):
     assert clipped == np.count_nonzero(np.abs(scaled) > 448) / x32.size
     assert flushed == np.count_nonzero((out == 0) & (x32 != 0) & np.isfinite(x32)) / x32.size
     assert clipped > 0 and flushed > 0
+
+
+@pytest.mark.parametrize("scales_kind", ["e4m3", "full", "tiny"])
+def test_dequantize_with_tensor_scale_is_the_exact_product_rounded_once(scales_kind):
+    """NVFP4's two levels: element * block scale * tensor scale, rounded once to float32,
+    whether the float32 route applies (E4M3 block scales) or not (full float32 significands,
+    or block scales so small that element * scale would leave float32's normal range)."""
+    rng = np.random.default_rng(12)
+    elements = _adversarial_elements(E2M1, rng, (16, 64))
+    if scales_kind == "e4m3":
+        scales = round_to(rng.random((16, 4)) * 448, E4M3).astype(np.float32)
+        scales[0, 0] = 0.0
+    elif scales_kind == "full":
+        scales = (rng.random((16, 4)) * 448).astype(np.float32)
+    else:
+        scales = np.exp2(rng.integers(-130, -120, (16, 4)).astype(np.float64)).astype(np.float32)
+    tensor_scales = [np.float32(2.0 ** -149), np.float32(1 / 3), np.float32(3e37)]
+    for t in tensor_scales:
+        st = ScaledTensor(elements, E2M1, block_scales=scales, block_size=16, axis=1,
+                          tensor_scale=float(t))
+        values = st.dequantize()
+        want = np.full(elements.shape, np.nan)
+        for (r, c), e in np.ndenumerate(elements):
+            if not np.isnan(e):  # the exact three-factor product, rounded once
+                q = Q(float(e)) * Q(float(scales[r, c // 16])) * Q(float(t))
+                want[r, c] = round_exact(q, "fp32", negative=bool(np.signbit(e)),
+                                         overflow="inf")
+        number = ~np.isnan(want)
+        assert np.array_equal(np.isnan(values), ~number)
+        assert np.array_equal(values[number].view(np.uint32),
+                              want[number].astype(np.float32).view(np.uint32))

@@ -201,6 +201,27 @@ class ScaledTensor:
         with np.errstate(over="ignore", invalid="ignore"):
             return self.elements.astype(np.float64) * scales
 
+    def _products_exact_in_f32(self) -> bool:
+        """Whether every ``element * block_scale`` is exact in float32, so that multiplying it
+        by the tensor scale in float32 rounds the exact three-factor product once, as
+        :meth:`exact_values` does (NVFP4: 2-bit E2M1 elements times 4-bit E4M3 scales). True
+        when each finite nonzero block scale is a normal float32 whose significand leaves room
+        for the element's (at most ``mantissa_bits + 1`` bits) and the products stay within
+        float32's normal range; zero, infinite and NaN scales give the same special either
+        way."""
+        fmt = self.fmt
+        scales = self.block_scales.reshape(-1)
+        finite = scales[np.isfinite(scales) & (scales != 0)]
+        if finite.size == 0:
+            return True
+        mags = np.abs(finite)
+        low_bits = np.uint32((1 << (fmt.mantissa_bits + 1)) - 1)  # must be zero: 24 in all
+        smallest = 2.0 ** (fmt.emin - fmt.mantissa_bits)  # the element format's subnormal step
+        return bool(mags.min() >= np.finfo(np.float32).tiny
+                    and float(mags.min()) * smallest >= np.finfo(np.float32).tiny
+                    and float(mags.max()) * fmt.max <= np.finfo(np.float32).max
+                    and not np.any(mags.view(np.uint32) & low_bits))
+
     def _block_product_f32(self) -> np.ndarray:
         """``element * block_scale`` as one float32 multiplication per element: the same bits as
         :meth:`exact_values` rounded to float32 (no tensor scale). Why: an element has at most
@@ -233,10 +254,12 @@ class ScaledTensor:
             with np.errstate(over="ignore", invalid="ignore"):
                 if not self.block_scaled:
                     values = self.elements * self.scale_inv
-                elif (self.tensor_scale is None
-                      and getattr(self.elements, "dtype", None) == np.float32
-                      and getattr(self.block_scales, "dtype", None) == np.float32):
+                elif (getattr(self.elements, "dtype", None) == np.float32
+                      and getattr(self.block_scales, "dtype", None) == np.float32
+                      and (self.tensor_scale is None or self._products_exact_in_f32())):
                     values = self._block_product_f32()
+                    if self.tensor_scale is not None:  # (element * block scale) is exact
+                        values *= self.tensor_scale
                 else:
                     values = self.exact_values().astype(np.float32)
             self.__dict__["_values"] = values  # a cache on a frozen value, not a field
