@@ -180,3 +180,23 @@ def test_dequantize_with_tensor_scale_is_the_exact_product_rounded_once(scales_k
         assert np.array_equal(np.isnan(values), ~number)
         assert np.array_equal(values[number].view(np.uint32),
                               want[number].astype(np.float32).view(np.uint32))
+
+
+@pytest.mark.parametrize("fmt", ["e4m3", "e5m2", "e3m2", "e2m3", "e2m1"])
+@pytest.mark.parametrize("mode", ["nearest", "toward_zero", "up", "down", "nearest_away", "odd"])
+def test_round_elements_saturates_like_clamping_first(fmt, mode):
+    """Elements saturate (CUDA __NV_SATFINITE): +-inf and everything beyond +-max read +-max,
+    in every mode; checked against round_exact of the value clamped to [-max, max]."""
+    from lowprec.formats import as_format
+    from lowprec.rounding import as_mode
+    from lowprec.scaling.block import _round_elements
+
+    f = as_format(fmt)
+    rng = np.random.default_rng(13)
+    top = np.float32(f.max)
+    x = np.concatenate([[np.inf, -np.inf, top, -top, np.nextafter(top, np.float32(np.inf))],
+                        rng.standard_normal(200) * f.max * 1.5]).astype(np.float32)
+    got = _round_elements(x, f, as_mode(mode), None)
+    want = [round_exact(Q(float(np.clip(v, -top, top))), f, mode, negative=bool(v < 0),
+                        overflow="saturate") for v in x]
+    assert np.array_equal(got, np.array(want, np.float32))

@@ -469,9 +469,12 @@ def _round_elements(scaled: np.ndarray, fmt: FloatFormat, mode, rng) -> np.ndarr
     nan = np.isnan(scaled)
     any_nan = nan.any()
     clean = np.where(nan, _F32(0), scaled) if any_nan else scaled
-    fmax = _F32(fmt.max)
-    clipped = np.clip(clean, -fmax, fmax)
-    out = round_to(clipped, fmt, mode, overflow="saturate", rng=rng)
+    if fmt.has_inf:  # lowprec.round keeps an infinite input infinite there: clamp first
+        fmax = _F32(fmt.max)
+        clean = np.clip(clean, -fmax, fmax)
+    # Without infinities, overflow="saturate" sends every |x| > max (inf included) to +-max
+    # in every mode, as clamping first would.
+    out = round_to(clean, fmt, mode, overflow="saturate", rng=rng)
     return np.where(nan, _F32(np.nan), out).astype(np.float32) if any_nan else out
 
 
