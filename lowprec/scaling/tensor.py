@@ -225,12 +225,12 @@ class ScaledTensor:
     def _block_product_f32(self) -> np.ndarray:
         """``element * block_scale`` as one float32 multiplication per element: the same bits as
         :meth:`exact_values` rounded to float32 (no tensor scale). Why: a float32 element and
-        a float32 scale have at most 24 significant bits each, so their
-        product has at most 48 bits and an exponent between -298 and 256: float64 holds it
-        exactly, and its cast to float32 rounds it once, to nearest-even, subnormal and overflow
-        results included. IEEE 754-2019 sec. 4.3 and 5.4.1 define the float32 product as that
-        same exact product rounded once in the same way, so the two agree bit for bit, NaN and
-        infinities included (tests/test_block_fast_paths.py checks adversarial values)."""
+        a float32 scale have at most 24 significant bits each, so their product has at most
+        48 bits and an exponent between -298 and 256: float64 holds it exactly, and its cast
+        to float32 rounds it once, to nearest-even, subnormal and overflow results included.
+        IEEE 754-2019 sec. 4.3 and 5.4.1 define the float32 product as that same exact product
+        rounded once in the same way, so the two agree bit for bit, NaN and infinities included
+        (tests/test_block_fast_paths.py checks adversarial values)."""
         elements, scales = self.elements, self.block_scales  # both float32
         if self.tiled:
             bm, bn = self.block_size
