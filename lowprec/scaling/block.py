@@ -233,17 +233,29 @@ def _layout(shape: tuple, block: int | tuple[int, int] | str, axis: int) -> _Lay
 # --- scale rules --------------------------------------------------------------------------------
 def _amax(blocks: np.ndarray, propagate_nan: bool) -> np.ndarray:
     """Per-block max |x| (float32): NaN-propagating (torch.amax) or NaN-ignoring (fmaxf)."""
-    # Halving the block with elementwise maxima beats a max-reduction over a short last axis
-    # (7.5 -> 5.2 ms on 4M values); the halves overlap for odd lengths, which max ignores.
-    # np.maximum propagates NaN, np.fmax skips it (NaN only when both are NaN).
-    pairwise = np.maximum if propagate_nan else np.fmax
-    mags = np.abs(blocks)
-    while mags.shape[-1] > 1:
+    if blocks.shape[-1] == 0:
+        return np.zeros(blocks.shape[:-1], np.float32)
+    # On the float32 bit patterns with the sign cleared, unsigned integer order is |x|'s
+    # order, and every NaN pattern (above 0x7F800000) sorts above +inf: the integer maximum is
+    # the NaN-propagating amax. Pairs of neighbours are reduced over the whole contiguous array
+    # at once (an even block never mixes two blocks): 4M values in 1.8 ms, where a max over
+    # the short last axis takes 3.7 ms on the integers and 7.5 ms on float32.
+    mags = np.empty(blocks.shape, np.uint32)
+    np.bitwise_and(blocks.view(np.uint32), np.uint32(0x7FFFFFFF), out=mags)
+    while mags.shape[-1] % 2 == 0:
+        pairs = mags.reshape(-1, 2)
+        mags = np.maximum(pairs[:, 0], pairs[:, 1]).reshape(mags.shape[:-1]
+                                                            + (mags.shape[-1] // 2,))
+    while mags.shape[-1] > 1:  # an odd length: halves that overlap by one, which max ignores
         n = mags.shape[-1]
         half = (n + 1) // 2
-        mags = pairwise(mags[..., :half], mags[..., n - half:])
-    amax = mags[..., 0] if mags.shape[-1] else np.zeros(mags.shape[:-1], np.float32)
-    return amax if propagate_nan else np.where(np.isnan(amax), _F32(0), amax)
+        mags = np.maximum(mags[..., :half], mags[..., n - half:])
+    amax = np.ascontiguousarray(mags[..., 0]).view(np.float32)
+    if not propagate_nan:  # fmaxf skips NaN: redo the (rare) blocks holding one
+        nan = np.isnan(amax)
+        if nan.any():
+            amax[nan] = np.fmax.reduce(np.abs(blocks[nan]), axis=-1, initial=0.0)
+    return amax
 
 
 def _bits(a32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -328,9 +340,10 @@ def _log2_f32(s: np.ndarray) -> np.ndarray:
 
 
 def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
-            tensor_scale) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.float32 | None]:
-    """For one rule: (scaled float32 blocks to round, decode scales float64 per block, scale
-    codes per block, tensor decode scale or None)."""
+            tensor_scale) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                   np.float32 | None]:
+    """For one rule: (amax per block as the rule takes it, scaled float32 blocks to round,
+    decode scales float64 per block, scale codes per block, tensor decode scale or None)."""
     fmax = _F32(fmt.max)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         if rule in ("floor", "ceil", "even", "rceil"):
@@ -340,19 +353,19 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
             recip[np.isnan(e)] = np.nan  # a NaN scale makes its whole block NaN
             scaled = blocks * recip[..., None]
             codes = np.where(np.isnan(e), 255, np.nan_to_num(e) + 127).astype(np.uint8)
-            return scaled, np.exp2(e), codes, None
+            return amax, scaled, np.exp2(e), codes, None
         if rule in ("floor_torchao", "ceil_torchao", "even_torchao"):
             amax = _amax(blocks, propagate_nan=True)  # torch.amax
             codes = _e8m0_torchao(amax, fmt, rule[:-len("_torchao")])
             divisor = (codes.astype(np.int64) << 23).astype(np.uint32).view(np.float32)
             divisor = np.maximum(divisor, _F32(2.0 ** -126))  # 255 -> +inf stays
             scaled = blocks / divisor[..., None]
-            return scaled, _pow2(codes), codes.astype(np.uint8), None
+            return amax, scaled, _pow2(codes), codes.astype(np.uint8), None
         if rule == "rceil_te":
             amax = _amax(blocks, propagate_nan=False)  # TE's fmaxf ignores NaN
             codes = _te_codes(amax, fmt)
             scaled = blocks * _te_reciprocal(codes)[..., None]
-            return scaled, _pow2(codes), codes.astype(np.uint8), None
+            return amax, scaled, _pow2(codes), codes.astype(np.uint8), None
         if rule == "rceil_torchao":
             amax = _amax(blocks, propagate_nan=True)
             descale = amax / fmax  # float32 division
@@ -364,7 +377,7 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
             rcp = np.where(codes == 254, _F32(2.0 ** -127), rcp)
             rcp = np.where(codes == 255, descale, rcp).astype(np.float32)
             scaled = blocks * rcp[..., None]
-            return scaled, _pow2(codes), codes.astype(np.uint8), None
+            return amax, scaled, _pow2(codes), codes.astype(np.uint8), None
         if rule == "pow2_floor":
             amax = _amax(blocks, propagate_nan=False)
             bad = np.isinf(amax) | (amax == 0)
@@ -374,21 +387,21 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
             scaled = blocks * scale[..., None]
             decode = 1.0 / scale.astype(np.float64)  # exact: a power of two
             codes = (np.log2(decode) + 127).astype(np.uint8)
-            return scaled, decode, codes, None
+            return amax, scaled, decode, codes, None
         if rule == "pow2_floor_torchao":
             amax = _amax(blocks, propagate_nan=True)
             scale = (fmt.max / np.maximum(amax.astype(np.float64), 1e-12)).astype(np.float32)
             scale = np.exp2(np.floor(_log2_f32(scale))).astype(np.float32)
             scaled = blocks * scale[..., None]
             decode = 1.0 / scale.astype(np.float64)
-            return scaled, decode, decode.astype(np.float32), None
+            return amax, scaled, decode, decode.astype(np.float32), None
         if rule == "fp32":
             amax = _amax(blocks, propagate_nan=True)
             s = (amax / fmax).astype(np.float32)
             s = np.where(s == 0, _F32(1.0), s).astype(np.float32)  # 0 / 0 -> 1 (see above)
             s = np.where(np.isfinite(amax), s, _F32(np.nan)).astype(np.float32)
             scaled = blocks / s[..., None]
-            return scaled, s.astype(np.float64), s, None
+            return amax, scaled, s.astype(np.float64), s, None
         if rule == "nvfp4":
             if tensor_scale is None:
                 g = amax_of(x32)  # TE's amax kernels ignore NaN
@@ -404,7 +417,7 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
             x_b = round_to(s_dec_b.astype(np.float32), E4M3, overflow="saturate")  # __nv_fp8_e4m3
             inverse = np.minimum(_F32(1.0) / (x_b * s_dec), _F32_MAX)
             scaled = blocks * inverse[..., None]
-            return scaled, x_b.astype(np.float64), _element_codes(x_b, E4M3), s_dec
+            return amax, scaled, x_b.astype(np.float64), _element_codes(x_b, E4M3), s_dec
         if rule == "nvfp4_torchao":
             if tensor_scale is None:  # per_tensor_amax_to_scale(torch.max(torch.abs(x)))
                 g = np.abs(x32).max() if x32.size else _F32(0)
@@ -417,7 +430,7 @@ def _scales(blocks: np.ndarray, fmt: FloatFormat, rule: str, x32: np.ndarray,
             x_b = round_to(clamped.astype(np.float32), E4M3)
             recip = (_F32(1.0) / s) / x_b
             scaled = blocks * recip.astype(np.float32)[..., None]
-            return scaled, x_b.astype(np.float64), _element_codes(x_b, E4M3), s
+            return amax, scaled, x_b.astype(np.float64), _element_codes(x_b, E4M3), s
     raise AssertionError(rule)  # pragma: no cover - rules are checked by the caller
 
 
@@ -456,9 +469,12 @@ def _round_elements(scaled: np.ndarray, fmt: FloatFormat, mode, rng) -> np.ndarr
     nan = np.isnan(scaled)
     any_nan = nan.any()
     clean = np.where(nan, _F32(0), scaled) if any_nan else scaled
-    fmax = _F32(fmt.max)
-    clipped = np.clip(clean, -fmax, fmax)
-    out = round_to(clipped, fmt, mode, overflow="saturate", rng=rng)
+    if fmt.has_inf:  # lowprec.round keeps an infinite input infinite there: clamp first
+        fmax = _F32(fmt.max)
+        clean = np.clip(clean, -fmax, fmax)
+    # Without infinities, overflow="saturate" sends every |x| > max (inf included) to +-max
+    # in every mode, as clamping first would.
+    out = round_to(clean, fmt, mode, overflow="saturate", rng=rng)
     return np.where(nan, _F32(np.nan), out).astype(np.float32) if any_nan else out
 
 
@@ -485,6 +501,15 @@ def _element_codes(elements: np.ndarray, fmt: FloatFormat) -> np.ndarray:
     return codes.reshape(np.shape(elements))
 
 
+def _global_amax(block_amax: np.ndarray, x32: np.ndarray) -> np.float32:
+    """:func:`amax_of` (max |x| ignoring NaN) read from the blocks' amax when none is NaN:
+    the blocks cover x, and their zero padding does not change a maximum of magnitudes."""
+    if block_amax.size == 0 or x32.size == 0:
+        return amax_of(x32)
+    top = block_amax.max()
+    return amax_of(x32) if np.isnan(top) else _F32(top)
+
+
 def block_cast(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *,
                block: int | tuple[int, int] | str, scale_format: str, rule: str, axis: int = -1,
                tensor_scale: float | None = None,
@@ -500,7 +525,7 @@ def block_cast(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *,
     x32 = as_float32_array(x)
     layout = _layout(x32.shape, block, axis)
     blocks = layout.to_blocks(x32)  # (..., n_blocks, block_elems)
-    scaled, decode, codes, t_scale = _scales(blocks, fmt, rule, x32, tensor_scale)
+    block_amax, scaled, decode, codes, t_scale = _scales(blocks, fmt, rule, x32, tensor_scale)
     elements = _round_elements(scaled, fmt, mode, rng)
     block_scales = layout.grid(decode.astype(np.float32))  # exact: the scales are float32s
     st = ScaledTensor(layout.from_blocks(elements), fmt, block_scales=block_scales,
@@ -508,7 +533,8 @@ def block_cast(x: ArrayLike, fmt: FormatLike, mode: ModeLike = "nearest", *,
                       axis=layout.axis, tensor_scale=t_scale, scale_format=scale_format)
     values = st.dequantize()
     clipped, flushed = cast_statistics(x32, layout.from_blocks(scaled), values, fmt)
-    record = BlockRecord(fmt.name, float(amax_of(x32)), None, None, clipped, flushed,
+    record = BlockRecord(fmt.name, float(_global_amax(block_amax, x32)), None, None, clipped,
+                         flushed,
                          block_scales=block_scales, tensor=st,
                          scale_codes=layout.grid(codes if scale_format != "fp32"
                                                  else decode.astype(np.float32)),

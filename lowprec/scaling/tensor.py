@@ -201,6 +201,50 @@ class ScaledTensor:
         with np.errstate(over="ignore", invalid="ignore"):
             return self.elements.astype(np.float64) * scales
 
+    def _products_exact_in_f32(self) -> bool:
+        """Whether every ``element * block_scale`` is exact in float32, so that multiplying it
+        by the tensor scale in float32 rounds the exact three-factor product once, as
+        :meth:`exact_values` does (NVFP4: 2-bit E2M1 elements times 4-bit E4M3 scales). True
+        when each finite nonzero block scale is a normal float32 whose significand leaves room
+        for the element's (at most ``mantissa_bits + 1`` bits) and the products stay within
+        float32's normal range; zero, infinite and NaN scales give the same special either
+        way. Relies on the elements being numbers of ``fmt``, as the class requires."""
+        fmt = self.fmt
+        scales = self.block_scales.reshape(-1)
+        finite = scales[np.isfinite(scales) & (scales != 0)]
+        if finite.size == 0:
+            return True
+        mags = np.abs(finite)
+        low_bits = np.uint32((1 << (fmt.mantissa_bits + 1)) - 1)  # must be zero: 24 in all
+        smallest = 2.0 ** (fmt.emin - fmt.mantissa_bits)  # the element format's subnormal step
+        return bool(mags.min() >= np.finfo(np.float32).tiny
+                    and float(mags.min()) * smallest >= np.finfo(np.float32).tiny
+                    and float(mags.max()) * fmt.max <= np.finfo(np.float32).max
+                    and not np.any(mags.view(np.uint32) & low_bits))
+
+    def _block_product_f32(self) -> np.ndarray:
+        """``element * block_scale`` as one float32 multiplication per element: the same bits as
+        :meth:`exact_values` rounded to float32 (no tensor scale). Why: a float32 element and
+        a float32 scale have at most 24 significant bits each, so their product has at most
+        48 bits and an exponent between -298 and 256: float64 holds it exactly, and its cast
+        to float32 rounds it once, to nearest-even, subnormal and overflow results included.
+        IEEE 754-2019 sec. 4.3 and 5.4.1 define the float32 product as that same exact product
+        rounded once in the same way, so the two agree bit for bit, NaN and infinities included
+        (tests/test_block_fast_paths.py checks adversarial values)."""
+        elements, scales = self.elements, self.block_scales  # both float32
+        if self.tiled:
+            bm, bn = self.block_size
+            scales = _expand(_expand(scales, bm, -2, self.shape[-2]), bn, -1, self.shape[-1])
+            return elements * scales
+        axis, size = self.axis, self.block_size
+        length = self.shape[axis]
+        if length % size:  # a partial last block: repeat each scale along the axis
+            return elements * _expand(scales, size, axis, length)
+        # Whole blocks: split the axis into (blocks, block) and broadcast one scale per block.
+        split = self.shape[:axis] + (length // size, size) + self.shape[axis + 1:]
+        product = elements.reshape(split) * np.expand_dims(scales, axis + 1)
+        return product.reshape(self.shape)
+
     def dequantize(self) -> np.ndarray:
         """The float32 values a model holds: per tensor ``float32(elements * scale_inv)``, a
         float32 product as TE's dequantize computes it; per block the exact
@@ -210,6 +254,12 @@ class ScaledTensor:
             with np.errstate(over="ignore", invalid="ignore"):
                 if not self.block_scaled:
                     values = self.elements * self.scale_inv
+                elif (getattr(self.elements, "dtype", None) == np.float32
+                      and getattr(self.block_scales, "dtype", None) == np.float32
+                      and (self.tensor_scale is None or self._products_exact_in_f32())):
+                    values = self._block_product_f32()
+                    if self.tensor_scale is not None:  # (element * block scale) is exact
+                        values *= self.tensor_scale
                 else:
                     values = self.exact_values().astype(np.float32)
             self.__dict__["_values"] = values  # a cache on a frozen value, not a field
