@@ -284,8 +284,10 @@ def _cdna3_group(products: list[np.ndarray], exponents: list[np.ndarray], c: np.
 
 
 def _flush(x: np.ndarray, tiny: float) -> np.ndarray:
-    """flush_denormal(keep_sign=True): below tiny in magnitude -> a zero of the same sign."""
-    return np.where(np.abs(x) < tiny, x * 0.0, x)
+    """flush_denormal(keep_sign=True): below tiny in magnitude -> a zero of the same sign.
+    (The zero is made in x's dtype: under NumPy 1.x a float32 scalar times the Python float 0.0
+    is a float64, which would move the rest of the FP32 tree to float64.)"""
+    return np.where(np.abs(x) < tiny, np.copysign(np.zeros_like(x), x), x)
 
 
 @np.errstate(invalid="ignore", over="ignore")
