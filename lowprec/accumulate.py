@@ -100,6 +100,12 @@ class _Protocol:
         accumulator's own format)."""
         return _sum(self, x, axis, output, mode, rng, random_bits)
 
+    def _block_scaled_matmul(self, a, b, held, output, mode, rng, random_bits):
+        """``a @ b`` of block-scaled operands (module docstring): the exact values, element
+        times block scale, multiplied and summed as this accumulator sums any products."""
+        a, b = (m.exact_values() if isinstance(m, ScaledTensor) else m for m in (a, b))
+        return self.matmul(a, b, output=output, mode=mode, rng=rng, random_bits=random_bits)
+
 
 class Blas(_Protocol):
     """FP32 sums (the operands' dtype) in the BLAS library's order: NumPy's matmul and sum.
@@ -111,7 +117,6 @@ class Blas(_Protocol):
     name = "blas"
     sum_format = None  # no format is imposed on the partial sums (none rejects a NaN)
     result_format = FP32  # what float32 operands give
-    block_scales_supported = True  # the model multiplies dequantized block-scaled values
 
     def __repr__(self) -> str:
         return "BLAS"
@@ -155,7 +160,6 @@ class FormatAccumulation(_Protocol):
     order: str = "sequential"  # "sequential": ((0 + t0) + t1) + ...; "pairwise": a balanced tree
     block: int | None = None  # sum runs of `block` terms in order, then the run sums in `order`
 
-    block_scales_supported = True  # block-scaled products are exact in float64
 
     def __post_init__(self):
         object.__setattr__(self, "format", _arith_format(self.format))
@@ -413,19 +417,12 @@ def _scaled_matmul(acc, a, b, inputs, held, output, mode, rng, random_bits):
             raise ValueError("a GEMM of a block-scaled and a per-tensor scaled operand is not "
                              "modelled")
         stored = FP32 if output is None else as_format(output)
-        if isinstance(acc, TensorCoreModel) or getattr(acc, "block_scaled_mma", False):
-            out = _block_scaled_on_tensor_cores(acc, a, b, held)
-            if output is not None:
-                out = _round(np.asarray(out, np.float64), stored, mode, rng=rng,
-                             random_bits=random_bits)
-        else:
-            if not getattr(acc, "block_scales_supported", False):
-                raise ValueError(f"a block-scaled GEMM takes each block's scales into its "
-                                 f"products, and the accumulator {acc.name!r} does not say how; "
-                                 f"use {BLAS.name!r}, a format such as 'fp32' or a tensor-core "
-                                 "model")
-            a, b = (m.exact_values() if isinstance(m, ScaledTensor) else m for m in (a, b))
-            out = acc.matmul(a, b, output=output, mode=mode, rng=rng, random_bits=random_bits)
+        how = getattr(acc, "_block_scaled_matmul", None)  # each accumulator's own way
+        if how is None:
+            raise ValueError(f"a block-scaled GEMM takes each block's scales into its products, "
+                             f"and the accumulator {acc.name!r} does not say how; use "
+                             f"{BLAS.name!r}, a format such as 'fp32' or a tensor-core model")
+        out = how(a, b, held, output, mode, rng, random_bits)
         fits = stored.fits_float32 and acc.result_format.fits_float32
         return np.asarray(out, np.float32) if fits else out
     ha, hb = _pair(held)
@@ -462,7 +459,7 @@ def _block_operand(m, k_axis: int, held):
 
 def _tensor_scale(m) -> float:
     """A ScaledTensor's per-tensor second level (NVFP4), or 1."""
-    scale = getattr(m, "tensor_scale", None) if isinstance(m, ScaledTensor) else None
+    scale = m.tensor_scale if isinstance(m, ScaledTensor) else None
     return 1.0 if scale is None else float(scale)
 
 
@@ -478,9 +475,19 @@ def _per_block(scales, kb_from: int, kb: int, K: int, k_axis: int, like_shape) -
     return np.take(np.repeat(scales, repeats, axis=k_axis), np.arange(blocks), axis=k_axis)
 
 
-def _block_scaled_on_tensor_cores(model, a, b, held) -> np.ndarray:
-    """Block-scaled ``a @ b`` on a tensor-core model (module docstring): natively with
-    ``block_scaled_mma``, else DeepSeek-V3's per-K-block partials scaled and added in FP32."""
+def _block_scaled_on_tensor_cores(model, a, b, held, output, mode, rng,
+                                  random_bits) -> np.ndarray:
+    """Block-scaled ``a @ b`` on a tensor-core model (module docstring), then rounded to
+    ``output`` if given."""
+    out = _block_scaled_sum(model, a, b, held)
+    if output is None:
+        return out
+    return _round(np.asarray(out, np.float64), output, mode, rng=rng, random_bits=random_bits)
+
+
+def _block_scaled_sum(model, a, b, held) -> np.ndarray:
+    """Natively with ``block_scaled_mma``, else DeepSeek-V3's per-K-block partials scaled and
+    added in FP32."""
     ha, hb = _pair(held)
     ea, sa, kba, fa = _block_operand(a, -1, ha)
     eb, sb, kbb, fb = _block_operand(b, 0, hb)
@@ -492,7 +499,8 @@ def _block_scaled_on_tensor_cores(model, a, b, held) -> np.ndarray:
     kb = min(kb, K) if K else 1
     sa = _per_block(sa, kba or kb, kb, K, -1, (ea.shape[0], 1))
     sb = _per_block(sb, kbb or kb, kb, K, 0, (1, eb.shape[1]))
-    if getattr(model, "block_scaled_mma", False):
+    core = model.reading(fa, fb)  # each operand's element format (mixed FP8, f8f6f4 pairs)
+    if model.block_scaled_mma:
         step = int(model.scale_block)
         if kb % step and sa.shape[-1] > 1:  # a single K-block is padded with zeros
             raise ValueError(f"{model.name} applies one scale per {step} elements of K; these "
@@ -503,7 +511,7 @@ def _block_scaled_on_tensor_cores(model, a, b, held) -> np.ndarray:
         ta, tb = (_tensor_scale(m) for m in (a, b))
         sa = _per_block(sa / ta, kb, step, K, -1, None)  # exact: the tensor scale divides out
         sb = _per_block(sb / tb, kb, step, K, 0, None)
-        out = np.asarray(tensorcore.matmul(ea, eb, model, scale_a=sa, scale_b=sb))
+        out = np.asarray(tensorcore.matmul(ea, eb, core, scale_a=sa, scale_b=sb))
         if ta == 1 and tb == 1:
             return out
         with np.errstate(over="ignore", invalid="ignore"):
@@ -518,7 +526,6 @@ def _block_scaled_on_tensor_cores(model, a, b, held) -> np.ndarray:
     if model.split_k != 1:
         raise ValueError(f"{model.name} splits K; a block-scaled GEMM already adds its K-blocks "
                          "in FP32 (use a model with split_k=1)")
-    core = model.reading(fa, fb)
     sa32, sb32 = sa.astype(np.float32), sb.astype(np.float32)  # each decode scale as FP32
     acc = np.zeros((ea.shape[0], eb.shape[1]))
     nearest = RoundingMode.NEAREST

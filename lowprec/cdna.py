@@ -144,7 +144,6 @@ class MFMAModel:
 
     # --- the accumulator protocol (lowprec.accumulate), as lowprec.tensorcore.TensorCoreModel ---
     sum_format = None  # no format is imposed on a NaN check of the operands
-    block_scales_supported = False  # CDNA4's scaled MFMA is not modelled
     block_scaled_mma = False  # (lowprec.tensorcore: an instruction that takes block scales)
 
     def matmul(self, a: Operand, b: Operand, *, inputs: FormatPair | None = None,

@@ -190,7 +190,6 @@ class TensorCoreModel:
 
     # --- the accumulator protocol (lowprec.accumulate): options as lowprec.matmul's ---------------
     sum_format = None  # the block FMA imposes no format on a NaN check of the operands
-    block_scales_supported = False  # block-scaled (MX) MMA is not modelled
 
     def matmul(self, a: Operand, b: Operand, *, inputs: FormatPair | None = None,
                held: FormatPair | None = None, output: FormatLike | None = None,
@@ -222,6 +221,12 @@ class TensorCoreModel:
             random_bits: int | None = None) -> np.ndarray:
         """The sum of x along ``axis``: x times ones on this tensor core."""
         return _accumulate_module()._sum(self, x, axis, output, mode, rng, random_bits)
+
+    def _block_scaled_matmul(self, a, b, held, output, mode, rng, random_bits):
+        """``a @ b`` of block-scaled ScaledTensor operands: natively where the instruction takes
+        block scales, else per K-block with the scales applied in FP32 (lowprec.accumulate)."""
+        return _accumulate_module()._block_scaled_on_tensor_cores(self, a, b, held, output, mode,
+                                                                  rng, random_bits)
 
     def reading(self, fa: FloatFormat | None, fb: FloatFormat | None) -> TensorCoreModel:
         """This model reading operands of formats ``fa`` and ``fb``. FP8 MMA takes E4M3 or E5M2

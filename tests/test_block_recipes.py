@@ -167,6 +167,13 @@ def test_native_block_scaled_mma_gets_elements_and_decoded_scales(monkeypatch):
         scale_block: int = 16
         result_format = FP32
 
+        def reading(self, fa, fb):  # one instruction for every element format
+            return self
+
+        def _block_scaled_matmul(self, *args):  # as TensorCoreModel's
+            from lowprec.accumulate import _block_scaled_on_tensor_cores
+            return _block_scaled_on_tensor_cores(self, *args)
+
     seen = {}
 
     def fake_matmul(ea, eb, model, c=None, *, scale_a=None, scale_b=None):
@@ -215,3 +222,20 @@ def test_blockwise_gemm_sqnr_on_gaussian_inputs_matches_the_published_figure(fmt
     out = lowprec.matmul(a, b, accumulate="blas")
     sqnr = 10 * np.log10(np.sum(ref**2) / np.sum((ref - out) ** 2))
     assert abs(sqnr - published) < 0.5, sqnr
+
+
+def test_native_block_scaled_mma_reads_each_operands_element_format():
+    """An E4M3 operand times an E5M2 one on B200_MXF8F6F4 (kind::mxf8f6f4 takes each operand's
+    format on its own): small integers times E8M0 scales, so every sum is exact and the result
+    is the float64 product of the decoded values. (b's elements, up to 3072, are not E4M3
+    numbers: read as E4M3 they would be refused.)"""
+    from lowprec.formats import E5M2
+    rng = np.random.default_rng(3)
+    ea = rng.integers(-3, 4, (2, 64)).astype(np.float32)
+    eb = rng.integers(-3, 4, (64, 3)).astype(np.float32) * 1024  # E5M2 values beyond E4M3's
+    sa = np.exp2(rng.integers(-2, 3, (2, 2))).astype(np.float32)
+    sb = np.exp2(rng.integers(-2, 3, (2, 3))).astype(np.float32)
+    a = ScaledTensor(ea, E4M3, block_scales=sa, block_size=32, axis=1, scale_format="e8m0")
+    b = ScaledTensor(eb, E5M2, block_scales=sb, block_size=32, axis=0, scale_format="e8m0")
+    out = lowprec.matmul(a, b, accumulate=tensorcore.B200_MXF8F6F4)
+    np.testing.assert_array_equal(out, a.exact_values() @ b.exact_values())

@@ -31,7 +31,7 @@ class CastStats:
     def add(self, record: CastRecord, size: int) -> None:
         """Add a cast of ``size`` values, described by its CastRecord."""
         self.amax = max(self.amax, record.amax)
-        if getattr(record, "scale", None) is not None:  # block records have none
+        if record.scale is not None:  # block records have none
             self.scale = record.scale
         # the record's fractions are count / size exactly
         self.clipped += int(round(record.clipped * size))
